@@ -1,0 +1,3 @@
+from rancherd.cli import main
+
+main()

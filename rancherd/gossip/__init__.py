@@ -1,0 +1,1 @@
+"""Discovery and election engine: a sans-IO core plus its trio driver."""

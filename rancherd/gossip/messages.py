@@ -1,0 +1,230 @@
+"""Every message of the gossip protocol, as frozen dataclasses.
+
+This module is the wire contract. The codec (``codec.py``) encodes a message as
+``[tag, field, field, ...]`` in field order, walking the type hints below, so:
+
+- ``Tag`` is append-only: never renumber or reuse a value.
+- Changing the fields of a message, or of a type a message carries, changes the wire
+  format and needs a ``PROTOCOL_VERSION`` bump.
+- Field types are limited to what the codec knows: ``int``, ``bool``, ``str``, ``bytes``,
+  ``IntEnum`` subclasses, ``tuple[T, ...]``, ``T | None`` and the frozen dataclasses here.
+
+Node ids are 32 lowercase hex characters (128 random bits, persisted by the caller); they
+are the stable key the election orders by. Addresses are ``host:port`` strings (IPv6 hosts
+in brackets) and are never used for ordering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+PROTOCOL_VERSION = 1
+"""The version this build speaks; peers agree on ``min(max_a, max_b)`` in the hello."""
+MIN_PROTOCOL_VERSION = 1
+"""The oldest version this build still speaks."""
+
+NodeId = str
+Address = str
+
+NODE_ID_LENGTH = 32
+"""Hex characters in a node id."""
+
+
+class Tag(IntEnum):
+    """Message tags. Append-only."""
+
+    HELLO = 1
+    GOSSIP = 2
+    PROPOSE = 3
+    ACK = 4
+    REFUSE = 5
+    RELEASE = 6
+    COMMIT = 7
+
+
+class Role(IntEnum):
+    """What a node may become. Only servers vote and only servers can win."""
+
+    SERVER = 1
+    AGENT = 2
+
+
+class Progress(IntEnum):
+    """How far a decided node is with installing the runtime (carried by gossip)."""
+
+    NONE = 0
+    """Not decided yet, or decided and not started."""
+    WAITING = 1
+    """Decided; waiting for the init node or for its turn to join."""
+    INSTALLING = 2
+    READY = 3
+    """The runtime runs on this node (its done stamp is written)."""
+    FAILED = 4
+
+
+class RefuseReason(IntEnum):
+    VOTED_OTHER = 1
+    """The voter holds a standing vote for another proposer (see ``Refuse.vote``)."""
+    DECIDED = 2
+    """The voter already knows a committed decision (see ``Refuse.decision``)."""
+    NOT_A_MEMBER = 3
+    """The voter is an agent, or is not in the proposed view."""
+    STALE_ROUND = 4
+    """The proposer itself released this round earlier."""
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """A server's promise to let ``proposer`` create the cluster in ``round``.
+
+    Durable and sticky: a server holds at most one, persists it before it acks, and only
+    the proposer that holds it (or an operator's ``rancherd reset``) releases it.
+    """
+
+    proposer: NodeId
+    round: int
+    nonce: int
+    """Random 64 bits the proposer drew for this round and persisted with it. Two machines
+    that share a node id (a cloned data dir) draw different nonces, so a voter can never
+    count one machine's round as the other's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A committed election: ``init_node`` creates the cluster, everyone else joins it."""
+
+    cluster_id: str
+    """Hex id naming this cluster; two different ids in one fleet mean a split."""
+    init_node: NodeId
+    init_host: str
+    """Host (IP or name) where the init node serves the Kubernetes API."""
+    round: int
+    members: tuple[NodeId, ...]
+    """The servers whose acks committed it (sorted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """What a node says about itself; gossip spreads the freshest copy of each.
+
+    Freshness is ``(incarnation, heartbeat)``: ``incarnation`` is persisted and grows on
+    every start, ``heartbeat`` grows while the node runs. Both are counters, never clock
+    readings, so nodes with skewed clocks still agree which copy is newer.
+    """
+
+    node_id: NodeId
+    incarnation: int
+    boot_id: int
+    """Random per process start (64 bits); two live records with one node id and different
+    boot ids are two machines sharing an id (a cloned data dir)."""
+    heartbeat: int
+    role: Role
+    addresses: tuple[Address, ...]
+    """Gossip endpoints of this node."""
+    api_host: str
+    """Host at which this node would serve the Kubernetes API."""
+    view: tuple[NodeId, ...]
+    """The servers this node counts, itself included (sorted); empty for agents."""
+    vote: Vote | None
+    released: tuple[Vote, ...]
+    """The last rounds this node released as a proposer (newest last, a few at most), so a
+    voter whose ``Release`` was lost frees its vote from gossip alone."""
+    decision: Decision | None
+    progress: Progress
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame in each direction of a connection; sealed with the token's hello key.
+
+    The session keys of the connection are derived from both nonces, so the frames that
+    follow are bound to this pair of nodes and this one connection.
+    """
+
+    min_version: int
+    max_version: int
+    node_id: NodeId
+    boot_id: int
+    nonce: bytes
+    """32 random bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    """Push (and pull, when ``want_reply``) of membership state.
+
+    ``records[0]`` is the sender's own record; the rest are the freshest copies it holds
+    of other nodes, servers first.
+    """
+
+    records: tuple[NodeRecord, ...]
+    want_reply: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    """The minimum of an agreed view asks every member of ``view`` for its vote."""
+
+    proposer: NodeId
+    round: int
+    nonce: int
+    view: tuple[NodeId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """``voter`` has durably recorded its vote for ``(proposer, round, nonce)``."""
+
+    proposer: NodeId
+    round: int
+    nonce: int
+    voter: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """``voter`` will not vote for ``(proposer, round, nonce)``, and says why."""
+
+    proposer: NodeId
+    round: int
+    nonce: int
+    voter: NodeId
+    reason: RefuseReason
+    vote: Vote | None
+    decision: Decision | None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The proposer has durably abandoned this round; votes for exactly it are dropped."""
+
+    proposer: NodeId
+    round: int
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The proposer has durably committed ``decision``."""
+
+    decision: Decision
+
+
+Message = Hello | Gossip | Propose | Ack | Refuse | Release | Commit
+
+MESSAGE_TYPES: dict[Tag, type[Message]] = {
+    Tag.HELLO: Hello,
+    Tag.GOSSIP: Gossip,
+    Tag.PROPOSE: Propose,
+    Tag.ACK: Ack,
+    Tag.REFUSE: Refuse,
+    Tag.RELEASE: Release,
+    Tag.COMMIT: Commit,
+}
+TAGS: dict[type[Message], Tag] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}
+
+
+def is_node_id(value: str) -> bool:
+    """True for a well-formed node id: 32 lowercase hex characters."""
+    return len(value) == NODE_ID_LENGTH and all(c in "0123456789abcdef" for c in value)

@@ -1,0 +1,1 @@
+"""Deterministic simulator of rancherd fleets (not installed with the package)."""
