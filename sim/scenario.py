@@ -1,0 +1,838 @@
+"""Scenario files: faults as data, validated strictly.
+
+A scenario is a YAML file under ``sim/scenarios/`` (see ``docs/SIMULATION.md`` for every
+key). Loading collects every error with its file, line and dotted key and raises them
+together as one ``ScenarioError``: unknown keys, wrong types, out-of-range numbers,
+unknown node names, duplicate keys, and the YAML 1.1 surprises (``yes``/``on`` read as
+booleans, ``0123`` read as octal) that a reader would not expect.
+
+Node names are fixed by the ``nodes`` block: servers ``s0, s1, ...`` (the late servers
+continue the numbering), agents ``a0, a1, ...``. Selectors accept a name, a list of names,
+``servers``, ``agents`` or ``all``; a crash also accepts ``random-server``, ``random-agent``
+and ``random-node``, drawn from the seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.dists import Distribution, Exponential, Fixed, LogNormal, Uniform
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+RANDOM_SELECTORS = ("random-server", "random-agent", "random-node")
+
+
+class ScenarioError(ValueError):
+    """A scenario file (or an override) is invalid; ``errors`` lists every problem."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("invalid scenario:\n  " + "\n  ".join(self.errors))
+
+
+# The model, as the rest of the simulator reads it.
+
+
+@dataclass(frozen=True, slots=True)
+class LateGroup:
+    role: str
+    count: int
+    at: Distribution
+
+
+@dataclass(frozen=True, slots=True)
+class NodesSpec:
+    servers: int
+    agents: int
+    boot: Distribution
+    """Boot time of each initial node, drawn independently per node."""
+    late: tuple[LateGroup, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """Overrides for the directed links from every node of ``src`` to every one of ``dst``."""
+
+    src: tuple[str, ...]
+    dst: tuple[str, ...]
+    latency: Distribution | None
+    loss: float | None
+    duplicate: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    latency: Distribution
+    """One-way delay of each message; reordering follows from its jitter."""
+    loss: float
+    duplicate: float
+    links: tuple[LinkSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BurstSpec:
+    """Gilbert-Elliott: a good and a bad state per (querier, responder) pair."""
+
+    enter: float
+    """Chance per answer of moving from good to bad."""
+    leave: float
+    """Chance per answer of moving from bad to good."""
+    loss_good: float
+    loss_bad: float
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverySpec:
+    loss: float
+    """Chance that each answer to a query is lost, i.i.d. (ignored when ``burst`` is set)."""
+    burst: BurstSpec | None
+    blind: tuple[str, ...]
+    """Nodes that receive no answer but their own."""
+    mute: tuple[str, ...]
+    """Nodes whose answers nobody receives."""
+    stale: float
+    """Seconds a node that went down is still answered for (other hosts' caches)."""
+    query_interval: float
+    """Seconds between two queries of the gossip provider."""
+    window: float
+    """Seconds from a query to the provider's result (answers arrive within it)."""
+    cache: float | None
+    """How long the provider keeps an answer; ``None``: ``server_cache_duration``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSpec:
+    offsets: tuple[tuple[str, float], ...]
+    """Per node, seconds added to virtual time to make that node's clock."""
+    spread: Distribution | None
+    """Offset drawn for every node not listed in ``offsets``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Nodes of different groups cannot reach each other; nodes in no group reach all."""
+
+    groups: tuple[tuple[str, ...], ...]
+    start: Distribution
+    end: Distribution | None
+
+
+@dataclass(frozen=True, slots=True)
+class OneWay:
+    """Messages from ``src`` to ``dst`` are dropped; the other direction works."""
+
+    src: tuple[str, ...]
+    dst: tuple[str, ...]
+    start: Distribution
+    end: Distribution | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Messages from ``src`` to ``dst`` are held, then delivered in order at ``end``."""
+
+    src: tuple[str, ...]
+    dst: tuple[str, ...]
+    start: Distribution
+    end: Distribution
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    node: str
+    """A node name or one of ``RANDOM_SELECTORS``."""
+    at: Distribution
+    restart_after: Distribution | None
+    """Delay from crash to restart; ``None``: the node stays down."""
+    wipe: bool
+    """Restart with an empty data dir (a new node id) instead of the persisted state."""
+
+
+Fault = Partition | OneWay | Hold | Crash
+
+
+@dataclass(frozen=True, slots=True)
+class ClassicSpec:
+    """Knobs of the classic rancherd model (see ``sim/algorithms/classic.py``)."""
+
+    install: Distribution
+    """From a node's decision to its port answering as Rancher (not rancherd) again."""
+    advertise_after_decision: bool
+    """Whether the operator's mDNS advertisement of a server outlives its rancherd."""
+    answering: str
+    """``init``: only the cluster-init node answers after install; ``servers``: all."""
+    mdns_timeout: float
+    loop_sleep: float
+    http_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class GossipSpec:
+    preset: str
+    """``GossipConfig`` preset the simulated cores start from."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    role: str
+    index: int
+    """Position in the fleet (fixes its address)."""
+    boot: Distribution
+    late: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    expected_servers: int
+    server_cache_duration: float
+    duration: float
+    settle: float
+    measure_from: float | None
+    """Virtual time the decision clock starts at; ``None``: boot of the N-th server."""
+    allow_split: bool
+    nodes: NodesSpec
+    network: NetworkSpec
+    discovery: DiscoverySpec
+    clock: ClockSpec
+    fsync: Distribution
+    faults: tuple[Fault, ...]
+    classic: ClassicSpec
+    gossip: GossipSpec
+    source: str = ""
+    overrides: tuple[str, ...] = field(default=())
+
+    def node_specs(self) -> list[NodeSpec]:
+        return _node_specs(self.nodes)
+
+    @property
+    def discovery_cache(self) -> float:
+        cache = self.discovery.cache
+        return self.server_cache_duration if cache is None else cache
+
+
+def _node_specs(nodes: NodesSpec) -> list[NodeSpec]:
+    specs: list[NodeSpec] = []
+    servers = [NodeSpec(f"s{i}", "server", 0, nodes.boot, False) for i in range(nodes.servers)]
+    agents = [NodeSpec(f"a{i}", "agent", 0, nodes.boot, False) for i in range(nodes.agents)]
+    for group in nodes.late:
+        pool = servers if group.role == "server" else agents
+        prefix = "s" if group.role == "server" else "a"
+        for _ in range(group.count):
+            pool.append(NodeSpec(f"{prefix}{len(pool)}", group.role, 0, group.at, True))
+    for index, spec in enumerate(servers + agents):
+        specs.append(
+            NodeSpec(spec.name, spec.role, index, spec.boot, spec.late),
+        )
+    return specs
+
+
+# Loading: YAML nodes -> plain data with line numbers -> validated model.
+
+Path_ = tuple[str | int, ...]
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out or "(top)"
+
+
+class _Yaml:
+    """Turns composed YAML into dicts, lists and scalars, refusing what would surprise."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[Path_, int] = {}
+        self.errors: list[str] = []
+
+    def convert(self, node: yaml.Node, path: Path_) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                line = key_node.start_mark.line + 1
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != (
+                    "tag:yaml.org,2002:str"
+                ):
+                    self.errors.append(f"{self.source}:{line}: {_dotted(path)}: keys are names")
+                    continue
+                key = str(key_node.value)
+                if key in out:
+                    self.errors.append(
+                        f"{self.source}:{line}: {_dotted((*path, key))}: duplicate key"
+                    )
+                    continue
+                out[key] = self.convert(value_node, (*path, key))
+                self.lines[(*path, key)] = line
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        return self.scalar(node, path)
+
+    def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        text = str(node.value)
+        tag = node.tag
+        where = f"{self.source}:{node.start_mark.line + 1}: {_dotted(path)}"
+        if tag == "tag:yaml.org,2002:str":
+            return text
+        if tag == "tag:yaml.org,2002:null":
+            return None
+        if tag == "tag:yaml.org,2002:bool":
+            if text not in ("true", "false"):
+                self.errors.append(f"{where}: write true or false, not {text!r} (or quote it)")
+                return None
+            return text == "true"
+        if tag == "tag:yaml.org,2002:int":
+            plain = text.lstrip("+-")
+            if not plain.isdigit() or (len(plain) > 1 and plain.startswith("0")):
+                self.errors.append(f"{where}: {text!r} is not a plain decimal number")
+                return None
+            return int(text)
+        if tag == "tag:yaml.org,2002:float":
+            try:
+                value = float(text)
+            except ValueError:
+                self.errors.append(f"{where}: {text!r} is not a plain decimal number")
+                return None
+            if not math.isfinite(value):
+                self.errors.append(f"{where}: {text!r} is not a finite number")
+                return None
+            return value
+        self.errors.append(f"{where}: {text!r} is read as {tag.rsplit(':', 1)[-1]}; quote it")
+        return None
+
+
+_MISSING = object()
+
+
+class _Validator:
+    def __init__(self, source: str, lines: Mapping[Path_, int]) -> None:
+        self.source = source
+        self.lines = lines
+        self.errors: list[str] = []
+        self.names: dict[str, str] = {}
+
+    def error(self, path: Path_, message: str) -> None:
+        probe = path
+        while probe and probe not in self.lines:
+            probe = probe[:-1]
+        line = self.lines.get(probe)
+        where = f"{self.source}:{line}" if line is not None else self.source
+        self.errors.append(f"{where}: {_dotted(path)}: {message}")
+
+    def mapping(self, value: Any, path: Path_, keys: Iterable[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, f"expected a mapping, got {_kind(value)}")
+            return {}
+        allowed = set(keys)
+        for key in value:
+            if key not in allowed:
+                hint = ", ".join(sorted(allowed))
+                self.error((*path, key), f"unknown key (expected one of: {hint})")
+        return value
+
+    def number(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: Path_,
+        default: Any,
+        *,
+        integer: bool = False,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        above: float | None = None,
+    ) -> Any:
+        value = data.get(key, _MISSING)
+        if value is _MISSING or (value is None and default is not _MISSING):
+            if default is _MISSING:
+                self.error((*path, key), "required")
+            return default
+        where = (*path, key)
+        wanted = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            self.error(
+                where, f"expected {'an integer' if integer else 'a number'}, got {_kind(value)}"
+            )
+            return default if default is not _MISSING else (0 if integer else 0.0)
+        if minimum is not None and value < minimum:
+            self.error(where, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.error(where, f"must be <= {maximum}, got {value}")
+        if above is not None and value <= above:
+            self.error(where, f"must be > {above}, got {value}")
+        return value if integer else float(value)
+
+    def probability(self, data: Mapping[str, Any], key: str, path: Path_, default: Any) -> Any:
+        return self.number(data, key, path, default, minimum=0.0, maximum=1.0)
+
+    def boolean(self, data: Mapping[str, Any], key: str, path: Path_, default: bool) -> bool:
+        value = data.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.error((*path, key), f"expected true or false, got {_kind(value)}")
+            return default
+        return value
+
+    def string(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: Path_,
+        default: str,
+        choices: Sequence[str] | None = None,
+    ) -> str:
+        value = data.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.error((*path, key), f"expected a string, got {_kind(value)}")
+            return default
+        if choices is not None and value not in choices:
+            self.error((*path, key), f"expected one of {', '.join(choices)}, got {value!r}")
+            return default
+        return value
+
+    def distribution(self, data: Mapping[str, Any], key: str, path: Path_, default: Any) -> Any:
+        value = data.get(key, _MISSING)
+        where = (*path, key)
+        if value is _MISSING or value is None:
+            if default is _MISSING:
+                self.error(where, "required")
+                return Fixed(0.0)
+            return default
+        return self.parse_distribution(value, where)
+
+    def parse_distribution(self, value: Any, where: Path_, *, signed: bool = False) -> Distribution:
+        if isinstance(value, bool):
+            self.error(where, "expected a number or a distribution, got a boolean")
+            return Fixed(0.0)
+        if isinstance(value, int | float):
+            if value < 0 and not signed:
+                self.error(where, f"must be >= 0, got {value}")
+            return Fixed(float(value))
+        forms = (
+            "a number, {uniform: [low, high]}, {lognormal: [median, sigma]}, {exponential: mean}"
+        )
+        if not isinstance(value, dict) or len(value) != 1:
+            self.error(where, f"expected {forms}")
+            return Fixed(0.0)
+        ((kind, args),) = value.items()
+        inner = (*where, kind)
+        if kind == "exponential":
+            if not _is_number(args) or args <= 0:
+                self.error(inner, "expected a mean > 0")
+                return Fixed(0.0)
+            return Exponential(float(args))
+        if kind not in ("uniform", "lognormal"):
+            self.error(inner, f"unknown distribution (expected {forms})")
+            return Fixed(0.0)
+        if not isinstance(args, list) or len(args) != 2 or not all(_is_number(a) for a in args):
+            self.error(inner, "expected a list of two numbers")
+            return Fixed(0.0)
+        first, second = float(args[0]), float(args[1])
+        if kind == "uniform":
+            if (first < 0 and not signed) or second < first:
+                low = "low" if signed else "0 <= low"
+                self.error(inner, f"expected {low} <= high, got [{first}, {second}]")
+                return Fixed(0.0)
+            return Uniform(first, second)
+        if first <= 0 or second < 0:
+            self.error(inner, f"expected median > 0 and sigma >= 0, got [{first}, {second}]")
+            return Fixed(0.0)
+        return LogNormal(first, second)
+
+    def selector(
+        self, value: Any, where: Path_, *, allow_random: bool = False, single: bool = False
+    ) -> tuple[str, ...]:
+        items = value if isinstance(value, list) and not single else [value]
+        out: list[str] = []
+        for item in items:
+            if not isinstance(item, str):
+                self.error(where, f"expected a node name or selector, got {_kind(item)}")
+                continue
+            if item in ("servers", "agents", "all") and not single:
+                out.extend(
+                    name for name, role in self.names.items() if item == "all" or role + "s" == item
+                )
+            elif (item in RANDOM_SELECTORS and allow_random) or item in self.names:
+                out.append(item)
+            else:
+                known = ", ".join(list(self.names)[:6]) + (", ..." if len(self.names) > 6 else "")
+                extra = " or a random-* selector" if allow_random else ""
+                self.error(where, f"unknown node {item!r} (nodes are {known}{extra})")
+        seen: dict[str, None] = dict.fromkeys(out)
+        return tuple(seen)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+TOP_KEYS = (
+    "name",
+    "description",
+    "expected_servers",
+    "server_cache_duration",
+    "duration",
+    "settle",
+    "measure_from",
+    "allow_split",
+    "nodes",
+    "network",
+    "discovery",
+    "clock",
+    "disk",
+    "faults",
+    "classic",
+    "gossip",
+)
+FAULT_KINDS = ("partition", "one_way", "hold", "crash")
+GOSSIP_PRESETS = ("sim", "lan", "local")
+
+
+def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> Scenario:
+    v = _Validator(source, lines)
+    top = v.mapping(data, (), TOP_KEYS)
+    if not isinstance(data, dict):
+        raise ScenarioError(v.errors or [f"{source}: the scenario must be a mapping"])
+
+    nodes_raw = v.mapping(top.get("nodes"), ("nodes",), ("servers", "agents", "boot", "late"))
+    servers = v.number(nodes_raw, "servers", ("nodes",), _MISSING, integer=True, minimum=0)
+    agents = v.number(nodes_raw, "agents", ("nodes",), 0, integer=True, minimum=0)
+    boot = v.distribution(nodes_raw, "boot", ("nodes",), Fixed(0.0))
+    late: list[LateGroup] = []
+    late_raw = nodes_raw.get("late", [])
+    if late_raw is None:
+        late_raw = []
+    if not isinstance(late_raw, list):
+        v.error(("nodes", "late"), "expected a list")
+        late_raw = []
+    for i, item in enumerate(late_raw):
+        path: Path_ = ("nodes", "late", i)
+        group = v.mapping(item, path, ("role", "count", "at"))
+        late.append(
+            LateGroup(
+                role=v.string(group, "role", path, "server", ("server", "agent")),
+                count=v.number(group, "count", path, 1, integer=True, minimum=1),
+                at=v.distribution(group, "at", path, _MISSING),
+            )
+        )
+    nodes = NodesSpec(servers=servers, agents=agents, boot=boot, late=tuple(late))
+    for spec in _node_specs(nodes):
+        v.names[spec.name] = spec.role
+
+    expected = v.number(top, "expected_servers", (), 3, integer=True, minimum=1)
+    cache = v.number(top, "server_cache_duration", (), 60.0, above=0.0)
+    duration = v.number(top, "duration", (), 600.0, above=0.0)
+    settle = v.number(top, "settle", (), 60.0, minimum=0.0)
+    measure_from = v.number(top, "measure_from", (), None, minimum=0.0)
+    if not isinstance(top.get("name", name), str):
+        v.error(("name",), "expected a string")
+
+    net_raw = v.mapping(top.get("network"), ("network",), ("latency", "loss", "duplicate", "links"))
+    links: list[LinkSpec] = []
+    links_raw = net_raw.get("links") or []
+    if not isinstance(links_raw, list):
+        v.error(("network", "links"), "expected a list")
+        links_raw = []
+    for i, item in enumerate(links_raw):
+        path = ("network", "links", i)
+        link = v.mapping(item, path, ("from", "to", "latency", "loss", "duplicate"))
+        for key in ("from", "to"):
+            if key not in link:
+                v.error((*path, key), "required")
+        links.append(
+            LinkSpec(
+                src=v.selector(link.get("from", []), (*path, "from")),
+                dst=v.selector(link.get("to", []), (*path, "to")),
+                latency=v.distribution(link, "latency", path, None),
+                loss=v.probability(link, "loss", path, None),
+                duplicate=v.probability(link, "duplicate", path, None),
+            )
+        )
+    network = NetworkSpec(
+        latency=v.distribution(net_raw, "latency", ("network",), LogNormal(0.0005, 0.5)),
+        loss=v.probability(net_raw, "loss", ("network",), 0.0),
+        duplicate=v.probability(net_raw, "duplicate", ("network",), 0.0),
+        links=tuple(links),
+    )
+
+    disc_keys = ("loss", "burst", "blind", "mute", "stale", "query_interval", "window", "cache")
+    disc_raw = v.mapping(top.get("discovery"), ("discovery",), disc_keys)
+    burst: BurstSpec | None = None
+    if disc_raw.get("burst") is not None:
+        path = ("discovery", "burst")
+        burst_raw = v.mapping(disc_raw["burst"], path, ("enter", "leave", "loss_good", "loss_bad"))
+        burst = BurstSpec(
+            enter=v.probability(burst_raw, "enter", path, _MISSING),
+            leave=v.probability(burst_raw, "leave", path, _MISSING),
+            loss_good=v.probability(burst_raw, "loss_good", path, 0.0),
+            loss_bad=v.probability(burst_raw, "loss_bad", path, 1.0),
+        )
+    query_interval = v.number(disc_raw, "query_interval", ("discovery",), 5.0, above=0.0)
+    discovery = DiscoverySpec(
+        loss=v.probability(disc_raw, "loss", ("discovery",), 0.0),
+        burst=burst,
+        blind=v.selector(disc_raw.get("blind") or [], ("discovery", "blind")),
+        mute=v.selector(disc_raw.get("mute") or [], ("discovery", "mute")),
+        stale=v.number(disc_raw, "stale", ("discovery",), 0.0, minimum=0.0),
+        query_interval=query_interval,
+        window=v.number(disc_raw, "window", ("discovery",), 1.0, above=0.0),
+        cache=v.number(disc_raw, "cache", ("discovery",), None, minimum=0.0),
+    )
+    if discovery.window > query_interval:
+        v.error(("discovery", "window"), "must not exceed discovery.query_interval")
+
+    clock_raw = v.mapping(top.get("clock"), ("clock",), ("offsets", "spread"))
+    offsets: list[tuple[str, float]] = []
+    offsets_raw = v.mapping(clock_raw.get("offsets"), ("clock", "offsets"), v.names)
+    for node_name in offsets_raw:
+        if node_name in v.names:
+            offsets.append((node_name, v.number(offsets_raw, node_name, ("clock", "offsets"), 0.0)))
+    spread = None
+    if clock_raw.get("spread") is not None:
+        spread = v.parse_distribution(clock_raw["spread"], ("clock", "spread"), signed=True)
+    clock = ClockSpec(offsets=tuple(offsets), spread=spread)
+
+    disk_raw = v.mapping(top.get("disk"), ("disk",), ("fsync",))
+    fsync = v.distribution(disk_raw, "fsync", ("disk",), Fixed(0.002))
+
+    faults: list[Fault] = []
+    faults_raw = top.get("faults") or []
+    if not isinstance(faults_raw, list):
+        v.error(("faults",), "expected a list")
+        faults_raw = []
+    for i, item in enumerate(faults_raw):
+        fault = _fault(v, item, ("faults", i))
+        if fault is not None:
+            faults.append(fault)
+
+    classic_keys = (
+        "install",
+        "advertise_after_decision",
+        "answering",
+        "mdns_timeout",
+        "loop_sleep",
+        "http_timeout",
+    )
+    classic_raw = v.mapping(top.get("classic"), ("classic",), classic_keys)
+    classic = ClassicSpec(
+        install=v.distribution(classic_raw, "install", ("classic",), Fixed(180.0)),
+        advertise_after_decision=v.boolean(
+            classic_raw, "advertise_after_decision", ("classic",), True
+        ),
+        answering=v.string(classic_raw, "answering", ("classic",), "init", ("init", "servers")),
+        mdns_timeout=v.number(classic_raw, "mdns_timeout", ("classic",), 5.0, above=0.0),
+        loop_sleep=v.number(classic_raw, "loop_sleep", ("classic",), 5.0, minimum=0.0),
+        http_timeout=v.number(classic_raw, "http_timeout", ("classic",), 10.0, above=0.0),
+    )
+    gossip_raw = v.mapping(top.get("gossip"), ("gossip",), ("preset",))
+    gossip = GossipSpec(preset=v.string(gossip_raw, "preset", ("gossip",), "sim", GOSSIP_PRESETS))
+
+    if isinstance(servers, int) and not v.errors:
+        total_servers = servers + sum(g.count for g in late if g.role == "server")
+        if total_servers < 1:
+            v.error(("nodes", "servers"), "a fleet needs at least one server")
+    if v.errors:
+        raise ScenarioError(v.errors)
+    description = top.get("description", "")
+    return Scenario(
+        name=str(top.get("name", name)),
+        description=description if isinstance(description, str) else "",
+        expected_servers=expected,
+        server_cache_duration=cache,
+        duration=duration,
+        settle=settle,
+        measure_from=measure_from,
+        allow_split=v.boolean(top, "allow_split", (), False),
+        nodes=nodes,
+        network=network,
+        discovery=discovery,
+        clock=clock,
+        fsync=fsync,
+        faults=tuple(faults),
+        classic=classic,
+        gossip=gossip,
+        source=source,
+    )
+
+
+def _fault(v: _Validator, item: Any, path: Path_) -> Fault | None:
+    if not isinstance(item, dict) or len(item) != 1:
+        v.error(path, f"expected a one-key mapping naming the fault ({', '.join(FAULT_KINDS)})")
+        return None
+    ((kind, body),) = item.items()
+    where = (*path, kind)
+    if kind == "partition":
+        raw = v.mapping(body, where, ("groups", "start", "end"))
+        groups_raw = raw.get("groups")
+        if not isinstance(groups_raw, list) or len(groups_raw) < 2:
+            v.error((*where, "groups"), "expected a list of at least two groups of nodes")
+            groups_raw = []
+        groups = tuple(
+            v.selector(group, (*where, "groups", g)) for g, group in enumerate(groups_raw)
+        )
+        seen: set[str] = set()
+        for g, group in enumerate(groups):
+            overlap = seen.intersection(group)
+            if overlap:
+                v.error((*where, "groups", g), f"nodes in two groups: {', '.join(sorted(overlap))}")
+            seen.update(group)
+        return Partition(
+            groups=groups,
+            start=v.distribution(raw, "start", where, Fixed(0.0)),
+            end=v.distribution(raw, "end", where, None),
+        )
+    if kind in ("one_way", "hold"):
+        raw = v.mapping(body, where, ("from", "to", "start", "end"))
+        for key in ("from", "to"):
+            if key not in raw:
+                v.error((*where, key), "required")
+        src = v.selector(raw.get("from", []), (*where, "from"))
+        dst = v.selector(raw.get("to", []), (*where, "to"))
+        start = v.distribution(raw, "start", where, Fixed(0.0))
+        if kind == "hold":
+            return Hold(src, dst, start, v.distribution(raw, "end", where, _MISSING))
+        return OneWay(src, dst, start, v.distribution(raw, "end", where, None))
+    if kind == "crash":
+        raw = v.mapping(body, where, ("node", "at", "restart_after", "wipe"))
+        if "node" not in raw:
+            v.error((*where, "node"), "required")
+        node = v.selector(raw.get("node", ""), (*where, "node"), allow_random=True, single=True)
+        return Crash(
+            node=node[0] if node else "",
+            at=v.distribution(raw, "at", where, _MISSING),
+            restart_after=v.distribution(raw, "restart_after", where, None),
+            wipe=v.boolean(raw, "wipe", where, False),
+        )
+    v.error(path, f"unknown fault {kind!r} (expected one of: {', '.join(FAULT_KINDS)})")
+    return None
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """``discovery.loss=0.3`` -> (("discovery", "loss"), 0.3); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError([f"override {text!r}: expected KEY.PATH=VALUE"])
+    loader = _Yaml(f"override {text!r}")
+    try:
+        node = yaml.compose(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ScenarioError([f"override {text!r}: {exc}"]) from None
+    value = None if node is None else loader.convert(node, ())
+    if loader.errors:
+        raise ScenarioError(loader.errors)
+    return tuple(key.strip().split(".")), value
+
+
+def _apply_override(data: dict[str, Any], keys: tuple[str, ...], value: Any, text: str) -> None:
+    target: Any = data
+    for part in keys[:-1]:
+        if isinstance(target, list):
+            if not part.isdigit() or int(part) >= len(target):
+                raise ScenarioError([f"override {text!r}: no list item {part!r}"])
+            target = target[int(part)]
+            continue
+        if not isinstance(target, dict):
+            raise ScenarioError([f"override {text!r}: {part!r} is not inside a mapping"])
+        if target.get(part) is None:
+            target[part] = {}
+        target = target[part]
+    last = keys[-1]
+    if isinstance(target, list):
+        if not last.isdigit() or int(last) >= len(target):
+            raise ScenarioError([f"override {text!r}: no list item {last!r}"])
+        target[int(last)] = value
+    elif isinstance(target, dict):
+        target[last] = value
+    else:
+        raise ScenarioError([f"override {text!r}: {keys[-2]!r} is not a mapping"])
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A scenario named ``happy-n3`` lives at ``sim/scenarios/happy-n3.yaml``."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    return SCENARIO_DIR / f"{name_or_path}.yaml"
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def load_text(text: str, source: str, overrides: Sequence[str] = ()) -> Scenario:
+    converter = _Yaml(source)
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError([f"{source}: {exc}"]) from None
+    data = {} if node is None else converter.convert(node, ())
+    if converter.errors:
+        raise ScenarioError(converter.errors)
+    if not isinstance(data, dict):
+        raise ScenarioError([f"{source}:1: the scenario must be a mapping"])
+    for text_override in overrides:
+        keys, value = parse_override(text_override)
+        _apply_override(data, keys, value, text_override)
+    stem = Path(source).stem
+    scenario = _validate(data, source, converter.lines, stem)
+    return replace(scenario, overrides=tuple(overrides))
+
+
+def load(name_or_path: str, overrides: Sequence[str] = ()) -> Scenario:
+    path = resolve_path(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        known = ", ".join(scenario_names())
+        raise ScenarioError(
+            [f"{name_or_path}: cannot read {path} ({exc.strerror}); built-in scenarios: {known}"]
+        ) from None
+    source = name_or_path if path.parent == SCENARIO_DIR else str(path)
+    if path.parent == SCENARIO_DIR:
+        source = f"sim/scenarios/{path.name}"
+    return load_text(text, source, overrides)
+
+
+def command_name(scenario: Scenario) -> str:
+    """How a reproduce command names this scenario."""
+    prefix = "sim/scenarios/"
+    if scenario.source.startswith(prefix):
+        return scenario.source[len(prefix) :].removesuffix(".yaml")
+    return scenario.source
