@@ -517,18 +517,14 @@ def encoded_size(message: Message) -> int:
     return len(encode(message))
 
 
-_GOSSIP_ENVELOPE = 6
-"""Bytes of a Gossip besides its records: array header, tag, records' array header (at most
-3 bytes for up to 65535 items), ``want_reply``."""
-
-
 def records_that_fit(records: Sequence[NodeRecord], budget: int = MAX_MESSAGE_SIZE) -> int:
     """How many leading ``records`` one ``Gossip`` can carry within ``budget`` bytes.
 
-    ``Gossip(tuple(records[:n]), want_reply)`` with the returned ``n`` always encodes. A
-    record that breaks a rule raises ``LocalProtocolError``.
+    Exact: ``Gossip(tuple(records[:n]), want_reply)`` with the returned ``n`` encodes to at
+    most ``budget`` bytes, and one more record would not fit (or would pass
+    ``MAX_RECORDS``). A record that breaks a rule raises ``LocalProtocolError``.
     """
-    used = _GOSSIP_ENVELOPE
+    used = 3  # the message's array header, its tag and want_reply: one byte each
     for count, record in enumerate(records):
         if count == MAX_RECORDS:
             return count
@@ -537,6 +533,7 @@ def records_that_fit(records: Sequence[NodeRecord], budget: int = MAX_MESSAGE_SI
         except _Invalid as error:
             raise LocalProtocolError(f"records[{count}]: {error}") from None
         used += len(msgpack.packb(wire, use_bin_type=True))
-        if used > budget:
+        records_header = 1 if count < 15 else 3  # fixarray up to 15 items, then array16
+        if used + records_header > budget:
             return count
     return len(records)
