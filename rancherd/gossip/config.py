@@ -1,13 +1,188 @@
-"""Tuning of the gossip engine: one dataclass, named defaults, presets."""
+"""Tuning of the gossip engine: one dataclass with named defaults, presets, scaling formulas.
+
+Shaped after memberlist's ``config.go`` (``DefaultLANConfig``, ``DefaultLocalConfig``) and
+``util.go`` (``retransmitLimit``): every knob has a default with a comment saying why, and
+the few formulas that scale with the fleet are small pure functions.
+
+Only ``expected_servers`` and ``server_cache_duration`` come from the user's config
+(``expectedServers``, ``serverCacheDuration``); the rest are engineering constants. A driver
+builds ``dataclasses.replace(GossipConfig.lan(), expected_servers=..., ...)``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from rancherd.gossip.codec import MAX_MESSAGE_SIZE, MAX_RECORDS, MAX_RELEASED
+
+__all__ = [
+    "PRESETS",
+    "GossipConfig",
+    "backoff_delay",
+    "jittered",
+    "retransmit_limit",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class GossipConfig:
-    """Placeholder: the core issue fills in every knob with a commented default."""
+    """Every knob of the engine. Times are seconds of the node's own (local) clock."""
 
+    # --- what the user chooses ---------------------------------------------------------
     expected_servers: int = 3
+    """N: servers that must agree on one view before anyone proposes."""
     server_cache_duration: float = 60.0
+    """A peer whose freshness did not grow for this long is forgotten (and leaves views)."""
+
+    # --- election ----------------------------------------------------------------------
+    startup_grace: float = 1.0
+    """A server does not start a round before it has run this long, so that its first
+    contacts can tell it about a cluster that already exists (matters most for N = 1)."""
+    retransmit_interval: float = 0.5
+    """A proposer sends ``Propose`` again to members that have not acked after this long;
+    also the least time between two re-sent ``Release``s of one vote to one voter."""
+    round_timeout: float = 5.0
+    """A proposer abandons a round that has not collected every ack after this long: long
+    enough for a few retransmits and an fsync on every voter."""
+    backoff_max: float = 2.0
+    """After abandoning a round, wait a random time in ``[0, backoff_max)`` (seeded)."""
+    max_released: int = MAX_RELEASED
+    """Abandoned rounds a record lists (newest last); the codec's ``MAX_RELEASED``."""
+
+    # --- gossip ------------------------------------------------------------------------
+    gossip_interval: float = 0.2
+    """Period of the gossip tick: heartbeat + one Gossip to each of ``fanout`` peers."""
+    gossip_jitter: float = 0.25
+    """Each tick lands within ``+-gossip_jitter * gossip_interval`` of its period, so
+    machines booted together do not tick in lockstep."""
+    fanout: int = 3
+    """Peers per tick (memberlist's ``GossipNodes``). Fixed: messages per node and second
+    do not grow with the fleet."""
+    server_fanout: int = 1
+    """Of those, how many a server picks among servers: keeps servers' views converging
+    fast when agents outnumber them a hundred to one."""
+    retransmit_mult: int = 4
+    """A changed record is relayed about ``retransmit_mult * ceil(log2(n + 1))`` times
+    (memberlist's ``RetransmitMult``; see ``retransmit_limit``)."""
+    max_records_per_gossip: int = 8
+    """Records in a periodic Gossip: own record plus this many minus one relayed ones."""
+    push_on_change_interval: float = 0.05
+    """Least time between two pushes of a server's own record to every known server (view,
+    vote or decision changed); a change within it is pushed when it ends."""
+    push_pull_interval: float = 10.0
+    """Period of the full-state exchange with one random peer (memberlist's push-pull), so
+    that no node lags behind for long whatever gossip dropped."""
+    max_records_per_push_pull: int = 256
+    """Records in a full-state Gossip (servers first); the frame size may bind first."""
+    max_message_bytes: int = MAX_MESSAGE_SIZE
+    """Encoded size a Gossip must fit in; records are sized conservatively against it."""
+    contact_interval: float = 2.0
+    """A discovered address that has not answered is contacted again after this long."""
+    max_contacts_per_round: int = 16
+    """New addresses contacted at once; the rest wait a gossip interval. Once gossip has
+    named an address's owner, nobody needs to contact it."""
+    max_tombstones: int = 4096
+    """Forgotten peers remembered (oldest dropped first), so a stale copy of a dead
+    node's record relayed by a slower peer does not bring it back to life."""
+
+    PRESET_NAMES: ClassVar[tuple[str, ...]] = ("lan", "local", "sim")
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, int | float) and value < 0:
+                problems.append(f"{field.name} must not be negative")
+        if self.expected_servers < 1:
+            problems.append("expected_servers must be at least 1")
+        for name in ("server_cache_duration", "gossip_interval", "push_pull_interval"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive")
+        if not 0 <= self.gossip_jitter < 1:
+            problems.append("gossip_jitter must be in [0, 1)")
+        if self.fanout < 1 or self.server_fanout > self.fanout:
+            problems.append("fanout must be at least 1 and at least server_fanout")
+        if not 1 <= self.max_released <= MAX_RELEASED:
+            problems.append(f"max_released must be in 1..{MAX_RELEASED}")
+        if not 2 <= self.max_records_per_gossip <= self.max_records_per_push_pull <= MAX_RECORDS:
+            problems.append(
+                f"need 2 <= max_records_per_gossip <= max_records_per_push_pull <= {MAX_RECORDS}"
+            )
+        if not 1024 <= self.max_message_bytes <= MAX_MESSAGE_SIZE:
+            problems.append(f"max_message_bytes must be in 1024..{MAX_MESSAGE_SIZE}")
+        if self.round_timeout <= self.retransmit_interval:
+            problems.append("round_timeout must exceed retransmit_interval")
+        if self.max_contacts_per_round < 1:
+            problems.append("max_contacts_per_round must be at least 1")
+        if problems:
+            raise ValueError("invalid GossipConfig: " + "; ".join(problems))
+
+    @classmethod
+    def lan(cls) -> GossipConfig:
+        """Production on one LAN: sub-second gossip, elections within about a second."""
+        return cls()
+
+    @classmethod
+    def local(cls) -> GossipConfig:
+        """Loopback demos and integration tests: timers several times shorter than ``lan``."""
+        return cls(
+            startup_grace=0.25,
+            retransmit_interval=0.1,
+            round_timeout=1.5,
+            backoff_max=0.5,
+            gossip_interval=0.05,
+            push_on_change_interval=0.01,
+            push_pull_interval=2.5,
+            contact_interval=0.5,
+        )
+
+    @classmethod
+    def sim(cls) -> GossipConfig:
+        """Thousands of simulated nodes in one process: slower ticks, smaller full states.
+
+        Elections still finish in a few seconds (pushes on change are not slowed down much);
+        what gets slower is the background refresh of agents' records.
+        """
+        return cls(
+            startup_grace=2.0,
+            retransmit_interval=1.0,
+            round_timeout=10.0,
+            backoff_max=3.0,
+            gossip_interval=1.0,
+            push_on_change_interval=0.1,
+            push_pull_interval=15.0,
+            max_records_per_push_pull=128,
+            contact_interval=5.0,
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> GossipConfig:
+        """The preset called ``name`` (one of ``PRESET_NAMES``)."""
+        factory = PRESETS.get(name)
+        if factory is None:
+            raise ValueError(f"unknown gossip preset {name!r}; one of {', '.join(PRESETS)}")
+        return factory()
+
+
+PRESETS = {"lan": GossipConfig.lan, "local": GossipConfig.local, "sim": GossipConfig.sim}
+
+
+def retransmit_limit(retransmit_mult: int, nodes: int) -> int:
+    """How many times one version of a record is relayed in a fleet of ``nodes``.
+
+    memberlist's formula with log2: enough transmissions that an epidemic reaches every
+    node with high probability, growing only logarithmically with the fleet.
+    """
+    return max(1, retransmit_mult * math.ceil(math.log2(nodes + 1)))
+
+
+def jittered(interval: float, jitter: float, uniform: float) -> float:
+    """``interval`` moved by up to ``+-jitter * interval``; ``uniform`` is a draw in [0, 1)."""
+    return interval * (1.0 + jitter * (2.0 * uniform - 1.0))
+
+
+def backoff_delay(backoff_max: float, uniform: float) -> float:
+    """Wait after an abandoned round; ``uniform`` is a draw in [0, 1)."""
+    return backoff_max * uniform
