@@ -1,0 +1,622 @@
+"""Sans-IO peer table: the freshest record of every peer, expiry, views and what to gossip.
+
+Rules (docs/PROTOCOL.md, sections 1 and 5):
+
+- A record replaces the one held for its node id only when its freshness
+  ``(incarnation, heartbeat)`` is greater; freshness is a pair of counters, never a clock.
+- A peer whose freshness has not grown for ``server_cache_duration`` of local time is
+  forgotten. Its last record stays as a tombstone, so a stale copy still relayed by a slower
+  peer cannot bring it back; only a fresher record can.
+- The view of a server is the sorted ids of the servers held alive, itself included (at most
+  ``MAX_VIEW``, the smallest ids). Agreement on ``V`` needs ``|V| >= N`` and every member's
+  freshest record reporting exactly ``V``.
+- Gossip carries the sender's own record, then records that changed recently: memberlist's
+  transmit-limited queue (``queue.go``), servers before agents, fewest transmissions first,
+  newest first among equals. A full-state exchange carries servers first, then a rotating
+  window of the others, bounded by a record count and a conservative byte estimate.
+
+Work per received record is O(1) except when the set of servers or a server's view changes
+(then O(servers)); nothing here scans the table per message.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+import random
+import re
+from collections.abc import Container, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+
+from rancherd.gossip.codec import (
+    MAX_ADDRESS_LENGTH,
+    MAX_ADDRESSES,
+    MAX_HOST_LENGTH,
+    MAX_RELEASED,
+    MAX_UINT,
+    MAX_VIEW,
+)
+from rancherd.gossip.messages import (
+    Address,
+    Decision,
+    NodeId,
+    NodeRecord,
+    Progress,
+    Role,
+    Vote,
+)
+
+__all__ = [
+    "Applied",
+    "BroadcastQueue",
+    "PeerEntry",
+    "PeerTable",
+    "decision_problem",
+    "estimate_record_size",
+    "id_problem",
+    "ids_problem",
+    "is_uint",
+    "record_problem",
+    "vote_problem",
+]
+
+# --- Checks of peer input ------------------------------------------------------------------
+#
+# The codec already enforces types, ranges and the alphabets of strings on everything it
+# decodes. These checks are what the core relies on to never crash and never act on nonsense,
+# whoever feeds it (the simulator and tests hand it objects directly). Each returns a reason,
+# or None when the value is fine. Ids the table already holds skip the regex.
+
+_NODE_ID = re.compile("[0-9a-f]{32}")
+_CLUSTER_ID = re.compile("[0-9a-f]{1,64}")
+
+
+def is_uint(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_UINT
+
+
+def id_problem(value: object, known: Container[str] = ()) -> str | None:
+    if type(value) is not str:
+        return "a node id is not a string"
+    if value in known or _NODE_ID.fullmatch(value) is not None:
+        return None
+    return f"malformed node id {value[:40]!r}"
+
+
+def ids_problem(values: object, known: Container[str], limit: int) -> str | None:
+    if type(values) is not tuple or len(values) > limit:
+        return f"not a tuple of at most {limit} node ids"
+    for value in values:
+        problem = id_problem(value, known)
+        if problem is not None:
+            return problem
+    for low, high in itertools.pairwise(values):
+        if not low < high:
+            return "node ids not sorted, or repeated"
+    return None
+
+
+def _text_problem(value: object, limit: int) -> str | None:
+    if type(value) is not str or not 0 < len(value) <= limit:
+        return f"not a string of 1..{limit} characters"
+    return None
+
+
+def vote_problem(vote: object, known: Container[str] = ()) -> str | None:
+    if type(vote) is not Vote:
+        return "not a Vote"
+    if not (is_uint(vote.round) and is_uint(vote.nonce)):
+        return "vote round or nonce out of range"
+    return id_problem(vote.proposer, known)
+
+
+def decision_problem(decision: object, known: Container[str] = ()) -> str | None:
+    if type(decision) is not Decision:
+        return "not a Decision"
+    if type(decision.cluster_id) is not str or not _CLUSTER_ID.fullmatch(decision.cluster_id):
+        return "malformed cluster id"
+    if not is_uint(decision.round):
+        return "decision round out of range"
+    problem = (
+        id_problem(decision.init_node, known)
+        or _text_problem(decision.init_host, MAX_HOST_LENGTH)
+        or ids_problem(decision.members, known, MAX_VIEW)
+    )
+    if problem is not None:
+        return problem
+    if decision.init_node not in decision.members:
+        return "the init node is not among the decision's members"
+    return None
+
+
+def record_problem(record: object, known: Container[str] = ()) -> str | None:
+    """Why ``record`` is not a record this node may store and relay, or None."""
+    if type(record) is not NodeRecord:
+        return "not a NodeRecord"
+    problem = id_problem(record.node_id, known)
+    if problem is not None:
+        return problem
+    if not (is_uint(record.incarnation) and is_uint(record.boot_id) and is_uint(record.heartbeat)):
+        return "incarnation, boot id or heartbeat out of range"
+    if type(record.role) is not Role or type(record.progress) is not Progress:
+        return "unknown role or progress"
+    addresses = record.addresses
+    if type(addresses) is not tuple or len(addresses) > MAX_ADDRESSES:
+        return f"not a tuple of at most {MAX_ADDRESSES} addresses"
+    for address in addresses:
+        problem = _text_problem(address, MAX_ADDRESS_LENGTH)
+        if problem is not None:
+            return "address " + problem
+    problem = _text_problem(record.api_host, MAX_HOST_LENGTH)
+    if problem is not None:
+        return "api host " + problem
+    if record.view:
+        if record.role is not Role.SERVER:
+            return "an agent's record carries a view"
+        problem = ids_problem(record.view, known, MAX_VIEW)
+        if problem is not None:
+            return "view: " + problem
+    elif type(record.view) is not tuple:
+        return "view is not a tuple"
+    if record.vote is not None:
+        problem = vote_problem(record.vote, known)
+        if problem is not None:
+            return problem
+    released = record.released
+    if type(released) is not tuple or len(released) > MAX_RELEASED:
+        return f"released is not a tuple of at most {MAX_RELEASED} votes"
+    for vote in released:
+        problem = vote_problem(vote, known)
+        if problem is not None:
+            return "released: " + problem
+        if vote.proposer != record.node_id:
+            return "released lists a round of another proposer"
+    if record.decision is not None:
+        problem = decision_problem(record.decision, known)
+        if problem is not None:
+            return problem
+    return None
+
+
+# --- Sizes ---------------------------------------------------------------------------------
+
+_ID_BYTES = 2 + 32  # str8 header + 32 characters
+_UINT_BYTES = 9  # uint64 with its marker, the widest msgpack int
+_ARRAY_BYTES = 3  # array16 header
+_VOTE_BYTES = _ARRAY_BYTES + _ID_BYTES + 2 * _UINT_BYTES
+GOSSIP_ENVELOPE_BYTES = 8
+"""Bytes of a Gossip besides its records (array headers, tag, want_reply), rounded up."""
+
+
+def estimate_record_size(record: NodeRecord) -> int:
+    """Bytes the codec needs for ``record``, or more (never less).
+
+    Every string the codec accepts is ASCII (its alphabets), so a character is a byte; each
+    string gets the widest header it could need, each int nine bytes.
+    """
+    size = _ARRAY_BYTES + _ID_BYTES + 5 * _UINT_BYTES + 2 * _ARRAY_BYTES
+    size += 2 + len(record.api_host) + (2 + _ID_BYTES) * len(record.view)
+    for address in record.addresses:
+        size += 2 + len(address)
+    size += _VOTE_BYTES * (1 + len(record.released))
+    decision = record.decision
+    if decision is not None:
+        size += 2 * _ARRAY_BYTES + 4 + len(decision.cluster_id) + len(decision.init_host)
+        size += _ID_BYTES * (1 + len(decision.members)) + _UINT_BYTES
+    return size
+
+
+# --- The transmit-limited queue ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: NodeRecord
+    size: int
+    priority: int
+    """0 for servers, 1 for agents: servers' records are what elections wait for."""
+    transmits: int
+    seq: int
+
+
+class BroadcastQueue:
+    """Records waiting to be relayed, each a limited number of times (memberlist's queue).
+
+    One pending version per node id: a fresher record replaces the older one and starts
+    again at zero transmissions. ``take`` picks by (priority, transmits) ascending and newest
+    first among equals. Buckets are stacks with lazy deletion, so push and take are O(1)
+    amortised instead of a sorted structure's O(log n); stale stack items are dropped when
+    they surface and by an occasional compaction.
+    """
+
+    __slots__ = ("_entries", "_seq", "_stacked", "_stacks")
+
+    def __init__(self) -> None:
+        self._entries: dict[NodeId, _Pending] = {}
+        self._stacks: dict[tuple[int, int], list[tuple[int, NodeId]]] = {}
+        self._seq = 0
+        self._stacked = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._entries
+
+    def push(self, record: NodeRecord, size: int, server: bool) -> None:
+        self._seq += 1
+        priority = 0 if server else 1
+        self._entries[record.node_id] = _Pending(record, size, priority, 0, self._seq)
+        self._stack_push(priority, 0, self._seq, record.node_id)
+        if self._stacked > 4 * len(self._entries) + 64:
+            self._compact()
+
+    def discard(self, node_id: NodeId) -> None:
+        self._entries.pop(node_id, None)
+
+    def take(
+        self, count: int, byte_budget: int, limit: int, skip: NodeId | None
+    ) -> list[NodeRecord]:
+        """Up to ``count`` records within ``byte_budget``; each counts one transmission."""
+        chosen: list[_Pending] = []
+        used = 0
+        entries = self._entries
+        full = count <= 0
+        for key in sorted(self._stacks):
+            if full:
+                break
+            stack = self._stacks[key]
+            if key[1] >= limit:  # the limit shrank below these: they are done
+                for _, node_id in stack:
+                    pending = entries.get(node_id)
+                    if pending is not None and pending.transmits == key[1]:
+                        del entries[node_id]
+                self._stacked -= len(stack)
+                del self._stacks[key]
+                continue
+            skipped: tuple[int, NodeId] | None = None
+            while stack:
+                seq, node_id = stack.pop()
+                self._stacked -= 1
+                pending = entries.get(node_id)
+                if pending is None or pending.seq != seq or pending.transmits != key[1]:
+                    continue  # superseded, removed or already moved on
+                if node_id == skip:
+                    skipped = (seq, node_id)
+                    continue
+                if used + pending.size > byte_budget:
+                    stack.append((seq, node_id))
+                    self._stacked += 1
+                    full = True
+                    break
+                chosen.append(pending)
+                used += pending.size
+                if len(chosen) >= count:
+                    full = True
+                    break
+            if skipped is not None:
+                stack.append(skipped)
+                self._stacked += 1
+            if not stack:
+                del self._stacks[key]
+        for pending in chosen:
+            pending.transmits += 1
+            node_id = pending.record.node_id
+            if pending.transmits >= limit:
+                del entries[node_id]
+            else:
+                self._stack_push(pending.priority, pending.transmits, pending.seq, node_id)
+        return [pending.record for pending in chosen]
+
+    def _stack_push(self, priority: int, transmits: int, seq: int, node_id: NodeId) -> None:
+        stack = self._stacks.get((priority, transmits))
+        if stack is None:
+            stack = self._stacks[priority, transmits] = []
+        stack.append((seq, node_id))
+        self._stacked += 1
+
+    def _compact(self) -> None:
+        self._stacks = {}
+        self._stacked = 0
+        for node_id, pending in sorted(self._entries.items(), key=lambda item: item[1].seq):
+            self._stack_push(pending.priority, pending.transmits, pending.seq, node_id)
+
+
+# --- The table -----------------------------------------------------------------------------
+
+
+class Applied(IntEnum):
+    STALE = 0
+    """Not fresher than what is held (or than the tombstone of a forgotten peer)."""
+    FRESHER = 1
+    NEW = 2
+
+
+@dataclass(slots=True)
+class PeerEntry:
+    record: NodeRecord
+    last_grew: float
+    """Local time its freshness last grew."""
+    size: int
+    """``estimate_record_size(record)``."""
+    direct: bool = False
+    """It has sent us a message itself (not only been relayed)."""
+
+
+@dataclass(slots=True)
+class Tombstone:
+    record: NodeRecord
+    last_grew: float
+    forgotten_at: float
+
+
+class PeerTable:
+    """Every peer this node holds alive, plus tombstones of those it forgot."""
+
+    def __init__(
+        self, self_id: NodeId, self_is_server: bool, cache_duration: float, max_tombstones: int
+    ) -> None:
+        self.self_id = self_id
+        self.self_is_server = self_is_server
+        self._cache_duration = cache_duration
+        self._max_tombstones = max_tombstones
+        self._entries: dict[NodeId, PeerEntry] = {}
+        self._tombstones: dict[NodeId, Tombstone] = {}  # oldest first
+        self._ids: list[NodeId] = []  # for O(1) random picks (order: swap-remove, seeded)
+        self._positions: dict[NodeId, int] = {}
+        self._servers: list[NodeId] = []  # sorted, without self
+        self._by_address: dict[Address, NodeId] = {}
+        self._expiry: list[tuple[float, NodeId]] = []  # lazy heap
+        self._scheduled: dict[NodeId, float] = {}
+        self._cursor = 0
+        self.queue = BroadcastQueue()
+        self.view: tuple[NodeId, ...] = (self_id,) if self_is_server else ()
+        self.view_changed = False
+        """Set when the view changes; the owner clears it after acting on it."""
+        self.servers_changed = False
+        """Set when the set of servers or a server's view changes; cleared by the owner."""
+        self._disagreeing: tuple[NodeId, ...] | None = ()
+
+    # --- reads
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._entries
+
+    def __iter__(self) -> Iterator[NodeId]:
+        """Ids in sorted order (for listings; O(n log n), never on a per-message path)."""
+        return iter(sorted(self._entries))
+
+    @property
+    def ids(self) -> Container[str]:
+        """Ids held alive: a fast membership test for the validators."""
+        return self._entries
+
+    def get(self, node_id: NodeId) -> PeerEntry | None:
+        return self._entries.get(node_id)
+
+    def tombstone(self, node_id: NodeId) -> Tombstone | None:
+        return self._tombstones.get(node_id)
+
+    def tombstones(self) -> list[Tombstone]:
+        return [self._tombstones[node_id] for node_id in sorted(self._tombstones)]
+
+    @property
+    def servers(self) -> tuple[NodeId, ...]:
+        """Server peers held alive, sorted (without this node)."""
+        return tuple(self._servers)
+
+    @property
+    def server_count(self) -> int:
+        return len(self._servers)
+
+    def node_at(self, address: Address) -> NodeId | None:
+        return self._by_address.get(address)
+
+    def addresses_of(self, node_id: NodeId) -> tuple[Address, ...]:
+        entry = self._entries.get(node_id)
+        if entry is not None:
+            return entry.record.addresses
+        tombstone = self._tombstones.get(node_id)
+        return tombstone.record.addresses if tombstone is not None else ()
+
+    def released_of(self, node_id: NodeId) -> tuple[Vote, ...]:
+        entry = self._entries.get(node_id)
+        return entry.record.released if entry is not None else ()
+
+    def disagreeing(self) -> tuple[NodeId, ...]:
+        """Members of the view whose freshest record reports another view."""
+        if self._disagreeing is None:
+            view = self.view
+            entries = self._entries
+            self._disagreeing = tuple(
+                member
+                for member in view
+                if member != self.self_id and entries[member].record.view != view
+            )
+        return self._disagreeing
+
+    def agreement(self, expected_servers: int) -> tuple[NodeId, ...] | None:
+        """The view, when this server has agreement on it (PROTOCOL.md section 1)."""
+        if not self.self_is_server or len(self.view) < expected_servers:
+            return None
+        return None if self.disagreeing() else self.view
+
+    # --- writes
+
+    def apply(self, record: NodeRecord, now: float) -> Applied:
+        """Store ``record`` if it is fresher than what is held; queue it for relaying."""
+        node_id = record.node_id
+        entry = self._entries.get(node_id)
+        if entry is None:
+            tombstone = self._tombstones.get(node_id)
+            if tombstone is not None:
+                dead = tombstone.record
+                if record.incarnation < dead.incarnation or (
+                    record.incarnation == dead.incarnation and record.heartbeat <= dead.heartbeat
+                ):
+                    return Applied.STALE
+                del self._tombstones[node_id]
+            entry = PeerEntry(record, now, estimate_record_size(record))
+            self._entries[node_id] = entry
+            self._positions[node_id] = len(self._ids)
+            self._ids.append(node_id)
+            self._index_addresses((), record.addresses, node_id)
+            self._schedule(node_id, now + self._cache_duration)
+            if record.role is Role.SERVER:
+                self._add_server(node_id)
+            self.queue.push(record, entry.size, record.role is Role.SERVER)
+            return Applied.NEW
+        old = entry.record
+        if record.incarnation < old.incarnation or (
+            record.incarnation == old.incarnation and record.heartbeat <= old.heartbeat
+        ):
+            return Applied.STALE
+        entry.record = record
+        entry.last_grew = now
+        entry.size = estimate_record_size(record)
+        if record.addresses != old.addresses:
+            self._index_addresses(old.addresses, record.addresses, node_id)
+        if record.role is not old.role:
+            if record.role is Role.SERVER:
+                self._add_server(node_id)
+            else:
+                self._remove_server(node_id)
+        elif record.role is Role.SERVER and record.view != old.view:
+            self.servers_changed = True
+            self._disagreeing = None
+        self.queue.push(record, entry.size, record.role is Role.SERVER)
+        return Applied.FRESHER
+
+    def mark_direct(self, node_id: NodeId) -> None:
+        entry = self._entries.get(node_id)
+        if entry is not None:
+            entry.direct = True
+
+    def next_expiry(self) -> float | None:
+        """When the next peer may expire (possibly early: the heap is checked lazily)."""
+        return self._expiry[0][0] if self._expiry else None
+
+    def expire(self, now: float) -> list[NodeRecord]:
+        """Forget every peer whose freshness has not grown for the cache duration."""
+        forgotten: list[NodeRecord] = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            deadline, node_id = heapq.heappop(heap)
+            if self._scheduled.get(node_id) != deadline:
+                continue
+            entry = self._entries[node_id]
+            actual = entry.last_grew + self._cache_duration
+            if actual > now:
+                self._scheduled[node_id] = actual
+                heapq.heappush(heap, (actual, node_id))
+                continue
+            self._forget(node_id, now)
+            forgotten.append(entry.record)
+        return forgotten
+
+    # --- what to send
+
+    def sample(self, count: int, rng: random.Random) -> list[NodeId]:
+        """Up to ``count`` distinct random peers (seeded; O(count))."""
+        ids = self._ids
+        if count >= len(ids):
+            return list(ids)
+        return [ids[i] for i in rng.sample(range(len(ids)), count)]
+
+    def random_server(self, rng: random.Random) -> NodeId | None:
+        return self._servers[rng.randrange(len(self._servers))] if self._servers else None
+
+    def full_state(
+        self,
+        own: NodeRecord,
+        own_size: int,
+        max_records: int,
+        byte_budget: int,
+        skip: NodeId | None = None,
+    ) -> tuple[NodeRecord, ...]:
+        """Own record, every server, then a rotating window of the others, within bounds."""
+        records = [own]
+        used = GOSSIP_ENVELOPE_BYTES + own_size
+        entries = self._entries
+        for node_id in self._servers:
+            if len(records) >= max_records:
+                return tuple(records)
+            if node_id == skip:
+                continue
+            entry = entries[node_id]
+            if used + entry.size > byte_budget:
+                return tuple(records)
+            records.append(entry.record)
+            used += entry.size
+        ids = self._ids
+        total = len(ids)
+        start = self._cursor % total if total else 0
+        taken = 0
+        while taken < total and len(records) < max_records:
+            node_id = ids[(start + taken) % total]
+            entry = entries[node_id]
+            if entry.record.role is not Role.SERVER and node_id != skip:
+                if used + entry.size > byte_budget:
+                    break
+                records.append(entry.record)
+                used += entry.size
+            taken += 1
+        self._cursor = start + taken
+        return tuple(records)
+
+    # --- internals
+
+    def _schedule(self, node_id: NodeId, deadline: float) -> None:
+        self._scheduled[node_id] = deadline
+        heapq.heappush(self._expiry, (deadline, node_id))
+
+    def _index_addresses(
+        self, old: tuple[Address, ...], new: tuple[Address, ...], node_id: NodeId
+    ) -> None:
+        for address in old:
+            if self._by_address.get(address) == node_id:
+                del self._by_address[address]
+        for address in new:
+            self._by_address[address] = node_id
+
+    def _add_server(self, node_id: NodeId) -> None:
+        bisect.insort(self._servers, node_id)
+        self._servers_set_changed()
+
+    def _remove_server(self, node_id: NodeId) -> None:
+        index = bisect.bisect_left(self._servers, node_id)
+        if index < len(self._servers) and self._servers[index] == node_id:
+            del self._servers[index]
+            self._servers_set_changed()
+
+    def _servers_set_changed(self) -> None:
+        self.servers_changed = True
+        self._disagreeing = None
+        if self.self_is_server:
+            members = self._servers[:MAX_VIEW]
+            bisect.insort(members, self.self_id)
+            view = tuple(members[:MAX_VIEW])
+            if view != self.view:
+                self.view = view
+                self.view_changed = True
+
+    def _forget(self, node_id: NodeId, now: float) -> None:
+        entry = self._entries.pop(node_id)
+        del self._scheduled[node_id]
+        position = self._positions.pop(node_id)
+        last = self._ids.pop()
+        if last != node_id:
+            self._ids[position] = last
+            self._positions[last] = position
+        self._index_addresses(entry.record.addresses, (), node_id)
+        if entry.record.role is Role.SERVER:
+            self._remove_server(node_id)
+        self.queue.discard(node_id)
+        self._tombstones[node_id] = Tombstone(entry.record, entry.last_grew, now)
+        while len(self._tombstones) > self._max_tombstones:
+            del self._tombstones[next(iter(self._tombstones))]
