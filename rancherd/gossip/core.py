@@ -11,27 +11,85 @@ The driver (trio in production, a heapq loop in ``sim/``, hand wiring in unit te
     arm_timer(core.get_timer())
 
 Output queued after a ``Persist`` event is held back until that generation is confirmed,
-so nothing that depends on a vote or decision can leave before it is on disk.
+so nothing that depends on a vote or decision can leave before it is on disk. That holds
+for events too: ``next_event`` returns ``None`` while the next event waits for a
+generation, and a ``Persist`` waits for the one before it.
+
+A core never raises on what peers send: anything malformed, or claiming to come from
+someone other than its authenticated sender, becomes one ``ProtocolViolation`` event and
+changes nothing else. ``LocalProtocolError`` is for misuse of this API by the driver.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
-from rancherd.gossip.config import GossipConfig
+from rancherd.gossip.codec import MAX_RECORDS
+from rancherd.gossip.config import GossipConfig, jittered, retransmit_limit
+from rancherd.gossip.election import (
+    Abandoned,
+    Effect,
+    Election,
+    JoinRole,
+    Phase,
+    Split,
+    Store,
+    Transmit,
+    election_message_problem,
+)
+from rancherd.gossip.errors import LocalProtocolError
+from rancherd.gossip.membership import (
+    GOSSIP_ENVELOPE_BYTES,
+    Applied,
+    PeerTable,
+    estimate_record_size,
+    id_problem,
+    is_uint,
+    record_problem,
+)
 from rancherd.gossip.messages import (
+    Ack,
     Address,
+    Commit,
     Decision,
+    Gossip,
+    Hello,
     Message,
     NodeId,
     NodeRecord,
     Progress,
+    Propose,
+    Refuse,
+    RefuseReason,
+    Release,
     Role,
     Vote,
 )
+
+__all__ = [
+    "Decided",
+    "DuplicateNodeId",
+    "Event",
+    "GossipCore",
+    "Identity",
+    "JoinRole",
+    "Peer",
+    "PeerAlive",
+    "PeerExpired",
+    "PeerInfo",
+    "Persist",
+    "PersistedState",
+    "Phase",
+    "ProtocolViolation",
+    "Send",
+    "SplitDetected",
+    "Status",
+    "StatusChanged",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +133,6 @@ class Send:
     addresses: tuple[Address, ...]
     """Where to connect otherwise (the first that answers)."""
     message: Message
-
-
-class JoinRole(StrEnum):
-    CLUSTER_INIT = "cluster-init"
-    SERVER = "server"
-    AGENT = "agent"
 
 
 # Events (drained with next_event()).
@@ -130,14 +182,6 @@ class PeerExpired:
 class ProtocolViolation:
     peer: NodeId
     reason: str
-
-
-class Phase(StrEnum):
-    DISCOVERING = "discovering"
-    PROPOSING = "proposing"
-    VOTED = "voted"
-    BACKOFF = "backoff"
-    DECIDED = "decided"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +237,29 @@ class PeerInfo:
     progress: Progress
 
 
+_MAX_DISCOVERED = 4096
+"""Discovered addresses remembered (for ``PeerInfo.learned``); oldest forgotten first."""
+_MAX_DUPLICATES = 16
+_NAMES_SHOWN = 5
+
+
+def _identity_problem(identity: object) -> str | None:
+    if type(identity) is not Identity:
+        return "not an Identity"
+    problem = id_problem(identity.node_id)
+    if problem is not None:
+        return problem
+    if type(identity.role) is not Role:
+        return "identity.role is not a Role"
+    if type(identity.addresses) is not tuple or not all(
+        type(a) is str and a for a in identity.addresses
+    ):
+        return "identity.addresses is not a tuple of addresses"
+    if type(identity.api_host) is not str or not identity.api_host:
+        return "identity.api_host is empty"
+    return None
+
+
 class GossipCore:
     """One node of the protocol in docs/PROTOCOL.md. Never reads a clock or a socket."""
 
@@ -204,48 +271,721 @@ class GossipCore:
         rng: random.Random,
         now: float,
     ) -> None:
-        raise NotImplementedError
+        problem = _identity_problem(identity)
+        if problem is not None:
+            raise LocalProtocolError(f"bad identity: {problem}")
+        state = PersistedState() if persisted is None else persisted
+        if type(state) is not PersistedState or not is_uint(state.incarnation):
+            raise LocalProtocolError("persisted is not a PersistedState")
+        self._config = config
+        self._identity = identity
+        self._rng = rng
+        self._is_server = identity.role is Role.SERVER
+        self._incarnation = state.incarnation + 1
+        self._boot_id = rng.getrandbits(64)
+        self._heartbeat = 0
+        self._progress = Progress.NONE
+        self._now = now
+        self._table = PeerTable(
+            identity.node_id, self._is_server, config.server_cache_duration, config.max_tombstones
+        )
+        self._election = Election(
+            config,
+            identity.node_id,
+            self._is_server,
+            identity.api_host,
+            state.vote,
+            state.next_round,
+            state.released,
+            state.decision,
+            now,
+        )
+        # Output, each item tagged with the persist generation it waits for.
+        self._generation = 0
+        self._confirmed = 0
+        self._sends: deque[tuple[int, Send]] = deque()
+        self._events: deque[tuple[int, Event]] = deque()
+        # Gossip timers. The first tick comes within one interval, at a random phase.
+        self._next_gossip = now + config.gossip_interval * rng.random()
+        self._next_push_pull = now + config.push_pull_interval * (0.5 + 0.5 * rng.random())
+        self._push_due: float | None = None
+        self._last_push = -math.inf
+        # Discovery.
+        self._own_addresses = frozenset(identity.addresses)
+        self._discovered: dict[Address, float] = {}  # address -> last seen in an answer
+        self._contacts: dict[Address, float] = {}  # unanswered address -> next contact
+        self._contact_queue: deque[tuple[float, Address]] = deque()
+        self._contacts_ready = now
+        self._direct_addresses: dict[NodeId, Address] = {}
+        # Anomalies and status.
+        self._duplicates: dict[int, tuple[Address, ...]] = {}
+        self._status_dirty = True
+        self._status_key: str | None = None
+        self._own = self._build_record()
+        self._own_size = estimate_record_size(self._own)
+        # The new incarnation is on disk before any record carrying it leaves.
+        self._persist(self._election.durable())
+        if state.decision is not None:
+            self._emit(Decided(state.decision, self._election.role_in(state.decision)))
+        self._refresh_status(now)
+
+    # --- identity
 
     @property
     def node_id(self) -> NodeId:
-        raise NotImplementedError
+        return self._identity.node_id
 
     @property
     def boot_id(self) -> int:
-        raise NotImplementedError
+        return self._boot_id
+
+    @property
+    def incarnation(self) -> int:
+        return self._incarnation
+
+    @property
+    def config(self) -> GossipConfig:
+        return self._config
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision this node knows (persisted or waiting to be)."""
+        return self._election.decision
 
     def record(self) -> NodeRecord:
         """This node's own current record."""
-        raise NotImplementedError
+        return self._own
+
+    # --- inputs
 
     def discovered(self, addresses: Iterable[Address], now: float) -> None:
         """The discovery provider's current answer (gossip endpoints, own ones included)."""
-        raise NotImplementedError
+        now = self._advance(now)
+        answer = list(addresses)
+        if not all(type(a) is str and a for a in answer):
+            raise LocalProtocolError("discovered() takes address strings")
+        for address in answer:
+            if address in self._own_addresses:
+                continue
+            self._discovered.pop(address, None)
+            self._discovered[address] = now
+            if len(self._discovered) > _MAX_DISCOVERED:
+                del self._discovered[next(iter(self._discovered))]
+            if address not in self._contacts and self._table.node_at(address) is None:
+                self._contacts[address] = now
+                self._contact_queue.append((now, address))
+        self._contact_due(now)
+        self._settle(now)
 
     def receive(self, message: Message, src: Peer, now: float) -> None:
-        raise NotImplementedError
+        """One message from an authenticated peer."""
+        now = self._advance(now)
+        if (
+            type(src) is not Peer
+            or id_problem(src.node_id) is not None
+            or not is_uint(src.boot_id)
+            or not (src.address is None or type(src.address) is str)
+        ):
+            peer = src.node_id if isinstance(src, Peer) and type(src.node_id) is str else "?"
+            self._violation(peer, "malformed sender")
+            return
+        if src.node_id == self.node_id and src.boot_id == self._boot_id:
+            return  # our own message came back (we dialled one of our own addresses)
+        kind = type(message)
+        if kind is Gossip:
+            self._on_gossip(message, src, now)  # type: ignore[arg-type]
+        elif kind in (Propose, Ack, Refuse, Release, Commit):
+            self._on_election_message(message, src, now)  # type: ignore[arg-type]
+        elif kind is Hello:
+            self._violation(src.node_id, "a Hello reached the core (the codec consumes them)")
+        else:
+            self._violation(src.node_id, f"not a message: {kind.__name__}")
+        self._settle(now)
 
     def handle_timer(self, now: float) -> None:
-        raise NotImplementedError
+        now = self._advance(now)
+        config = self._config
+        if now >= self._next_gossip:
+            self._gossip_tick(now)
+            self._next_gossip = now + jittered(
+                config.gossip_interval, config.gossip_jitter, self._rng.random()
+            )
+        if now >= self._next_push_pull:
+            self._push_pull(now)
+            self._next_push_pull = now + jittered(
+                config.push_pull_interval, config.gossip_jitter, self._rng.random()
+            )
+        if self._push_due is not None and now >= self._push_due:
+            self._push(now)
+        self._contact_due(now)
+        for record in self._table.expire(now):
+            self._emit(PeerExpired(record.node_id))
+            self._status_dirty = True
+            if record.role is Role.SERVER:
+                self._run(self._election.on_member_lost(record.node_id, now, self._rng), now)
+        self._run(self._election.on_timer(now, self._rng), now)
+        self._status_dirty = True
+        self._settle(now)
 
     def get_timer(self) -> float | None:
-        raise NotImplementedError
-
-    def messages_to_send(self) -> list[Send]:
-        raise NotImplementedError
-
-    def next_event(self) -> Event | None:
-        raise NotImplementedError
+        timer = min(self._next_gossip, self._next_push_pull)
+        for candidate in (
+            self._push_due,
+            self._next_contact(),
+            self._election.deadline(),
+            self._table.next_expiry(),
+        ):
+            if candidate is not None and candidate < timer:
+                timer = candidate
+        return timer
 
     def persisted(self, generation: int) -> None:
-        raise NotImplementedError
+        """The state of ``Persist(generation)`` (and every earlier one) is on disk."""
+        if type(generation) is not int or not 1 <= generation <= self._generation:
+            raise LocalProtocolError(
+                f"persisted({generation!r}): only generations 1..{self._generation} exist"
+            )
+        self._confirmed = max(self._confirmed, generation)
 
     def set_progress(self, progress: Progress, now: float) -> None:
         """The installer's progress, carried in this node's record."""
-        raise NotImplementedError
+        if type(progress) is not Progress:
+            raise LocalProtocolError("set_progress() takes a Progress")
+        now = self._advance(now)
+        if progress is not self._progress:
+            self._progress = progress
+            self._bump()
+
+    # --- outputs
+
+    def messages_to_send(self) -> list[Send]:
+        """Every message whose persist barrier is confirmed, in the order they were queued."""
+        sends = self._sends
+        out: list[Send] = []
+        while sends and sends[0][0] <= self._confirmed:
+            out.append(sends.popleft()[1])
+        return out
+
+    def next_event(self) -> Event | None:
+        events = self._events
+        if events and events[0][0] <= self._confirmed:
+            return events.popleft()[1]
+        return None
 
     def status(self, now: float) -> Status:
-        raise NotImplementedError
+        return self._status(now, with_ages=True)
 
     def peers(self, now: float) -> list[PeerInfo]:
-        raise NotImplementedError
+        """Every peer held alive, then those forgotten (``alive=False``), by node id."""
+        table = self._table
+        view = table.view
+        rows: list[PeerInfo] = []
+        for node_id in table:
+            entry = table.get(node_id)
+            assert entry is not None
+            record = entry.record
+            rows.append(
+                PeerInfo(
+                    node_id,
+                    record.role,
+                    record.addresses,
+                    True,
+                    max(0.0, now - entry.last_grew),
+                    self._learned(node_id, record.addresses, entry.direct),
+                    record.view == view,
+                    record.vote,
+                    record.decision,
+                    record.progress,
+                )
+            )
+        for tombstone in table.tombstones():
+            record = tombstone.record
+            rows.append(
+                PeerInfo(
+                    record.node_id,
+                    record.role,
+                    record.addresses,
+                    False,
+                    max(0.0, now - tombstone.last_grew),
+                    self._learned(record.node_id, record.addresses, False),
+                    record.view == view,
+                    record.vote,
+                    record.decision,
+                    record.progress,
+                )
+            )
+        return rows
+
+    # --- receiving
+
+    def _on_gossip(self, message: Gossip, src: Peer, now: float) -> None:
+        records = message.records
+        shape: object = records  # typed as a tuple, but a peer's input is checked anyway
+        if type(shape) is not tuple or not records or len(records) > MAX_RECORDS:
+            self._violation(src.node_id, f"Gossip needs 1..{MAX_RECORDS} records")
+            return
+        want_reply: object = message.want_reply
+        if type(want_reply) is not bool:
+            self._violation(src.node_id, "Gossip.want_reply is not a bool")
+            return
+        table = self._table
+        known = table.ids
+        for index, record in enumerate(records):
+            held = table.get(record.node_id) if type(record) is NodeRecord else None
+            if held is not None and held.record is record:
+                continue  # the very object we validated before (in-process relays)
+            problem = record_problem(record, known)
+            if problem is not None:
+                self._violation(src.node_id, f"Gossip.records[{index}]: {problem}")
+                return
+        if records[0].node_id != src.node_id:
+            self._violation(src.node_id, "Gossip.records[0] is not the sender's own record")
+            return
+        self._heard_from(src, records[0].addresses, now)
+        for record in records:
+            self._take_record(record, now)
+        table.mark_direct(src.node_id)
+        if message.want_reply and src.node_id != self.node_id:
+            records = table.full_state(
+                self._own,
+                self._own_size,
+                self._config.max_records_per_push_pull,
+                self._config.max_message_bytes,
+                skip=src.node_id,
+            )
+            self._send_to(src.node_id, Gossip(records, want_reply=False))
+
+    def _take_record(self, record: NodeRecord, now: float) -> None:
+        node_id = record.node_id
+        election = self._election
+        if node_id == self.node_id:
+            self._own_id_record(record, now)
+            return
+        decision = record.decision
+        if decision is not None:
+            ours = election.decision
+            if ours is None or decision.cluster_id != ours.cluster_id:
+                self._run(election.on_decision(decision, node_id, now), now)
+        vote = election.vote
+        if vote is not None and vote.proposer == node_id and record.released:
+            self._run(election.on_released_list(node_id, record.released), now)
+        applied = self._table.apply(record, now)
+        if applied is Applied.STALE:
+            return
+        if applied is Applied.NEW:
+            self._emit(PeerAlive(node_id, record.role, record.addresses))
+            if self._contacts:
+                for address in record.addresses:
+                    self._contacts.pop(address, None)
+        their_vote = record.vote
+        if their_vote is not None and their_vote.proposer == self.node_id:
+            self._run(election.on_peer_vote(node_id, their_vote, now), now)
+
+    def _own_id_record(self, record: NodeRecord, now: float) -> None:
+        """A record with this node's id: never stored, but it may reveal a clone."""
+        if record.boot_id == self._boot_id:
+            return
+        if record.incarnation >= self._incarnation:
+            # Not a leftover of an earlier start of ours: those have smaller incarnations.
+            self._note_duplicate(record.boot_id, record.addresses, now)
+        if record.decision is not None:
+            self._run(self._election.on_decision(record.decision, record.node_id, now), now)
+
+    def _on_election_message(
+        self, message: Propose | Ack | Refuse | Release | Commit, src: Peer, now: float
+    ) -> None:
+        problem = election_message_problem(message, src.node_id, self._table.ids)
+        if problem is not None:
+            self._violation(src.node_id, problem)
+            return
+        self._heard_from(src, (), now)
+        election = self._election
+        rng = self._rng
+        if src.node_id == self.node_id:
+            # Another machine with our id: report it; only a decision is worth taking.
+            addresses = (src.address,) if src.address is not None else ()
+            self._note_duplicate(src.boot_id, addresses, now)
+            if type(message) is Commit:
+                self._run(election.on_decision(message.decision, src.node_id, now), now)
+            return
+        if type(message) is Propose:
+            released = self._table.released_of(message.proposer)
+            self._run(election.on_propose(message, now, released), now)
+        elif type(message) is Ack:
+            self._run(election.on_ack(message, now, rng), now)
+        elif type(message) is Refuse:
+            self._run(election.on_refuse(message, now, rng), now)
+        elif type(message) is Release:
+            self._run(election.on_release(message), now)
+        else:
+            assert type(message) is Commit
+            self._run(election.on_decision(message.decision, src.node_id, now), now)
+        self._status_dirty = True
+
+    def _heard_from(self, src: Peer, addresses: tuple[Address, ...], now: float) -> None:
+        if src.address is not None:
+            self._direct_addresses[src.node_id] = src.address
+            self._contacts.pop(src.address, None)
+        for address in addresses:
+            self._contacts.pop(address, None)
+
+    def _note_duplicate(self, boot_id: int, addresses: tuple[Address, ...], now: float) -> None:
+        known = self._duplicates.get(boot_id)
+        if known is not None:
+            if not known and addresses:
+                self._duplicates[boot_id] = addresses
+            return
+        if len(self._duplicates) >= _MAX_DUPLICATES:
+            return
+        self._duplicates[boot_id] = addresses
+        self._emit(DuplicateNodeId(self.node_id, boot_id, addresses))
+        self._status_dirty = True
+        self._run(self._election.on_duplicate(now, self._rng), now)
+
+    # --- acting
+
+    def _run(self, effects: list[Effect], now: float) -> None:
+        """Carry out the election's effects in order (a Store holds back what follows)."""
+        if not effects:
+            return
+        stored = False
+        for effect in effects:
+            if isinstance(effect, Store):
+                self._persist(effect)
+                stored = True
+            elif isinstance(effect, Transmit):
+                self._send_to(effect.to, effect.message)
+            elif isinstance(effect, Split):
+                ours = self._election.decision
+                assert ours is not None
+                self._emit(SplitDetected(ours, effect.theirs, effect.source))
+            else:
+                self._emit(Decided(effect.decision, effect.role))
+        self._status_dirty = True
+        if stored:
+            self._bump()
+            self._changed(now)
+
+    def _settle(self, now: float) -> None:
+        """After every input: act on view changes, maybe propose, report status changes."""
+        table = self._table
+        if table.view_changed:
+            table.view_changed = False
+            self._bump()
+            self._changed(now)
+        if table.servers_changed:
+            table.servers_changed = False
+            self._status_dirty = True
+        if self._is_server and self._election.decision is None:
+            agreement = table.agreement(self._config.expected_servers)
+            if agreement is not None:
+                self._run(self._election.evaluate(agreement, now, self._rng), now)
+        self._refresh_status(now)
+
+    def _persist(self, store: Store) -> None:
+        self._generation += 1
+        state = PersistedState(
+            self._incarnation, store.vote, store.next_round, store.released, store.decision
+        )
+        self._events.append((self._generation - 1, Persist(self._generation, state)))
+
+    def _emit(self, event: Event) -> None:
+        self._events.append((self._generation, event))
+
+    def _violation(self, peer: NodeId, reason: str) -> None:
+        self._emit(ProtocolViolation(peer, reason))
+
+    def _send_to(self, node_id: NodeId, message: Message) -> None:
+        addresses = self._table.addresses_of(node_id)
+        if not addresses:
+            direct = self._direct_addresses.get(node_id)
+            addresses = (direct,) if direct is not None else ()
+        self._sends.append((self._generation, Send(node_id, addresses, message)))
+
+    def _advance(self, now: float) -> float:
+        if now > self._now:
+            self._now = now
+        return self._now
+
+    def _build_record(self) -> NodeRecord:
+        election = self._election
+        identity = self._identity
+        return NodeRecord(
+            node_id=identity.node_id,
+            incarnation=self._incarnation,
+            boot_id=self._boot_id,
+            heartbeat=self._heartbeat,
+            role=identity.role,
+            addresses=identity.addresses,
+            api_host=identity.api_host,
+            view=self._table.view,
+            vote=election.vote,
+            released=election.released,
+            decision=election.decision,
+            progress=self._progress,
+        )
+
+    def _bump(self) -> None:
+        """A new version of our own record: every change grows the heartbeat."""
+        self._heartbeat += 1
+        self._own = self._build_record()
+        self._own_size = estimate_record_size(self._own)
+
+    # --- gossiping
+
+    def _piggyback(self, target: NodeId | None) -> tuple[NodeRecord, ...]:
+        config = self._config
+        budget = config.max_message_bytes - GOSSIP_ENVELOPE_BYTES - self._own_size
+        limit = retransmit_limit(config.retransmit_mult, len(self._table) + 1)
+        relayed = self._table.queue.take(config.max_records_per_gossip - 1, budget, limit, target)
+        return (self._own, *relayed)
+
+    def _gossip_tick(self, now: float) -> None:
+        self._bump()
+        table = self._table
+        config = self._config
+        targets = table.sample(config.fanout, self._rng)
+        if self._is_server and config.server_fanout and table.server_count:
+            servers_picked = sum(1 for t in targets if self._is_server_peer(t))
+            for _ in range(config.server_fanout - servers_picked):
+                server = table.random_server(self._rng)
+                if server is None or server in targets:
+                    break
+                if len(targets) < config.fanout:
+                    targets.append(server)
+                else:
+                    for index in range(len(targets) - 1, -1, -1):
+                        if not self._is_server_peer(targets[index]):
+                            targets[index] = server
+                            break
+        for target in targets:
+            self._send_to(target, Gossip(self._piggyback(target), want_reply=False))
+
+    def _is_server_peer(self, node_id: NodeId) -> bool:
+        entry = self._table.get(node_id)
+        return entry is not None and entry.record.role is Role.SERVER
+
+    def _push_pull(self, now: float) -> None:
+        targets = self._table.sample(1, self._rng)
+        if not targets:
+            return
+        records = self._table.full_state(
+            self._own,
+            self._own_size,
+            self._config.max_records_per_push_pull,
+            self._config.max_message_bytes,
+            skip=targets[0],
+        )
+        self._send_to(targets[0], Gossip(records, want_reply=True))
+
+    def _changed(self, now: float) -> None:
+        """Our view, vote or decision changed: servers tell every known server (rate-limited)."""
+        if not self._is_server or not self._table.server_count:
+            return
+        due = self._last_push + self._config.push_on_change_interval
+        if now >= due:
+            self._push(now)
+        elif self._push_due is None:
+            self._push_due = due
+
+    def _push(self, now: float) -> None:
+        self._last_push = now
+        self._push_due = None
+        for server in self._table.servers:
+            self._send_to(server, Gossip(self._piggyback(server), want_reply=False))
+
+    def _contact_due(self, now: float) -> None:
+        """Say hello (a Gossip wanting a reply) to discovered addresses nobody answered from."""
+        if now < self._contacts_ready:
+            return
+        queue = self._contact_queue
+        contacts = self._contacts
+        config = self._config
+        sent = 0
+        records: tuple[NodeRecord, ...] | None = None
+        while queue and queue[0][0] <= now:
+            due, address = queue[0]
+            if contacts.get(address) != due:
+                queue.popleft()  # answered, or rescheduled
+                continue
+            last_seen = self._discovered.get(address, -math.inf)
+            if (
+                self._table.node_at(address) is not None
+                or now - last_seen > config.server_cache_duration
+            ):
+                queue.popleft()
+                del contacts[address]
+                continue
+            if sent >= config.max_contacts_per_round:
+                self._contacts_ready = now + config.gossip_interval
+                break
+            queue.popleft()
+            contacts[address] = now + config.contact_interval
+            queue.append((now + config.contact_interval, address))
+            if records is None:
+                records = self._table.full_state(
+                    self._own,
+                    self._own_size,
+                    config.max_records_per_gossip,
+                    config.max_message_bytes,
+                )
+            self._sends.append((self._generation, Send(None, (address,), Gossip(records, True))))
+            sent += 1
+
+    def _next_contact(self) -> float | None:
+        if not self._contact_queue:
+            return None
+        return max(self._contact_queue[0][0], self._contacts_ready)
+
+    # --- explaining
+
+    def _refresh_status(self, now: float) -> None:
+        if not self._status_dirty:
+            return
+        self._status_dirty = False
+        key = self._status(now, with_ages=False).text
+        if key != self._status_key:
+            self._status_key = key
+            self._emit(StatusChanged(self._status(now, with_ages=True)))
+
+    def _name(self, node_id: NodeId) -> str:
+        if node_id == self.node_id:
+            addresses = self._identity.addresses
+        else:
+            addresses = self._table.addresses_of(node_id)
+        return addresses[0] if addresses else node_id[:8]
+
+    def _names(self, node_ids: Iterable[NodeId]) -> str:
+        names = [self._name(node_id) for node_id in node_ids]
+        if len(names) > _NAMES_SHOWN:
+            return ", ".join(names[:_NAMES_SHOWN]) + f" and {len(names) - _NAMES_SHOWN} more"
+        return ", ".join(names)
+
+    def _learned(self, node_id: NodeId, addresses: tuple[Address, ...], direct: bool) -> str:
+        if direct:
+            return "direct"
+        if any(address in self._discovered for address in addresses):
+            return "discovery"
+        return "gossip"
+
+    def _status(self, now: float, with_ages: bool) -> Status:
+        election = self._election
+        table = self._table
+        phase = election.phase
+        waiting: tuple[NodeId, ...] = election.waiting_for()
+        decision = election.decision
+        if decision is not None:
+            text = self._decided_text(decision)
+        elif self._duplicates:
+            text = self._duplicate_text()
+        elif phase is Phase.PROPOSING:
+            current = election.round
+            assert current is not None
+            if current.view is None:
+                text = (
+                    f"resuming round {current.vote.round} after a restart; "
+                    f"{self._gathering_text(now)}"
+                )
+            else:
+                text = (
+                    f"proposing round {current.vote.round}; "
+                    f"waiting for acks from {self._names(waiting)}"
+                )
+        elif phase is Phase.VOTED:
+            vote = election.vote
+            assert vote is not None
+            proposer = self._name(vote.proposer)
+            text = f"voted for {proposer} (round {vote.round}), waiting for its commit"
+            if with_ages:
+                entry = table.get(vote.proposer)
+                if entry is None:
+                    text += " (not heard from since this start)"
+                else:
+                    text += f" (last heard {now - entry.last_grew:.0f}s ago)"
+        elif phase is Phase.BACKOFF:
+            text = self._backoff_text()
+            until = election.backoff_until
+            if with_ages and until is not None:
+                text += f"; retrying in {max(0.0, until - now):.1f}s"
+        else:
+            text = self._gathering_text(now)
+            waiting = table.disagreeing() if self._is_server else ()
+        return Status(
+            phase=phase,
+            text=text,
+            node_id=self.node_id,
+            role=self._identity.role,
+            expected_servers=self._config.expected_servers,
+            view=table.view,
+            waiting_for=waiting,
+            vote=election.vote,
+            decision=decision,
+            split=bool(election.splits),
+            duplicate_id=bool(self._duplicates),
+        )
+
+    def _gathering_text(self, now: float) -> str:
+        table = self._table
+        expected = self._config.expected_servers
+        if not self._is_server:
+            servers = table.servers
+            have = f"have {len(servers)} of {expected} servers"
+            listed = f" ({self._names(servers)})" if servers else ""
+            return f"agent; {have}{listed}; waiting for the servers to decide"
+        view = table.view
+        have = f"have {len(view)} of {expected} servers"
+        if len(view) < expected:
+            missing = expected - len(view)
+            plural = "" if missing == 1 else "s"
+            return f"{have} ({self._names(view)}); waiting for {missing} more server{plural}"
+        disagreeing = table.disagreeing()
+        if disagreeing:
+            return f"{have}; waiting for agreement from {self._names(disagreeing)}"
+        if view[0] != self.node_id:
+            return f"{have}, all agree; waiting for {self._name(view[0])} to propose"
+        if now < self._election.not_before:
+            return f"{have}, all agree; starting up before proposing"
+        return f"{have}, all agree; proposing"
+
+    def _backoff_text(self) -> str:
+        abandoned: Abandoned | None = self._election.last_abandoned
+        if abandoned is None:
+            return "backing off"
+        what = f"round {abandoned.vote.round} given up"
+        if abandoned.reason == "refused" and abandoned.peers:
+            why = f"refused by {self._name(abandoned.peers[0])}"
+            if abandoned.refusal is RefuseReason.VOTED_OTHER and abandoned.their_vote is not None:
+                why += f", which voted for {self._name(abandoned.their_vote.proposer)}"
+            elif abandoned.refusal is not None:
+                why += f" ({abandoned.refusal.name.lower().replace('_', ' ')})"
+        elif abandoned.reason == "member left":
+            why = f"{self._names(abandoned.peers)} left"
+        elif abandoned.reason == "timed out":
+            why = f"no ack from {self._names(abandoned.peers)}" if abandoned.peers else "timed out"
+        else:
+            why = abandoned.reason
+        return f"{what} ({why})"
+
+    def _decided_text(self, decision: Decision) -> str:
+        election = self._election
+        role = election.role_in(decision)
+        if role is JoinRole.CLUSTER_INIT:
+            text = "decided: cluster-init"
+        else:
+            text = f"decided: joining the cluster of {decision.init_host} as {role.value}"
+        if election.splits:
+            theirs, source = next(iter(election.splits.values()))
+            text = (
+                f"SPLIT: this node is in cluster {decision.cluster_id[:8]} "
+                f"(init {decision.init_host}) but {self._name(source)} is in cluster "
+                f"{theirs.cluster_id[:8]} (init {theirs.init_host}); {text}"
+            )
+        if self._duplicates:
+            text += "; " + self._duplicate_text()
+        return text
+
+    def _duplicate_text(self) -> str:
+        for addresses in self._duplicates.values():
+            if addresses:
+                return f"node id shared with {addresses[0]} (cloned data dir?)"
+        return "node id shared with another machine (cloned data dir?)"
