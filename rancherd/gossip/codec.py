@@ -119,7 +119,7 @@ records with large views; this bounds the work of a Gossip of tiny records."""
 MAX_RELEASED = 8
 """``NodeRecord.released`` keeps only a proposer's last few abandoned rounds."""
 
-HELLO_VERSION_RANGE = (1, MAX_VERSION)
+_VERSION_RANGE = (1, MAX_VERSION)
 
 _NODE_ID_FIELDS = frozenset({"node_id", "proposer", "voter", "init_node"})
 _HOST_FIELDS = frozenset({"api_host", "init_host"})
@@ -138,8 +138,8 @@ _BYTES_LENGTHS: dict[tuple[type, str], int] = {(Hello, "nonce"): NONCE_SIZE}
 
 # Int fields whose range is not the default 0 .. MAX_UINT.
 _INT_RANGES: dict[tuple[type, str], tuple[int, int]] = {
-    (Hello, "min_version"): HELLO_VERSION_RANGE,
-    (Hello, "max_version"): HELLO_VERSION_RANGE,
+    (Hello, "min_version"): _VERSION_RANGE,
+    (Hello, "max_version"): _VERSION_RANGE,
 }
 
 # Text rules. Hosts end up in the runtime's config files and in URLs
@@ -250,7 +250,8 @@ def _enum(enum: type[IntEnum]) -> _Converter:
     def from_wire(value: Any) -> Any:
         member = by_value.get(value) if type(value) is int else None
         if member is None:
-            raise _Invalid(f"not a {enum.__name__}: {value!r}")
+            shown = value if type(value) is int else f"a {type(value).__name__}"
+            raise _Invalid(f"not a {enum.__name__}: {shown}")
         return member
 
     return _Converter(to_wire, from_wire)
@@ -504,7 +505,8 @@ def decode(data: bytes) -> Message:
     tag = wire[0]
     converter = _BY_TAG.get(tag) if type(tag) is int else None
     if converter is None:
-        raise RemoteProtocolError(f"unknown message tag {tag!r}")
+        shown = tag if type(tag) is int else f"of type {type(tag).__name__}"
+        raise RemoteProtocolError(f"unknown message tag {shown}")
     try:
         message: Message = converter.from_wire(wire)
     except _Invalid as error:
