@@ -21,7 +21,6 @@ messages (mDNS is counted apart), per node-second of uptime, both up to ``all_de
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import random
 import shlex
@@ -29,8 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sim.algorithms import ALGORITHMS, AlgorithmOptions
-from sim.algorithms.base import Process
+from sim.algorithms.base import Algorithm, Process
 from sim.discovery import MdnsModel
+from sim.fingerprint import Fingerprinter
 from sim.invariants import InvariantChecker
 from sim.loop import EventLoop, StopSimulation, TraceRecord
 from sim.network import Network
@@ -264,8 +264,10 @@ class World:
         *,
         trace: Callable[[TraceRecord], None] | None = None,
         codec: bool = False,
+        implementation: Algorithm | None = None,
     ) -> None:
-        if algorithm not in ALGORITHMS:
+        """``implementation`` runs an algorithm object not in the registry (tests)."""
+        if implementation is None and algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {algorithm!r}")
         self.scenario = scenario
         self.seed = seed
@@ -276,8 +278,11 @@ class World:
         self.network = Network(scenario.network, seed)
         self.mdns = MdnsModel(scenario.discovery, seed)
         self.checker = InvariantChecker(scenario.allow_split)
-        self.algorithm = ALGORITHMS[algorithm](scenario, AlgorithmOptions(codec=codec))
+        self.algorithm = implementation or ALGORITHMS[algorithm](
+            scenario, AlgorithmOptions(codec=codec)
+        )
         self.notes: dict[str, int] = {}
+        self.fingerprints = Fingerprinter()
         self.messages = 0
         self.mdns_queries = 0
         self.messages_at_decision: int | None = None
@@ -437,7 +442,7 @@ class World:
         if not dst.up:
             return
         now = self.loop.now
-        fingerprint = hashlib.sha256(repr(payload).encode()).hexdigest()[:16]
+        fingerprint = self.fingerprints.of(payload)
         if within is None:
             delays = self.network.transit(slot.name, dst.name, now)
         else:
