@@ -9,7 +9,8 @@ booleans, ``0123`` read as octal) that a reader would not expect.
 Node names are fixed by the ``nodes`` block: servers ``s0, s1, ...`` (the late servers
 continue the numbering), agents ``a0, a1, ...``. Selectors accept a name, a list of names,
 ``servers``, ``agents`` or ``all``; a crash also accepts ``random-server``, ``random-agent``
-and ``random-node``, drawn from the seed.
+and ``random-node``: one of the nodes of that kind that are up at the crash, drawn from
+the seed.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class Hold:
 @dataclass(frozen=True, slots=True)
 class Crash:
     node: str
-    """A node name or one of ``RANDOM_SELECTORS``."""
+    """A node name or one of ``RANDOM_SELECTORS`` (drawn among the nodes up at ``at``)."""
     at: Distribution
     restart_after: Distribution | None
     """Delay from crash to restart; ``None``: the node stays down."""

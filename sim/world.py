@@ -293,6 +293,7 @@ class World:
         self._advertisers: dict[int, Slot] = {}
         self._advertiser_order: list[Slot] | None = []
         self._disk_rngs: dict[str, random.Random] = {}
+        self._crash_picks: list[random.Random] = []
 
         rng = derive_rng(seed, "scenario")
         specs = scenario.node_specs()
@@ -342,15 +343,11 @@ class World:
 
     def _plan_fault(self, fault: Fault, rng: random.Random) -> None:
         if isinstance(fault, Crash):
-            name = fault.node
-            if name.startswith("random-"):
-                role = name.removeprefix("random-")
-                pool = [s.name for s in self.slots if role == "node" or s.role == role]
-                name = rng.choice(pool) if pool else ""
             at = fault.at.sample(rng)
             delay = fault.restart_after.sample(rng) if fault.restart_after else None
-            if name:
-                self._schedule(at, self._crash, self.by_name[name], delay, fault.wipe)
+            pick = derive_rng(self.seed, "crash", len(self._crash_picks))
+            self._crash_picks.append(pick)
+            self._schedule(at, self._crash_selected, fault.node, pick, delay, fault.wipe)
             return
         start = fault.start.sample(rng)
         end = math.inf if fault.end is None else max(start, fault.end.sample(rng))
@@ -391,6 +388,18 @@ class World:
         slot.process = process
         process.on_boot()
         return ("boot", slot.name, slot.node_id, slot.boots)
+
+    def _crash_selected(
+        self, selector: str, pick: random.Random, restart_after: float | None, wipe: bool
+    ) -> TraceRecord:
+        """Crash a named machine, or a random one of those up now (``random-*``)."""
+        if selector.startswith("random-"):
+            role = selector.removeprefix("random-")
+            pool = [s for s in self.slots if s.up and (role == "node" or s.role == role)]
+            if not pool:
+                return ("crash-missed", selector)
+            return self._crash(pick.choice(pool), restart_after, wipe)
+        return self._crash(self.by_name[selector], restart_after, wipe)
 
     def _crash(self, slot: Slot, restart_after: float | None, wipe: bool) -> TraceRecord:
         if not slot.up:
