@@ -365,6 +365,7 @@ class _Validator:
         if value is _MISSING or (value is None and default is not _MISSING):
             if default is _MISSING:
                 self.error((*path, key), "required")
+                return 0 if integer else 0.0
             return default
         where = (*path, key)
         wanted = (int,) if integer else (int, float)
@@ -482,6 +483,12 @@ class _Validator:
                 self.error(where, f"unknown node {item!r} (nodes are {known}{extra})")
         seen: dict[str, None] = dict.fromkeys(out)
         return tuple(seen)
+
+
+def _line_of(error: str) -> int:
+    """Errors read best in file order; those without a line go last."""
+    parts = error.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 1 << 30
 
 
 def _is_number(value: Any) -> bool:
@@ -670,7 +677,7 @@ def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> 
         if total_servers < 1:
             v.error(("nodes", "servers"), "a fleet needs at least one server")
     if v.errors:
-        raise ScenarioError(v.errors)
+        raise ScenarioError(sorted(v.errors, key=_line_of))
     description = top.get("description", "")
     return Scenario(
         name=str(top.get("name", name)),

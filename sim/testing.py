@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sim.algorithms.base import Host
 from sim.scenario import Scenario, load, load_text
@@ -22,7 +23,8 @@ class ProbeLog:
     """(machine, kind, node clock, detail)."""
     hosts: dict[str, Host] = field(default_factory=dict)
 
-    def of(self, name: str, kind: str) -> list[tuple[float, object]]:
+    def of(self, name: str, kind: str) -> list[tuple[float, Any]]:
+        """(node clock, detail) of every ``kind`` event of machine ``name``."""
         return [(t, d) for n, k, t, d in self.events if n == name and k == kind]
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import pytest
 
 from sim.discovery import MdnsModel
-from sim.dists import Fixed, LogNormal, Uniform
+from sim.dists import Distribution, Fixed, LogNormal, Uniform
 from sim.network import INITIAL_RTO, Network
 from sim.scenario import BurstSpec, DiscoverySpec, NetworkSpec
 from sim.testing import Probe, ProbeAlgorithm, scenario
@@ -16,14 +17,13 @@ from sim.world import BASE_EPOCH, World
 N = 20_000
 
 
-def _network(**kwargs: object) -> Network:
-    spec = NetworkSpec(
-        latency=kwargs.pop("latency", Fixed(0.001)),  # type: ignore[arg-type]
-        loss=kwargs.pop("loss", 0.0),  # type: ignore[arg-type]
-        duplicate=kwargs.pop("duplicate", 0.0),  # type: ignore[arg-type]
-        links=(),
-    )
-    return Network(spec, seed=1)
+MILLISECOND = Fixed(0.001)
+
+
+def _network(
+    *, latency: Distribution = MILLISECOND, loss: float = 0.0, duplicate: float = 0.0
+) -> Network:
+    return Network(NetworkSpec(latency, loss, duplicate, links=()), seed=1)
 
 
 def test_loss_rate_matches_the_scenario() -> None:
@@ -89,19 +89,8 @@ def test_partitions_one_way_cuts_and_holds_have_windows() -> None:
     assert network.held_until("s5", "s6", 2.0) is None
 
 
-def _discovery(**kwargs: object) -> DiscoverySpec:
-    values: dict[str, object] = {
-        "loss": 0.0,
-        "burst": None,
-        "blind": (),
-        "mute": (),
-        "stale": 0.0,
-        "query_interval": 5.0,
-        "window": 1.0,
-        "cache": None,
-    }
-    values.update(kwargs)
-    return DiscoverySpec(**values)  # type: ignore[arg-type]
+def _discovery(*, loss: float = 0.0, burst: BurstSpec | None = None) -> DiscoverySpec:
+    return DiscoverySpec(loss, burst, (), (), 0.0, 5.0, 1.0, None)
 
 
 def test_mdns_iid_loss_rate() -> None:
@@ -159,8 +148,8 @@ def test_blind_mute_and_stale_answers() -> None:
     world.loop.run(until=50.0)
     ip = {name: f"{world.by_name[name].ip}:1" for name in ("s0", "s1", "s2")}
     # Queries at t=1, 11, 21, 31, 41; answers one second later.
-    s1_heard = [set(d) for _, d in probe.log.of("s1", "discovery")]  # type: ignore[arg-type]
-    s2_heard = [set(d) for _, d in probe.log.of("s2", "discovery")]  # type: ignore[arg-type]
+    s1_heard = [set(d) for _, d in probe.log.of("s1", "discovery")]
+    s2_heard = [set(d) for _, d in probe.log.of("s2", "discovery")]
     assert s1_heard[0] == {ip["s0"], ip["s1"], ip["s2"]}  # mute hears everyone
     assert all(heard == {ip["s2"]} for heard in s2_heard)  # blind hears only itself
     # s0 crashed at t=5: still answered by caches at t=11, 21, 31 (< 30 s), gone at t=41.
@@ -190,10 +179,9 @@ def _ping_everyone(probe: Probe, kind: str, detail: object) -> None:
             host.set_timer(host.now() + 11)
 
 
-def _received(probe: ProbeAlgorithm, name: str) -> list[tuple[int, object]]:
+def _received(probe: ProbeAlgorithm, name: str) -> list[tuple[float, Any]]:
     return [
-        (round(t - BASE_EPOCH, 2), payload)  # type: ignore[misc]
-        for t, (_src, payload) in probe.log.of(name, "message")  # type: ignore[misc]
+        (round(t - BASE_EPOCH, 2), payload) for t, (_src, payload) in probe.log.of(name, "message")
     ]
 
 
@@ -223,7 +211,7 @@ def test_jitter_reorders_messages() -> None:
     probe = ProbeAlgorithm(burst)
     text = "nodes: {servers: 2}\nnetwork: {latency: {lognormal: [0.01, 1.0]}}\n"
     World(scenario(text), 0, "probe", implementation=probe).loop.run(until=60.0)
-    order = [p for _, (_, p) in probe.log.of("s1", "message")]  # type: ignore[misc]
+    order = [p for _, (_, p) in probe.log.of("s1", "message")]
     assert sorted(order) == list(range(200))  # nothing lost
     assert order != list(range(200))  # but overtaken
 
@@ -246,7 +234,7 @@ faults:
     world.loop.run(until=60.0)
     boots = probe.log.of("s1", "boot")
     assert [round(t - BASE_EPOCH, 3) for t, _ in boots] == [0.0, 7.0]
-    (first_id, first_disk), (second_id, second_disk) = [d for _, d in boots]  # type: ignore[misc]
+    (first_id, first_disk), (second_id, second_disk) = [d for _, d in boots]
     assert first_disk is None
     if wipe:
         assert second_id != first_id
@@ -267,7 +255,7 @@ faults:
     probe = ProbeAlgorithm(_write_on_boot)
     World(scenario(text), 0, "probe", implementation=probe).loop.run(until=10.0)
     boots = [d for _, d in probe.log.of("s0", "boot")]
-    assert [disk for _, disk in boots] == [None, None]  # type: ignore[misc]
+    assert [disk for _, disk in boots] == [None, None]
     assert len(probe.log.of("s0", "disk")) == 1  # only the second boot's write completed
 
 
@@ -292,7 +280,7 @@ clock: {offsets: {s0: 7200}}
     assert probe.log.of("s0", "timer")[0][0] == BASE_EPOCH + 7200 + 8
     assert probe.log.of("s1", "timer")[0][0] == BASE_EPOCH + 8
     # s1 reads its own clock when s0's message (carrying s0's reading) arrives.
-    (when, (_, carried)) = probe.log.of("s1", "message")[0]  # type: ignore[misc]
+    (when, (_, carried)) = probe.log.of("s1", "message")[0]
     assert carried == BASE_EPOCH + 7200 + 8
     assert BASE_EPOCH + 8 < when < BASE_EPOCH + 9
 

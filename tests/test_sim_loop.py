@@ -74,8 +74,13 @@ def test_cannot_schedule_in_the_past() -> None:
 def test_run_stops_at_until_and_stop_at() -> None:
     loop = EventLoop()
     seen: list[float] = []
+
+    def note() -> tuple[str]:
+        seen.append(loop.now)
+        return ("t",)
+
     for t in (1.0, 2.0, 3.0, 4.0):
-        loop.call_at(t, lambda: (seen.append(loop.now), ("t",))[1])
+        loop.call_at(t, note)
     loop.run(until=2.5)
     assert seen == [1.0, 2.0]
     loop.stop_at = 3.0
