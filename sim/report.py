@@ -47,6 +47,12 @@ class ReportPlan:
     scaling: tuple[tuple[str, int], ...] = SCALING
     safety_scenarios: tuple[str, ...] | None = None
     """``None``: every built-in scenario."""
+    caps: tuple[tuple[str, int], ...] = (("agents-1000", 5), ("agents-100", 50))
+    """Fewer seeds for the scenarios that cost a minute or more per gossip seed."""
+
+    def seeds_for(self, name: str) -> int:
+        return min(self.seeds, dict(self.caps).get(name, self.seeds))
+
     notes: tuple[str, ...] = field(default=())
 
 
@@ -74,9 +80,10 @@ class _Runner:
         self, name: str, algorithm: str, seeds: int, overrides: Sequence[str] = ()
     ) -> list[RunResult]:
         scenario = scenarios.load(name, overrides)
-        command = f"python -m sim run {name} --algorithm {algorithm} --seeds {seeds}"
-        command += "".join(f" --set {o}" for o in overrides)
-        self.commands.append(command)
+        if not overrides:
+            self.commands.append(
+                f"python -m sim run {name} --algorithm {algorithm} --seeds {seeds}"
+            )
         return run_many(
             scenario,
             list(range(seeds)),
@@ -225,9 +232,9 @@ def write_report(
             notes.append(f"gossip skipped: {reason}")
     safety_names = list(plan.safety_scenarios or scenarios.scenario_names())
     cells = len(plan.heatmap_loss) * len(plan.heatmap_cache)
+    named = [*plan.cdf_scenarios, *(name for name, _ in plan.scaling), *safety_names]
     total = len(algorithms) * (
-        plan.seeds * (len(plan.cdf_scenarios) + len(plan.scaling) + len(safety_names))
-        + plan.heatmap_seeds * cells
+        sum(plan.seeds_for(name) for name in named) + plan.heatmap_seeds * cells
     )
     bar = Progress(total, "report", enabled=progress)
     runner = _Runner(jobs, bar)
@@ -242,9 +249,9 @@ def write_report(
     def results_for(name: str, algorithm: str) -> list[RunResult]:
         key = (name, algorithm)
         if key not in cache_runs:
-            cache_runs[key] = runner.run(name, algorithm, plan.seeds)
+            cache_runs[key] = runner.run(name, algorithm, plan.seeds_for(name))
         else:
-            bar.advance(plan.seeds)
+            bar.advance(plan.seeds_for(name))
         return cache_runs[key]
 
     # 1. CDFs.
@@ -283,6 +290,12 @@ def write_report(
             p50,
             p99,
         )
+        runner.commands.append(
+            f"python -m sim sweep {HEATMAP_SCENARIO} --algorithm {algorithm} "
+            f"--seeds {plan.heatmap_seeds} "
+            f"--grid discovery.loss={','.join(f'{x:g}' for x in plan.heatmap_loss)} "
+            f"--grid server_cache_duration={','.join(f'{c:g}' for c in plan.heatmap_cache)}"
+        )
         heatmaps[algorithm] = {
             "p50": [[v if math.isfinite(v) else None for v in row] for row in p50],
             "p99": [[v if math.isfinite(v) else None for v in row] for row in p99],
@@ -319,7 +332,9 @@ def write_report(
     lines = [
         "# rancherd simulation report",
         "",
-        f"Seeds per scenario: {plan.seeds}; per heatmap cell: {plan.heatmap_seeds}. "
+        f"Seeds per scenario: {plan.seeds} (capped: "
+        + ", ".join(f"{name} {cap}" for name, cap in plan.caps)
+        + f"); per heatmap cell: {plan.heatmap_seeds}. "
         f"Algorithms: {', '.join(algorithms)}.",
         "Time to decision: from the boot of the N-th server to the first moment every live "
         "node holds a decision; first decision: to the first node's decision. See "
@@ -366,7 +381,7 @@ def write_report(
         "",
         "## Commands",
         "",
-        "Every figure above comes from these runs (heatmap cells use --set overrides):",
+        "Every figure above comes from these runs:",
         "",
         "```",
         *sorted(set(runner.commands)),

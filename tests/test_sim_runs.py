@@ -235,4 +235,5 @@ def test_report_writes_markdown_and_plots(tmp_path: Path) -> None:
         assert image in text
     assert "| silent-leader | classic | 0/2 | 2 |" in text
     assert "python -m sim run silent-leader --seed 0 --algorithm classic" in text
+    assert "python -m sim sweep happy-n3 --algorithm classic --seeds 1 --grid" in text
     assert json.loads((tmp_path / "results.json").read_text())["algorithms"] == ["classic"]
