@@ -410,6 +410,7 @@ class World:
         slot.down_since = now
         slot.timer_due = None
         slot.timer_scheduled = None
+        slot.disk_busy_until = now  # writes in flight are lost, not waited for
         slot.uptime.append((slot.up_since, now))
         self._undecided_up.discard(slot.name)
         if restart_after is not None:
