@@ -644,28 +644,20 @@ class _Loader:
     read_order: list[str] = field(default_factory=list)
     file_issue_count: int = 0
 
-    def add_implicit(self, path: Path) -> None:
-        info = self.stat(path)
+    def add_file(self, path: Path, *, required: bool, directory_ok: bool = False) -> None:
+        """Read a file and then its drop-ins; an implicit path may be a directory."""
+        info = self.stat(path, required=required)
         if info is None:
+            if not required:  # as the original: FILE.d counts even without FILE
+                self.add_drop_ins(path)
             return
-        if stat.S_ISDIR(info.st_mode):
+        if directory_ok and stat.S_ISDIR(info.st_mode):
             names = self.list_yaml(path)
-            if names is None:
-                return
-            if not names:
+            if names == []:
                 self.looked.append(_Looked(path, "a directory without *.yaml or *.yml files"))
-            for name in names:
+            for name in names or []:
                 self.add_file(path / name, required=False)
             return
-        self.add_file(path, required=False, info=info)
-
-    def add_file(self, path: Path, *, required: bool, info: os.stat_result | None = None) -> None:
-        if info is None:
-            info = self.stat(path, required=required)
-            if info is None:
-                if not required:  # as the original: FILE.d counts even without FILE
-                    self.add_drop_ins(path)
-                return
         display = str(path)
         if stat.S_ISDIR(info.st_mode):
             self.file_issue(display, None, "is a directory; expected a YAML file")
@@ -1474,7 +1466,7 @@ def _load(
 ) -> LoadedConfig:
     loader = _Loader(cloud_config_paths)
     for path in implicit_paths:
-        loader.add_implicit(path)
+        loader.add_file(path, required=False, directory_ok=True)
     if explicit is not None:
         loader.add_file(explicit, required=True)
     elif default_path is not None:

@@ -169,8 +169,18 @@ def test_drop_ins_follow_their_file_in_name_order(tmp_path: Path) -> None:
 def test_drop_ins_of_a_missing_file_are_read(tmp_path: Path) -> None:
     # The original reads FILE.d even when FILE is missing.
     write(tmp_path, "config.yaml.d/a.yaml", BASE)
-    loaded = load(None, default=tmp_path / "config.yaml")
-    assert loaded.files == (tmp_path / "config.yaml.d/a.yaml",)
+    write(tmp_path, "usr/config.yaml.d/b.yaml", "tlsSans: [b]\n")
+    loaded = load(None, [tmp_path / "usr/config.yaml"], default=tmp_path / "config.yaml")
+    assert loaded.files == (
+        tmp_path / "usr/config.yaml.d/b.yaml",
+        tmp_path / "config.yaml.d/a.yaml",
+    )
+
+
+def test_drop_ins_of_a_missing_explicit_file_do_not_hide_the_error(tmp_path: Path) -> None:
+    write(tmp_path, "config.yaml.d/a.yaml", BASE)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "config.yaml")
 
 
 def test_cloud_config_contributes_only_its_rancherd_key(tmp_path: Path) -> None:
