@@ -1464,13 +1464,13 @@ def _load(
     default_path: Path | None,
     cloud_config_paths: Collection[Path],
 ) -> LoadedConfig:
-    loader = _Loader(cloud_config_paths)
+    loader = _Loader({Path(p) for p in cloud_config_paths})
     for path in implicit_paths:
-        loader.add_file(path, required=False, directory_ok=True)
+        loader.add_file(Path(path), required=False, directory_ok=True)
     if explicit is not None:
-        loader.add_file(explicit, required=True)
+        loader.add_file(Path(explicit), required=True)
     elif default_path is not None:
-        loader.add_file(default_path, required=False)
+        loader.add_file(Path(default_path), required=False)
     merged = loader.merged
     if not isinstance(merged, _Map) or not merged.entries:
         if not len(loader.issues):
