@@ -954,15 +954,23 @@ class _Checker:
         self.wrong_kind(entry, path, "a map")
         return None
 
-    def free(self, value: _Value, path: str) -> JsonValue:
-        """A free-form value (Helm values, k3s options): any YAML, minus its surprises."""
+    def free(self, value: _Value, path: str, *, check: bool = True) -> JsonValue:
+        """A free-form value (Helm values, k3s options): any YAML, minus its surprises.
+
+        ``check=False`` only freezes a value whose parts were checked already.
+        """
         if isinstance(value, _Map):
             return MappingProxyType(
-                {k: self.free(e.value, _join(path, k)) for k, e in value.entries.items()}
+                {
+                    k: self.free(e.value, _join(path, k), check=check)
+                    for k, e in value.entries.items()
+                }
             )
         if isinstance(value, _Seq):
-            return tuple(self.free(item, f"{path}[{i}]") for i, item in enumerate(value.items))
-        surprise = _surprise(value)
+            return tuple(
+                self.free(item, f"{path}[{i}]", check=check) for i, item in enumerate(value.items)
+            )
+        surprise = _surprise(value) if check else None
         if surprise is not None:
             if _is_secret(path):
                 self.fail(value.origin, path, "YAML does not read this value as written; quote it")
@@ -1372,7 +1380,8 @@ class _Checker:
             for name, item in (names.entries if names else {}).items():
                 check(item, _join(section_path, name))
         known = {k: e for k, e in value.entries.items() if k in _REGISTRY_KEYS}
-        return cast(Mapping[str, JsonValue], self.free(_Map(value.origin, known), path))
+        registries = self.free(_Map(value.origin, known), path, check=False)
+        return cast(Mapping[str, JsonValue], registries)
 
     def mirror(self, entry: _Entry, path: str) -> None:
         value = self.mapping(entry, path)

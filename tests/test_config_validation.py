@@ -660,6 +660,19 @@ def test_bad_registries(tmp_path: Path, text: str, expected: str) -> None:
     assert one_error(tmp_path, base + text + "\n").startswith(expected)
 
 
+def test_registries_report_each_problem_once(tmp_path: Path) -> None:
+    base = "role: server\ntoken: x\nserver: https://a:1\n"
+    found = one_error(tmp_path, base + "registries: {mirrors: {r: {endpoint: [0123]}}}\n")
+    assert "octal" in found
+
+
+def test_registries_take_yes_in_a_yes_or_no_field(tmp_path: Path) -> None:
+    base = "role: server\ntoken: x\nserver: https://a:1\n"
+    text = "registries: {configs: {r: {tls: {insecure_skip_verify: yes}}}}\n"
+    registries = load_text(tmp_path, base + text).config.registries
+    assert registries == {"configs": {"r": {"tls": {"insecure_skip_verify": True}}}}
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
