@@ -1231,6 +1231,7 @@ class _Checker:
         value = entry.value
         values: dict[str, str] = {}
         lines: dict[str, _Origin] = {}
+        reported: set[str] = set()  # written wrong: not "required" as well
         if isinstance(value, _Scalar) and isinstance(value.value, str):
             try:
                 values = parse_params_string(value.value)
@@ -1249,14 +1250,17 @@ class _Checker:
                 elif isinstance(item.value, _Scalar) and item.value.value is None:
                     values[key] = ""  # as go-discover: empty means not set
                     lines[key] = item.key_origin
+                else:
+                    reported.add(key)
         else:
             self.wrong_kind(entry, path, "a map or a string like 'provider=mdns service=x'")
             return None
         before = len(self.issues)
         for issue in check_params(values):
             param = issue.param or "provider"
-            self.fail(lines.get(param, self.where(entry)), _join(path, param), issue.message)
-        if len(self.issues) > before:
+            if param not in reported:
+                self.fail(lines.get(param, self.where(entry)), _join(path, param), issue.message)
+        if reported or len(self.issues) > before:
             return None
         try:
             return DiscoveryParams.from_mapping(values)

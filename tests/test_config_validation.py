@@ -419,6 +419,11 @@ def test_bad_params(tmp_path: Path, text: str, expected: str) -> None:
     assert one_error(tmp_path, _params(text)).startswith(expected)
 
 
+def test_a_param_written_wrong_is_reported_once(tmp_path: Path) -> None:
+    found = one_error(tmp_path, _params("provider: yes\n"))
+    assert found.startswith("5: discovery.params.provider: expected a string, but YAML 1.1")
+
+
 def test_empty_param_value_means_unset(tmp_path: Path) -> None:
     loaded = load_text(tmp_path, _params("provider: mdns\nservice: x\nv4:\n"))
     assert loaded.config.discovery is not None
