@@ -113,15 +113,19 @@ def _first_times(results: Sequence[RunResult]) -> list[float]:
     ]
 
 
-def _plot_cdf(plt: Any, path: Path, curves: dict[str, list[float]]) -> None:
+def _plot_cdf(plt: Any, path: Path, curves: dict[str, tuple[list[float], list[float]]]) -> None:
+    """One colour per (scenario, algorithm): solid every node decided, dashed the first."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, values in curves.items():
-        finite = sorted(v for v in values if math.isfinite(v))
-        if not finite:
-            continue
-        ys = [(i + 1) / len(values) for i in range(len(finite))]
-        style = "--" if "first" in label else "-"
-        ax.step(finite, ys, style, where="post", label=label)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (label, (every, first)) in enumerate(curves.items()):
+        colour = colours[k % len(colours)]
+        for values, style, suffix in ((every, "-", ""), (first, "--", " (first decision)")):
+            finite = sorted(v for v in values if math.isfinite(v))
+            if not finite:
+                continue
+            xs = [finite[0], *finite]
+            ys = [0.0, *((i + 1) / len(values) for i in range(len(finite)))]
+            ax.step(xs, ys, style, where="post", color=colour, label=label + suffix)
     ax.set_xscale("log")
     ax.set_xlabel("seconds from the N-th server's boot (log scale)")
     ax.set_ylabel("fraction of seeds")
@@ -148,7 +152,9 @@ def _plot_heatmaps(
         finite = [v for row in grid for v in row if math.isfinite(v)]
         top = max(finite) if finite else 1.0
         shown = [[v if math.isfinite(v) else math.nan for v in row] for row in grid]
-        image = ax.imshow(shown, cmap="viridis", aspect="auto", origin="lower", vmin=0, vmax=top)
+        cmap = plt.get_cmap("viridis").copy()
+        cmap.set_bad("lightgray")
+        image = ax.imshow(shown, cmap=cmap, aspect="auto", origin="lower", vmin=0, vmax=top)
         ax.set_xticks(range(len(cache)), [f"{c:g}s" for c in cache])
         ax.set_yticks(range(len(loss)), [f"{int(x * 100)}%" for x in loss])
         ax.set_xlabel("serverCacheDuration")
@@ -156,8 +162,10 @@ def _plot_heatmaps(
         ax.set_title(f"{algorithm}: {title} time to decision (s)")
         for i, row in enumerate(grid):
             for j, value in enumerate(row):
-                text = "never" if not math.isfinite(value) else f"{value:.1f}"
-                ax.text(j, i, text, ha="center", va="center", color="white", fontsize=8)
+                never = not math.isfinite(value)
+                text = "never" if never else f"{value:.1f}"
+                colour = "black" if never else "white"
+                ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -255,13 +263,12 @@ def write_report(
         return cache_runs[key]
 
     # 1. CDFs.
-    curves: dict[str, list[float]] = {}
+    curves: dict[str, tuple[list[float], list[float]]] = {}
     cdf_rows: list[str] = []
     for name in plan.cdf_scenarios:
         for algorithm in algorithms:
             results = results_for(name, algorithm)
-            curves[f"{name} {algorithm}"] = _times(results)
-            curves[f"{name} {algorithm} (first)"] = _first_times(results)
+            curves[f"{name} {algorithm}"] = (_times(results), _first_times(results))
             cdf_rows.append(_row(summarize(results)))
     _plot_cdf(plt, outdir / "cdf_time_to_decision.png", curves)
 
