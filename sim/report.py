@@ -152,8 +152,7 @@ def _plot_heatmaps(
         finite = [v for row in grid for v in row if math.isfinite(v)]
         top = max(finite) if finite else 1.0
         shown = [[v if math.isfinite(v) else math.nan for v in row] for row in grid]
-        cmap = plt.get_cmap("viridis").copy()
-        cmap.set_bad("lightgray")
+        cmap = plt.get_cmap("viridis").with_extremes(bad="lightgray")
         image = ax.imshow(shown, cmap=cmap, aspect="auto", origin="lower", vmin=0, vmax=top)
         ax.set_xticks(range(len(cache)), [f"{c:g}s" for c in cache])
         ax.set_yticks(range(len(loss)), [f"{int(x * 100)}%" for x in loss])
