@@ -50,6 +50,10 @@ class GossipConfig:
     """After abandoning a round, wait a random time in ``[0, backoff_max)`` (seeded)."""
     max_released: int = MAX_RELEASED
     """Abandoned rounds a record lists (newest last); the codec's ``MAX_RELEASED``."""
+    released_kept: int = 64
+    """Abandoned rounds a proposer remembers (persisted) to release again when a voter
+    shows it still holds one. Longer than the record's list, so a voter whose Release and
+    gossip were lost for many rounds in a row is still freed, never stuck."""
 
     # --- gossip ------------------------------------------------------------------------
     gossip_interval: float = 0.2
@@ -83,6 +87,11 @@ class GossipConfig:
     max_contacts_per_round: int = 16
     """New addresses contacted at once; the rest wait a gossip interval. Once gossip has
     named an address's owner, nobody needs to contact it."""
+    max_relayed_agents: int = 1024
+    """An agent stores records of other agents that were only relayed to it while its table
+    holds fewer peers than this (servers, and agents that talk to it directly, are always
+    stored). Agents need other agents only as gossip targets, so a partial view keeps the
+    table, and the work of filling it, bounded in fleets of thousands. Servers hold all."""
     max_tombstones: int = 4096
     """Forgotten peers remembered (oldest dropped first), so a stale copy of a dead
     node's record relayed by a slower peer does not bring it back to life."""
@@ -106,6 +115,8 @@ class GossipConfig:
             problems.append("fanout must be at least 1 and at least server_fanout")
         if not 1 <= self.max_released <= MAX_RELEASED:
             problems.append(f"max_released must be in 1..{MAX_RELEASED}")
+        if self.released_kept < self.max_released:
+            problems.append("released_kept must be at least max_released")
         if not 2 <= self.max_records_per_gossip <= self.max_records_per_push_pull <= MAX_RECORDS:
             problems.append(
                 f"need 2 <= max_records_per_gossip <= max_records_per_push_pull <= {MAX_RECORDS}"
@@ -152,8 +163,9 @@ class GossipConfig:
             backoff_max=3.0,
             gossip_interval=1.0,
             push_on_change_interval=0.1,
-            push_pull_interval=15.0,
-            max_records_per_push_pull=128,
+            push_pull_interval=30.0,
+            max_records_per_push_pull=48,
+            max_relayed_agents=64,
             contact_interval=5.0,
         )
 

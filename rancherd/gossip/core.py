@@ -319,6 +319,7 @@ class GossipCore:
         self._direct_addresses: dict[NodeId, Address] = {}
         # Anomalies and status.
         self._duplicates: dict[int, tuple[Address, ...]] = {}
+        self._checked_decisions: dict[Decision, None] = {}
         self._status_dirty = True
         self._status_key: str | None = None
         self._own = self._build_record()
@@ -530,20 +531,56 @@ class GossipCore:
             return
         table = self._table
         known = table.ids
+        ours = self._election.decision
+        ours_id = ours.cluster_id if ours is not None else None
+        vote = self._election.vote
+        watched = vote.proposer if vote is not None else None
+        sender = src.node_id
+        table_full = not self._is_server and len(table) >= self._config.max_relayed_agents
+        fresh: list[NodeRecord] = []
         for index, record in enumerate(records):
-            held = table.get(record.node_id) if type(record) is NodeRecord else None
-            if held is not None and held.record is record:
-                continue  # the very object we validated before (in-process relays)
-            problem = record_problem(record, known)
-            if problem is not None:
-                self._violation(src.node_id, f"Gossip.records[{index}]: {problem}")
+            if type(record) is not NodeRecord or type(record.node_id) is not str:
+                self._violation(sender, f"Gossip.records[{index}] is not a record")
                 return
+            node_id = record.node_id
+            held = table.get(node_id)
+            old = held.record if held is not None else None
+            if old is record:
+                continue  # the very object we took before (in-process relays)
+            # Skip, without checking further, what would change nothing: records that are
+            # not fresher (or of agents we do not store) whose decision, if any, is ours.
+            decision = record.decision
+            if (
+                decision is None or (type(decision) is Decision and decision.cluster_id == ours_id)
+            ) and node_id != watched:
+                if old is None:
+                    if table_full and record.role is not Role.SERVER and node_id != sender:
+                        continue
+                else:
+                    incarnation, heartbeat = record.incarnation, record.heartbeat
+                    if (
+                        type(incarnation) is int
+                        and type(heartbeat) is int
+                        and (
+                            incarnation < old.incarnation
+                            or (incarnation == old.incarnation and heartbeat <= old.heartbeat)
+                        )
+                    ):
+                        continue
+            problem = record_problem(record, known, self._checked_decisions, old)
+            if problem is not None:
+                self._violation(sender, f"Gossip.records[{index}]: {problem}")
+                return
+            fresh.append(record)
+        if len(self._checked_decisions) > 64:
+            self._checked_decisions.clear()
         if records[0].node_id != src.node_id:
             self._violation(src.node_id, "Gossip.records[0] is not the sender's own record")
             return
         self._heard_from(src, records[0].addresses, now)
-        for record in records:
-            self._take_record(record, now)
+        for record in fresh:
+            storable = not table_full or record.role is Role.SERVER or record.node_id == src.node_id
+            self._take_record(record, now, storable)
         table.mark_direct(src.node_id)
         if message.want_reply and src.node_id != self.node_id:
             records = table.full_state(
@@ -555,7 +592,9 @@ class GossipCore:
             )
             self._send_to(src.node_id, Gossip(records, want_reply=False))
 
-    def _take_record(self, record: NodeRecord, now: float) -> None:
+    def _take_record(self, record: NodeRecord, now: float, storable: bool = True) -> None:
+        """Act on one checked record. ``storable``: whether a peer not yet held may enter
+        the table (an agent holds relayed agents only below ``max_relayed_agents``)."""
         node_id = record.node_id
         election = self._election
         if node_id == self.node_id:
@@ -569,6 +608,8 @@ class GossipCore:
         vote = election.vote
         if vote is not None and vote.proposer == node_id and record.released:
             self._run(election.on_released_list(node_id, record.released), now)
+        if not storable and node_id not in self._table:
+            return
         applied = self._table.apply(record, now)
         if applied is Applied.STALE:
             return
@@ -720,7 +761,7 @@ class GossipCore:
             api_host=identity.api_host,
             view=self._table.view,
             vote=election.vote,
-            released=election.released,
+            released=election.record_released(),
             decision=election.decision,
             progress=self._progress,
         )
@@ -733,11 +774,15 @@ class GossipCore:
 
     # --- gossiping
 
-    def _piggyback(self, target: NodeId | None) -> tuple[NodeRecord, ...]:
+    def _piggyback(self, targets: list[NodeId]) -> tuple[NodeRecord, ...]:
+        """Own record plus recently changed ones, counted as sent to every target."""
         config = self._config
         budget = config.max_message_bytes - GOSSIP_ENVELOPE_BYTES - self._own_size
         limit = retransmit_limit(config.retransmit_mult, len(self._table) + 1)
-        relayed = self._table.queue.take(config.max_records_per_gossip - 1, budget, limit, target)
+        skip = targets[0] if len(targets) == 1 else None
+        relayed = self._table.queue.take(
+            config.max_records_per_gossip - 1, budget, limit, skip, copies=len(targets)
+        )
         return (self._own, *relayed)
 
     def _gossip_tick(self, now: float) -> None:
@@ -758,8 +803,11 @@ class GossipCore:
                         if not self._is_server_peer(targets[index]):
                             targets[index] = server
                             break
+        if not targets:
+            return
+        gossip = Gossip(self._piggyback(targets), want_reply=False)
         for target in targets:
-            self._send_to(target, Gossip(self._piggyback(target), want_reply=False))
+            self._send_to(target, gossip)
 
     def _is_server_peer(self, node_id: NodeId) -> bool:
         entry = self._table.get(node_id)
@@ -791,8 +839,10 @@ class GossipCore:
     def _push(self, now: float) -> None:
         self._last_push = now
         self._push_due = None
-        for server in self._table.servers:
-            self._send_to(server, Gossip(self._piggyback(server), want_reply=False))
+        servers = list(self._table.servers)
+        gossip = Gossip(self._piggyback(servers), want_reply=False)
+        for server in servers:
+            self._send_to(server, gossip)
 
     def _contact_due(self, now: float) -> None:
         """Say hello (a Gossip wanting a reply) to discovered addresses nobody answered from."""

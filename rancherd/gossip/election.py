@@ -168,7 +168,7 @@ class Election:
         self.is_server = is_server
         self.api_host = api_host
         self.vote = vote
-        self.released = released[-config.max_released :]
+        self.released = released[-config.released_kept :]
         # Never reuse a round number, whatever the persisted state says.
         rounds = [vote.round for vote in self.released if vote.proposer == node_id]
         if vote is not None and vote.proposer == node_id:
@@ -235,6 +235,10 @@ class Election:
         if self.backoff_until is not None:
             times.append(self.backoff_until)
         return min(times) if times else None
+
+    def record_released(self) -> tuple[Vote, ...]:
+        """The newest abandoned rounds, as this node's record lists them."""
+        return self.released[-self._config.max_released :]
 
     def durable(self) -> Store:
         return Store(self.vote, self.next_round, self.released, self.decision)
@@ -353,7 +357,7 @@ class Election:
         if current is not None:
             # Abandon our round first, in the same persisted state as the decision.
             self.vote = None
-            self.released = (*self.released, current.vote)[-self._config.max_released :]
+            self.released = (*self.released, current.vote)[-self._config.released_kept :]
             self.last_abandoned = Abandoned(current.vote, "decided", (source,))
             releases = self._releases(current)
             self.round = None
@@ -445,7 +449,7 @@ class Election:
         assert current is not None
         self.round = None
         self.vote = None
-        self.released = (*self.released, current.vote)[-self._config.max_released :]
+        self.released = (*self.released, current.vote)[-self._config.released_kept :]
         self.backoff_until = now + backoff_delay(self._config.backoff_max, rng.random())
         self.last_abandoned = abandoned
         return [self.durable(), *self._releases(current)]

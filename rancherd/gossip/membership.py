@@ -131,52 +131,88 @@ def decision_problem(decision: object, known: Container[str] = ()) -> str | None
     return None
 
 
-def record_problem(record: object, known: Container[str] = ()) -> str | None:
-    """Why ``record`` is not a record this node may store and relay, or None."""
+def record_problem(
+    record: object,
+    known: Container[str] = (),
+    checked: dict[Decision, None] | None = None,
+    previous: NodeRecord | None = None,
+) -> str | None:
+    """Why ``record`` is not a record this node may store and relay, or None.
+
+    ``previous``: a record of the same node that passed before; fields equal to its fields
+    are not checked again (a new heartbeat rarely changes anything else). ``checked``
+    remembers decisions already found good (every record of a decided fleet carries the
+    same one); the caller bounds it.
+    """
     if type(record) is not NodeRecord:
         return "not a NodeRecord"
-    problem = id_problem(record.node_id, known)
-    if problem is not None:
-        return problem
-    if not (is_uint(record.incarnation) and is_uint(record.boot_id) and is_uint(record.heartbeat)):
+    node_id = record.node_id
+    if type(node_id) is not str or (node_id not in known and not _NODE_ID.fullmatch(node_id)):
+        return "malformed node id"
+    incarnation, boot_id, heartbeat = record.incarnation, record.boot_id, record.heartbeat
+    if (
+        type(incarnation) is not int
+        or type(boot_id) is not int
+        or type(heartbeat) is not int
+        or not (0 <= incarnation <= MAX_UINT and 0 <= boot_id <= MAX_UINT)
+        or not 0 <= heartbeat <= MAX_UINT
+    ):
         return "incarnation, boot id or heartbeat out of range"
-    if type(record.role) is not Role or type(record.progress) is not Progress:
+    role = record.role
+    if type(role) is not Role or type(record.progress) is not Progress:
         return "unknown role or progress"
+    if previous is not None and previous.node_id != node_id:
+        previous = None
     addresses = record.addresses
-    if type(addresses) is not tuple or len(addresses) > MAX_ADDRESSES:
-        return f"not a tuple of at most {MAX_ADDRESSES} addresses"
-    for address in addresses:
-        problem = _text_problem(address, MAX_ADDRESS_LENGTH)
-        if problem is not None:
-            return "address " + problem
-    problem = _text_problem(record.api_host, MAX_HOST_LENGTH)
-    if problem is not None:
-        return "api host " + problem
-    if record.view:
-        if record.role is not Role.SERVER:
-            return "an agent's record carries a view"
-        problem = ids_problem(record.view, known, MAX_VIEW)
-        if problem is not None:
-            return "view: " + problem
-    elif type(record.view) is not tuple:
+    if previous is None or addresses != previous.addresses:
+        if type(addresses) is not tuple or len(addresses) > MAX_ADDRESSES:
+            return f"not a tuple of at most {MAX_ADDRESSES} addresses"
+        for address in addresses:
+            if type(address) is not str or not 0 < len(address) <= MAX_ADDRESS_LENGTH:
+                return "malformed address"
+    api_host = record.api_host
+    if (previous is None or api_host != previous.api_host) and (
+        type(api_host) is not str or not 0 < len(api_host) <= MAX_HOST_LENGTH
+    ):
+        return "malformed api host"
+    view = record.view
+    if type(view) is not tuple:
         return "view is not a tuple"
-    if record.vote is not None:
-        problem = vote_problem(record.vote, known)
+    if view:
+        if role is not Role.SERVER:
+            return "an agent's record carries a view"
+        if previous is None or view != previous.view:
+            problem = ids_problem(view, known, MAX_VIEW)
+            if problem is not None:
+                return "view: " + problem
+    vote = record.vote
+    if vote is not None and (previous is None or vote != previous.vote):
+        problem = vote_problem(vote, known)
         if problem is not None:
             return problem
     released = record.released
-    if type(released) is not tuple or len(released) > MAX_RELEASED:
-        return f"released is not a tuple of at most {MAX_RELEASED} votes"
-    for vote in released:
-        problem = vote_problem(vote, known)
-        if problem is not None:
-            return "released: " + problem
-        if vote.proposer != record.node_id:
-            return "released lists a round of another proposer"
-    if record.decision is not None:
-        problem = decision_problem(record.decision, known)
+    if previous is None or released != previous.released:
+        if type(released) is not tuple or len(released) > MAX_RELEASED:
+            return f"released is not a tuple of at most {MAX_RELEASED} votes"
+        for vote in released:
+            problem = vote_problem(vote, known)
+            if problem is not None:
+                return "released: " + problem
+            if vote.proposer != node_id:
+                return "released lists a round of another proposer"
+    decision = record.decision
+    if decision is not None and (previous is None or decision != previous.decision):
+        if checked is not None and type(decision) is Decision:
+            try:
+                if decision in checked:
+                    return None
+            except TypeError:  # an unhashable field: the check below names it
+                pass
+        problem = decision_problem(decision, known)
         if problem is not None:
             return problem
+        if checked is not None:
+            checked[decision] = None
     return None
 
 
@@ -214,11 +250,12 @@ def estimate_record_size(record: NodeRecord) -> int:
 @dataclass(slots=True)
 class _Pending:
     record: NodeRecord
-    size: int
     priority: int
     """0 for servers, 1 for agents: servers' records are what elections wait for."""
     transmits: int
     seq: int
+    size: int = -1
+    """``estimate_record_size(record)``, computed when first needed."""
 
 
 class BroadcastQueue:
@@ -226,16 +263,17 @@ class BroadcastQueue:
 
     One pending version per node id: a fresher record replaces the older one and starts
     again at zero transmissions. ``take`` picks by (priority, transmits) ascending and newest
-    first among equals. Buckets are stacks with lazy deletion, so push and take are O(1)
-    amortised instead of a sorted structure's O(log n); stale stack items are dropped when
-    they surface and by an occasional compaction.
+    first among equals. Each (priority, transmits) bucket is a stack with lazy deletion, so
+    push and take are O(1) amortised instead of a sorted structure's O(log n); stale stack
+    items are dropped when they surface and by an occasional compaction.
     """
 
-    __slots__ = ("_entries", "_seq", "_stacked", "_stacks")
+    __slots__ = ("_entries", "_levels", "_seq", "_stacked")
 
     def __init__(self) -> None:
         self._entries: dict[NodeId, _Pending] = {}
-        self._stacks: dict[tuple[int, int], list[tuple[int, NodeId]]] = {}
+        # _levels[priority][transmits] is a stack of (seq, node_id), newest on top.
+        self._levels: tuple[list[list[tuple[int, NodeId]]], ...] = ([], [])
         self._seq = 0
         self._stacked = 0
 
@@ -245,11 +283,24 @@ class BroadcastQueue:
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._entries
 
-    def push(self, record: NodeRecord, size: int, server: bool) -> None:
-        self._seq += 1
+    def push(self, record: NodeRecord, server: bool) -> None:
+        self._seq = seq = self._seq + 1
         priority = 0 if server else 1
-        self._entries[record.node_id] = _Pending(record, size, priority, 0, self._seq)
-        self._stack_push(priority, 0, self._seq, record.node_id)
+        node_id = record.node_id
+        pending = self._entries.get(node_id)
+        if pending is None:
+            self._entries[node_id] = _Pending(record, priority, 0, seq)
+        else:
+            pending.record = record
+            pending.priority = priority
+            pending.transmits = 0
+            pending.seq = seq
+            pending.size = -1
+        levels = self._levels[priority]
+        if not levels:
+            levels.append([])
+        levels[0].append((seq, node_id))
+        self._stacked += 1
         if self._stacked > 4 * len(self._entries) + 64:
             self._compact()
 
@@ -257,52 +308,62 @@ class BroadcastQueue:
         self._entries.pop(node_id, None)
 
     def take(
-        self, count: int, byte_budget: int, limit: int, skip: NodeId | None
+        self,
+        count: int,
+        byte_budget: int,
+        limit: int,
+        skip: NodeId | None = None,
+        copies: int = 1,
     ) -> list[NodeRecord]:
-        """Up to ``count`` records within ``byte_budget``; each counts one transmission."""
+        """Up to ``count`` records within ``byte_budget``, each counted as sent ``copies``
+        times (one gossip tick sends the same records to every target)."""
         chosen: list[_Pending] = []
+        if count <= 0 or not self._entries:
+            return []
         used = 0
         entries = self._entries
-        full = count <= 0
-        for key in sorted(self._stacks):
+        full = False
+        for levels in self._levels:
+            if len(levels) > limit:  # the limit shrank below these levels: they are done
+                for stack in levels[limit:]:
+                    for _, node_id in stack:
+                        pending = entries.get(node_id)
+                        if pending is not None and pending.transmits >= limit:
+                            del entries[node_id]
+                    self._stacked -= len(stack)
+                del levels[limit:]
+            for transmits, stack in enumerate(levels):
+                if full:
+                    break
+                skipped: tuple[int, NodeId] | None = None
+                while stack:
+                    seq, node_id = stack.pop()
+                    self._stacked -= 1
+                    pending = entries.get(node_id)
+                    if pending is None or pending.seq != seq or pending.transmits != transmits:
+                        continue  # superseded, removed or already moved on
+                    if node_id == skip:
+                        skipped = (seq, node_id)
+                        continue
+                    if pending.size < 0:
+                        pending.size = estimate_record_size(pending.record)
+                    if used + pending.size > byte_budget:
+                        stack.append((seq, node_id))
+                        self._stacked += 1
+                        full = True
+                        break
+                    chosen.append(pending)
+                    used += pending.size
+                    if len(chosen) >= count:
+                        full = True
+                        break
+                if skipped is not None:
+                    stack.append(skipped)
+                    self._stacked += 1
             if full:
                 break
-            stack = self._stacks[key]
-            if key[1] >= limit:  # the limit shrank below these: they are done
-                for _, node_id in stack:
-                    pending = entries.get(node_id)
-                    if pending is not None and pending.transmits == key[1]:
-                        del entries[node_id]
-                self._stacked -= len(stack)
-                del self._stacks[key]
-                continue
-            skipped: tuple[int, NodeId] | None = None
-            while stack:
-                seq, node_id = stack.pop()
-                self._stacked -= 1
-                pending = entries.get(node_id)
-                if pending is None or pending.seq != seq or pending.transmits != key[1]:
-                    continue  # superseded, removed or already moved on
-                if node_id == skip:
-                    skipped = (seq, node_id)
-                    continue
-                if used + pending.size > byte_budget:
-                    stack.append((seq, node_id))
-                    self._stacked += 1
-                    full = True
-                    break
-                chosen.append(pending)
-                used += pending.size
-                if len(chosen) >= count:
-                    full = True
-                    break
-            if skipped is not None:
-                stack.append(skipped)
-                self._stacked += 1
-            if not stack:
-                del self._stacks[key]
-        for pending in chosen:
-            pending.transmits += 1
+        for pending in reversed(chosen):  # oldest first, so the newest ends on top
+            pending.transmits += copies
             node_id = pending.record.node_id
             if pending.transmits >= limit:
                 del entries[node_id]
@@ -311,14 +372,14 @@ class BroadcastQueue:
         return [pending.record for pending in chosen]
 
     def _stack_push(self, priority: int, transmits: int, seq: int, node_id: NodeId) -> None:
-        stack = self._stacks.get((priority, transmits))
-        if stack is None:
-            stack = self._stacks[priority, transmits] = []
-        stack.append((seq, node_id))
+        levels = self._levels[priority]
+        while len(levels) <= transmits:
+            levels.append([])
+        levels[transmits].append((seq, node_id))
         self._stacked += 1
 
     def _compact(self) -> None:
-        self._stacks = {}
+        self._levels = ([], [])
         self._stacked = 0
         for node_id, pending in sorted(self._entries.items(), key=lambda item: item[1].seq):
             self._stack_push(pending.priority, pending.transmits, pending.seq, node_id)
@@ -339,8 +400,8 @@ class PeerEntry:
     record: NodeRecord
     last_grew: float
     """Local time its freshness last grew."""
-    size: int
-    """``estimate_record_size(record)``."""
+    size: int = -1
+    """``estimate_record_size(record)``, computed when first needed."""
     direct: bool = False
     """It has sent us a message itself (not only been relayed)."""
 
@@ -461,7 +522,7 @@ class PeerTable:
                 ):
                     return Applied.STALE
                 del self._tombstones[node_id]
-            entry = PeerEntry(record, now, estimate_record_size(record))
+            entry = PeerEntry(record, now)
             self._entries[node_id] = entry
             self._positions[node_id] = len(self._ids)
             self._ids.append(node_id)
@@ -469,7 +530,7 @@ class PeerTable:
             self._schedule(node_id, now + self._cache_duration)
             if record.role is Role.SERVER:
                 self._add_server(node_id)
-            self.queue.push(record, entry.size, record.role is Role.SERVER)
+            self.queue.push(record, record.role is Role.SERVER)
             return Applied.NEW
         old = entry.record
         if record.incarnation < old.incarnation or (
@@ -478,7 +539,7 @@ class PeerTable:
             return Applied.STALE
         entry.record = record
         entry.last_grew = now
-        entry.size = estimate_record_size(record)
+        entry.size = -1
         if record.addresses != old.addresses:
             self._index_addresses(old.addresses, record.addresses, node_id)
         if record.role is not old.role:
@@ -489,7 +550,7 @@ class PeerTable:
         elif record.role is Role.SERVER and record.view != old.view:
             self.servers_changed = True
             self._disagreeing = None
-        self.queue.push(record, entry.size, record.role is Role.SERVER)
+        self.queue.push(record, record.role is Role.SERVER)
         return Applied.FRESHER
 
     def mark_direct(self, node_id: NodeId) -> None:
@@ -549,6 +610,8 @@ class PeerTable:
             if node_id == skip:
                 continue
             entry = entries[node_id]
+            if entry.size < 0:
+                entry.size = estimate_record_size(entry.record)
             if used + entry.size > byte_budget:
                 return tuple(records)
             records.append(entry.record)
@@ -561,6 +624,8 @@ class PeerTable:
             node_id = ids[(start + taken) % total]
             entry = entries[node_id]
             if entry.record.role is not Role.SERVER and node_id != skip:
+                if entry.size < 0:
+                    entry.size = estimate_record_size(entry.record)
                 if used + entry.size > byte_budget:
                     break
                 records.append(entry.record)
