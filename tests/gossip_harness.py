@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from rancherd.gossip import codec
 from rancherd.gossip.config import GossipConfig
@@ -36,6 +37,8 @@ from rancherd.gossip.core import (
     Send,
 )
 from rancherd.gossip.messages import Address, Decision, NodeId, Role
+
+E = TypeVar("E", bound=Event)
 
 START = 1000.0
 """Virtual time at which every network starts (any value works: time is only relative)."""
@@ -85,7 +88,7 @@ class Node:
     def violations(self) -> list[ProtocolViolation]:
         return [event for event in self.events if isinstance(event, ProtocolViolation)]
 
-    def of_type(self, kind: type[Event]) -> list[Event]:
+    def of_type(self, kind: type[E]) -> list[E]:
         return [event for event in self.events if isinstance(event, kind)]
 
 
@@ -110,6 +113,8 @@ class Network:
         self.in_flight: list[Envelope] = []
         self.loss = 0.0
         self.duplication = 0.0
+        self.drop_filter: Callable[[Envelope], bool] | None = None
+        """Messages it returns True for are lost when sent."""
         self._groups: dict[str, int] | None = None
         self._blocked: set[tuple[str, str]] = set()
         self._seq = 0
@@ -221,9 +226,10 @@ class Network:
         for _ in range(copies):
             self._seq += 1
             delay = self.latency + (self.rng.random() * self.jitter if self.jitter else 0.0)
-            self.in_flight.append(
-                Envelope(self._seq, self.now, self.now + delay, node.name, src, send)
-            )
+            envelope = Envelope(self._seq, self.now, self.now + delay, node.name, src, send)
+            if self.drop_filter is not None and self.drop_filter(envelope):
+                continue
+            self.in_flight.append(envelope)
 
     # --- delivering
 

@@ -1,0 +1,745 @@
+"""Cores wired by hand (tests/gossip_harness.py): elections, faults, bad input, status."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from typing import Any
+
+import pytest
+from gossip_harness import START, Envelope, Network, Node
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import messages, node_ids
+
+from rancherd.gossip.config import GossipConfig
+from rancherd.gossip.core import (
+    Decided,
+    DuplicateNodeId,
+    GossipCore,
+    Identity,
+    JoinRole,
+    Peer,
+    PeerAlive,
+    PeerExpired,
+    Persist,
+    PersistedState,
+    Phase,
+    ProtocolViolation,
+    SplitDetected,
+    StatusChanged,
+)
+from rancherd.gossip.errors import LocalProtocolError
+from rancherd.gossip.messages import (
+    Ack,
+    Commit,
+    Decision,
+    Gossip,
+    Hello,
+    Message,
+    NodeId,
+    NodeRecord,
+    Progress,
+    Propose,
+    Refuse,
+    RefuseReason,
+    Release,
+    Role,
+    Vote,
+)
+
+
+def config(n: int = 3, **changes: Any) -> GossipConfig:
+    return dataclasses.replace(GossipConfig.lan(), expected_servers=n, **changes)
+
+
+def by_id(nodes: list[Node]) -> list[Node]:
+    return sorted(nodes, key=lambda node: node.node_id)
+
+
+def assert_one_cluster(net: Network, expected_init: Node | None = None) -> Decision:
+    inits = net.cluster_inits()
+    assert len(inits) == 1, inits
+    ((init_name, cluster_id),) = inits
+    if expected_init is not None:
+        assert init_name == expected_init.name
+    assert net.cluster_ids() == {cluster_id}
+    for node in net.live():
+        decided = node.decided()
+        assert decided, f"{node.name} undecided: {node.core and node.core.status(net.now).text}"
+        assert {event.decision.cluster_id for event in decided} == {cluster_id}
+    decision = net.decision_of(init_name)
+    assert decision is not None
+    return decision
+
+
+def sent_types(net: Network, sender: str) -> set[str]:
+    return {kind for _, who, _, kind in net.trace if who == sender}
+
+
+# --- elections
+
+
+def test_three_servers_elect_the_minimum_node_id() -> None:
+    net = Network(config(3), seed=1)
+    servers = net.add_servers(3)
+    net.discover_all()
+    assert net.run_until(net.all_decided, 10)
+    decision = assert_one_cluster(net, expected_init=by_id(servers)[0])
+    assert decision.members == tuple(sorted(s.node_id for s in servers))
+    roles = sorted(node.decided()[0].role.value for node in servers)
+    assert roles == ["cluster-init", "server", "server"]
+    assert net.now - START < 2.0
+
+
+@pytest.mark.parametrize(("n", "servers"), [(2, 3), (3, 4), (3, 5), (4, 7), (7, 7)])
+def test_more_servers_than_n_is_normal_not_a_stall(n: int, servers: int) -> None:
+    net = Network(config(n), seed=servers)
+    nodes = net.add_servers(servers)
+    net.discover_all()
+    assert net.run_until(net.all_decided, 20)
+    decision = assert_one_cluster(net, expected_init=by_id(nodes)[0])
+    assert len(decision.members) == servers
+
+
+def test_agents_never_vote_or_win_and_join_as_agents() -> None:
+    net = Network(config(3), seed=3)
+    agents = net.add_agents(4)
+    servers = net.add_servers(3)
+    net.discover_all()
+    assert net.run_until(net.all_decided, 20)
+    decision = assert_one_cluster(net)
+    assert decision.init_node in {s.node_id for s in servers}
+    assert not {a.node_id for a in agents} & set(decision.members)
+    for agent in agents:
+        assert [e.role for e in agent.decided()] == [JoinRole.AGENT]
+        assert sent_types(net, agent.name) <= {"Gossip", "Refuse"}
+        assert agent.core is not None
+        assert agent.core.record().view == ()
+
+
+def test_servers_that_only_discovered_one_peer_still_elect_through_gossip() -> None:
+    # mDNS answered each node with one other address only: a chain s0 - s1 - s2 - s3.
+    net = Network(config(4), seed=4)
+    nodes = net.add_servers(4)
+    for left, right in itertools.pairwise(nodes):
+        net.discover(left.name, [right.address])
+    assert net.run_until(net.all_decided, 20)
+    assert_one_cluster(net, expected_init=by_id(nodes)[0])
+
+
+def test_election_completes_quickly_after_the_last_server_appears() -> None:
+    net = Network(config(3), seed=5)
+    net.add_servers(2)
+    net.discover_all()
+    net.run(10.0)
+    assert not net.all_decided()
+    started = net.now
+    net.add_servers(1)
+    net.discover_all()
+    assert net.run_until(net.all_decided, 10)
+    assert_one_cluster(net)
+    # Push-on-change makes it a few round trips, plus the grace of the newcomer if it is
+    # the minimum.
+    assert net.now - started < net.config.startup_grace + 0.5
+
+
+def test_a_late_joiner_joins_the_existing_cluster_and_never_proposes() -> None:
+    net = Network(config(3), seed=6)
+    net.add_servers(3)
+    net.discover_all()
+    assert net.run_until(net.all_decided, 10)
+    net.run(30.0)
+    late_server = net.add(Role.SERVER, "late")
+    late_agent = net.add(Role.AGENT, "late-agent")
+    net.discover_all()
+    assert net.run_until(net.all_decided, 5)
+    decision = assert_one_cluster(net)
+    assert [e.role for e in late_server.decided()] == [JoinRole.SERVER]
+    assert [e.role for e in late_agent.decided()] == [JoinRole.AGENT]
+    assert "Propose" not in sent_types(net, "late")
+    assert late_server.node_id not in decision.members
+
+
+def test_a_single_expected_server_waits_out_its_grace_before_creating_a_cluster() -> None:
+    net = Network(config(1), seed=7)
+    first = net.add_servers(1)[0]
+    net.discover_all()
+    net.run(0.5)
+    assert not net.all_decided()
+    assert net.run_until(net.all_decided, 2)
+    assert [e.role for e in first.decided()] == [JoinRole.CLUSTER_INIT]
+    net.run(5.0)
+    net.add_servers(1)  # booted later with the same config: it finds the cluster first
+    net.discover_all()
+    assert net.run_until(net.all_decided, 5)
+    assert_one_cluster(net, expected_init=first)
+
+
+# --- crashes and lost messages
+
+
+def test_proposer_crash_after_some_acks_resumes_its_round_after_restart() -> None:
+    net = Network(config(3), seed=8)
+    servers = by_id(net.add_servers(3))
+    proposer, first_voter, second_voter = servers
+    net.discover_all()
+    assert net.run_until(lambda: any(isinstance(e.send.message, Propose) for e in net.in_flight), 5)
+    round_vote = net.core(proposer.name).record().vote
+    assert round_vote is not None
+    # One voter acks, the other's Propose is lost, then the proposer dies.
+    net.drop_where(
+        lambda e: isinstance(e.send.message, Propose) and e.send.to == second_voter.node_id
+    )
+    while not any(isinstance(e.send.message, Ack) for e in net.in_flight):
+        net.step()
+    net.crash(proposer.name)
+    assert net.core(first_voter.name).status(net.now).phase is Phase.VOTED
+    net.run(2.0)
+    net.restart(proposer.name)
+    restarted = net.core(proposer.name)
+    assert restarted.status(net.now).phase is Phase.PROPOSING
+    assert restarted.record().vote == round_vote
+    net.discover_all()
+    assert net.run_until(net.all_decided, 10)
+    decision = assert_one_cluster(net, expected_init=proposer)
+    assert decision.round == round_vote.round  # the resumed round, not a new one
+
+
+def test_a_restarted_voter_keeps_its_vote() -> None:
+    net = Network(config(3), seed=9)
+    proposer, voter, _other = by_id(net.add_servers(3))
+    net.discover_all()
+    net.drop_filter = lambda e: isinstance(e.send.message, Ack | Commit)
+    assert net.run_until(lambda: net.core(voter.name).status(net.now).phase is Phase.VOTED, 5)
+    vote = net.core(voter.name).record().vote
+    net.crash(voter.name)
+    net.restart(voter.name)
+    restarted = net.core(voter.name)
+    assert restarted.record().vote == vote
+    status = restarted.status(net.now)
+    assert status.phase is Phase.VOTED
+    assert status.waiting_for == (proposer.node_id,)
+    net.drop_filter = None
+    net.discover_all()
+    assert net.run_until(net.all_decided, 10)
+    assert_one_cluster(net, expected_init=proposer)
+
+
+def test_a_lost_release_is_recovered_through_gossip() -> None:
+    net = Network(config(3), seed=10)
+    proposer, voter, silent = by_id(net.add_servers(3))
+    net.discover_all()
+
+    def lose(envelope: Envelope) -> bool:
+        message = envelope.send.message
+        first_round = net.now < START + 7.0
+        to_silent = envelope.send.to == silent.node_id and isinstance(message, Propose)
+        return isinstance(message, Release) or (first_round and to_silent)
+
+    net.drop_filter = lose
+    assert net.run_until(lambda: net.core(voter.name).status(net.now).phase is Phase.VOTED, 5)
+    held = net.core(voter.name).record().vote
+    # The round times out (silent never acks); the proposer releases it, but every Release
+    # is lost: only the proposer's record (its `released` list) can free the voter.
+    assert net.run_until(lambda: net.core(voter.name).record().vote != held, 10)
+    assert held in net.core(proposer.name).record().released
+    assert net.run_until(net.all_decided, 20)
+    assert_one_cluster(net, expected_init=proposer)
+    assert not any(kind == "Release" for *_, kind in net.trace)
+
+
+def test_heavy_loss_and_duplication_still_elect_one_cluster() -> None:
+    net = Network(config(3), seed=11, jitter=0.05)
+    net.add_servers(4)
+    net.add_agents(2)
+    net.loss = 0.3
+    net.duplication = 0.2
+    net.discover_all()
+    assert net.run_until(net.all_decided, 60)
+    assert_one_cluster(net)
+
+
+def test_a_partition_heals_into_one_cluster() -> None:
+    net = Network(config(3), seed=12)
+    a, b, c, d = net.add_servers(4)
+    net.partition([a.name, b.name], [c.name, d.name])
+    net.discover_all()
+    net.run(20.0)
+    assert net.cluster_inits() == set()  # neither side has N servers
+    net.heal()
+    net.discover_all()
+    assert net.run_until(net.all_decided, 20)
+    assert_one_cluster(net)
+
+
+def test_two_groups_of_n_that_never_hear_each_other_split_and_report_it() -> None:
+    net = Network(config(2), seed=13)
+    a, b, c, d = net.add_servers(4)
+    net.partition([a.name, b.name], [c.name, d.name])
+    net.discover_all()
+    assert net.run_until(net.all_decided, 20)
+    assert len(net.cluster_ids()) == 2  # 2N servers, never in touch: allowed
+    decisions = {name: net.decision_of(name) for name in net.nodes}
+    net.heal()
+    net.discover_all()
+    net.run(10.0)
+    for node in net.nodes.values():
+        assert net.decision_of(node.name) == decisions[node.name]  # never changes
+        assert node.of_type(SplitDetected)
+        assert node.core is not None
+        assert node.core.status(net.now).text.startswith("SPLIT: ")
+
+
+def test_a_server_that_dies_expires_after_the_cache_duration() -> None:
+    net = Network(config(3, server_cache_duration=10.0), seed=14)
+    a, b = net.add_servers(2)
+    net.discover_all()
+    net.run(3.0)
+    net.crash(b.name)
+    crashed = net.now
+    assert net.run_until(lambda: bool(a.of_type(PeerExpired)), 20)
+    waited = net.now - crashed
+    assert 10.0 - net.config.gossip_interval * 1.5 <= waited <= 10.5
+    core = net.core(a.name)
+    assert core.record().view == (a.node_id,)
+    [row] = core.peers(net.now)
+    assert (row.node_id, row.alive) == (b.node_id, False)
+    # It comes back with a new incarnation: alive again.
+    net.restart(b.name)
+    net.discover_all()
+    assert net.run_until(lambda: b.node_id in core.record().view, 5)
+
+
+def test_a_dead_member_aborts_the_round_and_the_rest_elect_without_it() -> None:
+    net = Network(config(3, server_cache_duration=5.0), seed=15)
+    nodes = by_id(net.add_servers(4))
+    net.discover_all()
+    net.drop_filter = lambda e: (
+        e.send.to == nodes[3].node_id and isinstance(e.send.message, Propose)
+    )
+    assert net.run_until(
+        lambda: net.core(nodes[0].name).status(net.now).phase is Phase.PROPOSING, 5
+    )
+    net.crash(nodes[3].name)
+    assert net.run_until(net.all_decided, 30)
+    decision = assert_one_cluster(net, expected_init=nodes[0])
+    assert nodes[3].node_id not in decision.members
+
+
+# --- duplicate ids, splits, bad input
+
+
+def test_two_machines_with_one_node_id_report_it_and_do_not_propose() -> None:
+    net = Network(config(2), seed=16)
+    original = net.add(Role.SERVER, "original", node_id="0" * 32)
+    clone = net.add(Role.SERVER, "clone", node_id="0" * 32)
+    net.add(Role.SERVER, "other", node_id="f" * 32)
+    net.discover_all()
+    net.run(10.0)
+    assert net.cluster_inits() == set()
+    for node, twin in ((original, clone), (clone, original)):
+        [event] = node.of_type(DuplicateNodeId)
+        assert isinstance(event, DuplicateNodeId)
+        assert event.other_boot_id == net.core(twin.name).boot_id
+        text = net.core(node.name).status(net.now).text
+        assert text == f"node id shared with {twin.address} (cloned data dir?)"
+        assert net.core(node.name).status(net.now).duplicate_id
+        assert "Propose" not in sent_types(net, node.name)
+
+
+def test_restart_is_not_mistaken_for_a_duplicate() -> None:
+    net = Network(config(3), seed=17)
+    a, _b = net.add_servers(2)
+    net.discover_all()
+    net.run(2.0)
+    net.crash(a.name)
+    net.restart(a.name)
+    net.discover_all()
+    net.run(5.0)
+    assert not a.of_type(DuplicateNodeId)
+
+
+def make_core(
+    node_id: NodeId = "1" * 32, role: Role = Role.SERVER, n: int = 3, **changes: Any
+) -> GossipCore:
+    identity = Identity(node_id, role, (f"10.0.0.{int(node_id[0], 16) + 1}:8443",), "10.0.0.1")
+    core = GossipCore(config(n, **changes), identity, None, random.Random(0), START)
+    drain(core)
+    return core
+
+
+def drain(core: GossipCore) -> list[object]:
+    """Confirm every persist; return every event and send."""
+    out: list[object] = []
+    while (event := core.next_event()) is not None:
+        out.append(event)
+        if isinstance(event, Persist):
+            core.persisted(event.generation)
+    out.extend(core.messages_to_send())
+    return out
+
+
+def peer_record(
+    node_id: NodeId,
+    view: tuple[NodeId, ...] = (),
+    *,
+    heartbeat: int = 1,
+    role: Role = Role.SERVER,
+    vote: Vote | None = None,
+    released: tuple[Vote, ...] = (),
+    decision: Decision | None = None,
+) -> NodeRecord:
+    return NodeRecord(
+        node_id,
+        1,
+        99,
+        heartbeat,
+        role,
+        (f"10.0.0.{int(node_id[0], 16) + 1}:8443",),
+        "10.0.0.9",
+        view,
+        vote,
+        released,
+        decision,
+        Progress.NONE,
+    )
+
+
+def snapshot(core: GossipCore, now: float) -> tuple[object, ...]:
+    return (core.record(), core.status(now), core.peers(now), core.get_timer())
+
+
+A, B, C = "1" * 32, "2" * 32, "3" * 32
+
+
+def bad_inputs() -> list[tuple[Message, Peer]]:
+    rec_b = peer_record(B, (A, B))
+    return [
+        (Ack(A, 0, 1, C), Peer(B, 1)),  # forged voter
+        (Refuse(A, 0, 1, C, RefuseReason.VOTED_OTHER, None, None), Peer(B, 1)),
+        (Propose(C, 0, 1, (A, B, C)), Peer(B, 1)),  # proposer is not the sender
+        (Release(C, 0, 1), Peer(B, 1)),
+        (Hello(1, 1, B, 1, bytes(32)), Peer(B, 1)),
+        (Gossip((rec_b,), True), Peer(C, 1)),  # records[0] is not the sender
+        (Gossip((), True), Peer(B, 1)),
+        (Gossip((rec_b, dataclasses.replace(rec_b, node_id="zz")), False), Peer(B, 1)),
+        (Gossip((dataclasses.replace(rec_b, heartbeat=3), rec_b.view), False), Peer(B, 1)),  # type: ignore[arg-type]
+        (Gossip((dataclasses.replace(rec_b, heartbeat=2, view=(B, A)),), False), Peer(B, 1)),
+        (Commit(Decision("ab", C, "h", 0, (A, B))), Peer(B, 1)),  # init not a member
+        (Gossip((rec_b,), False), Peer("nope", 1)),
+        ("not a message", Peer(B, 1)),  # type: ignore[list-item]
+    ]
+
+
+@pytest.mark.parametrize(("message", "src"), bad_inputs())
+def test_bad_input_is_a_protocol_violation_and_changes_nothing(message: Message, src: Peer) -> None:
+    core = make_core(A)
+    core.receive(Gossip((peer_record(B, (A, B)),), False), Peer(B, 1), START + 1)
+    drain(core)
+    before = snapshot(core, START + 2)
+    core.receive(message, src, START + 2)
+    out = drain(core)
+    assert len(out) == 1
+    assert isinstance(out[0], ProtocolViolation)
+    assert snapshot(core, START + 2) == before
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(st.tuples(messages(st.sampled_from([A, B, C])), node_ids()), max_size=6))
+def test_arbitrary_messages_never_crash_a_core(inputs: list[tuple[Message, NodeId]]) -> None:
+    core = make_core(A)
+    now = START
+    for message, sender in inputs:
+        now += 0.1
+        before = snapshot(core, now)
+        core.receive(message, Peer(sender, 7), now)
+        out = drain(core)
+        if any(isinstance(item, ProtocolViolation) for item in out):
+            assert len(out) == 1
+            assert snapshot(core, now) == before
+        core.handle_timer(now)
+        drain(core)
+
+
+# --- the persist barrier
+
+
+def test_nothing_leaves_before_the_first_persist_of_the_new_incarnation() -> None:
+    identity = Identity(A, Role.SERVER, ("10.0.0.2:8443",), "10.0.0.2")
+    previous = PersistedState(incarnation=4)
+    core = GossipCore(config(3), identity, previous, random.Random(0), START)
+    core.discovered(["10.0.0.3:8443"], START)
+    core.handle_timer(START + 1)
+    assert core.messages_to_send() == []
+    first = core.next_event()
+    assert isinstance(first, Persist)
+    assert first.state.incarnation == 5
+    assert core.next_event() is None  # the status event waits behind the persist too
+    core.persisted(first.generation)
+    assert isinstance(core.next_event(), StatusChanged)
+    sends = core.messages_to_send()
+    assert sends
+    assert sends[0].addresses == ("10.0.0.3:8443",)
+
+
+def test_an_ack_is_held_until_its_vote_is_persisted() -> None:
+    voter = make_core(B)
+    propose = Propose(A, 0, 77, (A, B, C))
+    voter.receive(propose, Peer(A, 1, "10.0.0.2:8443"), START + 1)
+    persist = voter.next_event()
+    assert isinstance(persist, Persist)
+    assert persist.state.vote == Vote(A, 0, 77)
+    voter.handle_timer(START + 2)  # time passes, gossip is due: it waits too
+    assert voter.messages_to_send() == []
+    assert voter.next_event() is None
+    voter.persisted(persist.generation)
+    sends = voter.messages_to_send()
+    assert sends[0].message == Ack(A, 0, 77, B)
+    assert sends[0].to == A
+    assert sends[0].addresses == ("10.0.0.2:8443",)
+
+
+def test_persisted_rejects_generations_that_do_not_exist() -> None:
+    core = make_core(A)
+    with pytest.raises(LocalProtocolError):
+        core.persisted(99)
+    with pytest.raises(LocalProtocolError):
+        core.persisted(0)
+
+
+def test_the_persist_barrier_holds_in_a_network_with_slow_disks() -> None:
+    net = Network(config(3), seed=18)
+    servers = net.add_servers(3)
+    for node in servers:
+        node.hold_persists = True
+        net.confirm(node.name)
+    net.discover_all()
+    for _ in range(200):
+        net.advance(0.05)
+        net.deliver_all()
+        for node in servers:
+            assert node.core is not None
+            vote = node.core.record().vote
+            if vote is not None and node.node_id != vote.proposer:
+                # No Ack for a vote that is not yet on disk has left this node.
+                on_disk = node.disk.vote if node.disk is not None else None
+                acks = [
+                    e
+                    for e in net.in_flight
+                    if e.sender == node.name and isinstance(e.send.message, Ack)
+                ]
+                assert not acks or on_disk == vote
+            net.confirm(node.name, count=1)
+    assert net.run_until(lambda: all(n.core and n.core.decision for n in servers), 0)
+
+
+def test_a_restart_resumes_the_decision() -> None:
+    identity = Identity(A, Role.SERVER, ("10.0.0.2:8443",), "10.0.0.2")
+    decision = Decision("ab" * 16, A, "10.0.0.2", 0, (A, B, C))
+    core = GossipCore(
+        config(3), identity, PersistedState(3, None, 1, (), decision), random.Random(0), START
+    )
+    out = drain(core)
+    assert isinstance(out[0], Persist)
+    assert out[0].state.incarnation == 4
+    assert Decided(decision, JoinRole.CLUSTER_INIT) in out
+    assert core.status(START).text == "decided: cluster-init"
+
+
+# --- status lines
+
+
+def status_text(core: GossipCore, now: float = START + 1) -> str:
+    return core.status(now).text
+
+
+def test_status_while_gathering_servers() -> None:
+    core = make_core(A)
+    assert status_text(core) == "have 1 of 3 servers (10.0.0.2:8443); waiting for 2 more servers"
+    core.receive(Gossip((peer_record(B, (A, B)),), False), Peer(B, 1), START + 1)
+    assert status_text(core) == (
+        "have 2 of 3 servers (10.0.0.2:8443, 10.0.0.3:8443); waiting for 1 more server"
+    )
+    view = (A, B, C)
+    core.receive(
+        Gossip((peer_record(B, (A, B), heartbeat=2), peer_record(C, view)), False),
+        Peer(B, 1),
+        START + 1,
+    )
+    assert status_text(core) == "have 3 of 3 servers; waiting for agreement from 10.0.0.3:8443"
+    assert core.status(START + 1).waiting_for == (B,)
+
+
+def test_status_while_proposing_voting_and_backing_off() -> None:
+    view = (A, B, C)
+    proposer = make_core(A, startup_grace=0.0)
+    proposer.receive(
+        Gossip((peer_record(B, view), peer_record(C, view)), False), Peer(B, 1), START + 1
+    )
+    drain(proposer)
+    assert status_text(proposer) == (
+        "proposing round 0; waiting for acks from 10.0.0.3:8443, 10.0.0.4:8443"
+    )
+    vote = proposer.record().vote
+    assert vote is not None
+    proposer.receive(Ack(A, 0, vote.nonce, B), Peer(B, 1), START + 1.1)
+    assert status_text(proposer) == "proposing round 0; waiting for acks from 10.0.0.4:8443"
+    refuse = Refuse(A, 0, vote.nonce, C, RefuseReason.VOTED_OTHER, Vote(B, 0, 1), None)
+    proposer.receive(refuse, Peer(C, 1), START + 1.2)
+    text = status_text(proposer, START + 1.2)
+    assert text.startswith(
+        "round 0 given up (refused by 10.0.0.4:8443, which voted for 10.0.0.3:8443); retrying in"
+    )
+    assert proposer.status(START + 1.2).phase is Phase.BACKOFF
+
+    voter = make_core(B)
+    voter.receive(Gossip((peer_record(A, view),), False), Peer(A, 1), START + 1)
+    voter.receive(Propose(A, 0, 5, view), Peer(A, 1), START + 1)
+    assert status_text(voter, START + 4.2) == (
+        "voted for 10.0.0.2:8443 (round 0), waiting for its commit (last heard 3s ago)"
+    )
+
+
+def test_status_when_decided_and_status_events_only_on_change() -> None:
+    decision = Decision("ab" * 16, A, "10.0.0.2", 0, (A, B, C))
+    server = make_core(B)
+    agent = make_core(C, Role.AGENT)
+    for core in (server, agent):
+        core.receive(Commit(decision), Peer(A, 1), START + 1)
+    assert status_text(server) == "decided: joining the cluster of 10.0.0.2 as server"
+    assert status_text(agent) == "decided: joining the cluster of 10.0.0.2 as agent"
+    events = [e for e in drain(server) if isinstance(e, StatusChanged)]
+    assert [e.status.text for e in events] == [status_text(server)]
+    server.handle_timer(START + 5)
+    assert not [e for e in drain(server) if isinstance(e, StatusChanged)]
+
+
+def test_status_of_an_agent() -> None:
+    agent = make_core(C, Role.AGENT)
+    agent.receive(Gossip((peer_record(A, (A,)),), False), Peer(A, 1), START + 1)
+    assert status_text(agent) == (
+        "agent; have 1 of 3 servers (10.0.0.2:8443); waiting for the servers to decide"
+    )
+
+
+# --- gossip mechanics
+
+
+def test_discovered_addresses_are_contacted_and_recontacted_until_they_answer() -> None:
+    core = make_core(A, contact_interval=2.0)
+    core.discovered(["10.0.0.2:8443", "10.0.0.9:8443"], START)  # the first one is its own
+    [send] = core.messages_to_send()
+    assert (send.to, send.addresses) == (None, ("10.0.0.9:8443",))
+    assert isinstance(send.message, Gossip)
+    assert send.message.want_reply
+    core.handle_timer(START + 1.0)
+    assert not [s for s in core.messages_to_send() if s.to is None]
+    core.handle_timer(START + 2.0)
+    assert [s.addresses for s in core.messages_to_send() if s.to is None] == [("10.0.0.9:8443",)]
+    core.receive(Gossip((peer_record(B, (A, B)),), False), Peer(B, 1, "10.0.0.9:8443"), START + 2)
+    drain(core)
+    core.handle_timer(START + 6.0)
+    assert not [s for s in core.messages_to_send() if s.to is None]
+
+
+def test_a_gossip_wanting_a_reply_gets_the_full_state_servers_first() -> None:
+    core = make_core(A)
+    records = [peer_record(f"{i:x}" * 32, role=Role.AGENT) for i in range(4, 9)]
+    core.receive(Gossip((peer_record(B, (A, B)), *records), False), Peer(B, 1), START + 1)
+    drain(core)
+    core.receive(Gossip((peer_record(C, (A, C)),), True), Peer(C, 1), START + 1)
+    out = drain(core)
+    [reply] = [s for s in out if getattr(s, "to", None) == C]
+    assert isinstance(reply.message, Gossip)  # type: ignore[attr-defined]
+    ids = [r.node_id for r in reply.message.records]  # type: ignore[attr-defined]
+    assert ids[:2] == [A, B]
+    assert C not in ids  # its own record would be wasted
+    assert set(ids[2:]) == {r.node_id for r in records}
+
+
+def test_gossip_ticks_reach_fanout_peers_and_heartbeats_grow() -> None:
+    core = make_core(A)
+    others = [peer_record(f"{i:x}" * 32, role=Role.AGENT) for i in range(4, 10)]
+    core.receive(Gossip((others[0], *others[1:]), False), Peer(others[0].node_id, 1), START)
+    drain(core)
+    heartbeat = core.record().heartbeat
+    timer = core.get_timer()
+    assert timer is not None
+    core.handle_timer(timer)
+    gossips = [s for s in drain(core) if isinstance(getattr(s, "message", None), Gossip)]
+    assert len(gossips) == core.config.fanout
+    assert core.record().heartbeat > heartbeat
+    for send in gossips:
+        assert send.message.records[0] == core.record()  # type: ignore[attr-defined]
+        assert len(send.message.records) <= core.config.max_records_per_gossip  # type: ignore[attr-defined]
+
+
+def test_peer_events_and_rows() -> None:
+    net = Network(config(3), seed=19)
+    a, b = net.add_servers(2)
+    agent = net.add_agents(1)[0]
+    net.discover(a.name, [b.address])
+    net.discover(agent.name, [a.address])
+    net.run(2.0)
+    alive = {e.node_id for e in a.of_type(PeerAlive)}
+    assert alive == {b.node_id, agent.node_id}
+    rows = {row.node_id: row for row in net.core(a.name).peers(net.now)}
+    assert rows[b.node_id].learned == "discovery" or rows[b.node_id].learned == "direct"
+    assert rows[b.node_id].agrees
+    assert not rows[agent.node_id].agrees
+    assert all(row.alive and row.last_heard < 1.0 for row in rows.values())
+    net.core(agent.name).set_progress(Progress.INSTALLING, net.now)
+    net.run(3.0)
+    rows = {row.node_id: row for row in net.core(a.name).peers(net.now)}
+    assert rows[agent.node_id].progress is Progress.INSTALLING
+
+
+# --- determinism
+
+
+def run_scenario(seed: int) -> list[tuple[float, str, str, str]]:
+    net = Network(config(3), seed=seed, jitter=0.01)
+    net.add_servers(4)
+    net.add_agents(3)
+    net.loss = 0.1
+    net.discover_all()
+    net.run_until(net.all_decided, 30)
+    net.run(5.0)
+    return net.trace
+
+
+def test_the_same_seed_gives_the_same_messages() -> None:
+    assert run_scenario(20) == run_scenario(20)
+    assert run_scenario(20) != run_scenario(21)
+
+
+def test_a_sticky_vote_stops_a_second_cluster_after_a_commit_was_lost() -> None:
+    # N=2, three servers a < b < c. b and c elect b, but b's Commit to c is lost and
+    # the network then cuts b off. c forgets b, sees a, and a (the new minimum of an agreed
+    # view {a, c}) proposes: c must refuse, because its vote for b still stands.
+    net = Network(config(2, server_cache_duration=4.0), seed=22)
+    a, b, c = by_id(net.add_servers(3))
+    net.partition([b.name, c.name], [a.name])
+    net.drop_filter = lambda e: (
+        isinstance(e.send.message, Commit)
+        or (e.sender == b.name and e.send.to == c.node_id and net.decision_of(b.name) is not None)
+    )
+    net.discover_all()
+    assert net.run_until(lambda: net.decision_of(b.name) is not None, 10)
+    assert net.decision_of(c.name) is None
+    net.drop_filter = None
+    net.partition([b.name], [a.name, c.name])
+    net.discover_all()
+    net.run(30.0)
+    assert net.cluster_ids() == {net.decision_of(b.name).cluster_id}  # type: ignore[union-attr]
+    assert net.decision_of(a.name) is None
+    status = net.core(c.name).status(net.now)
+    assert status.phase is Phase.VOTED
+    assert status.waiting_for == (b.node_id,)
+    # Once b is reachable again, everyone learns its decision.
+    net.heal()
+    net.discover_all()
+    assert net.run_until(net.all_decided, 20)
+    assert_one_cluster(net, expected_init=b)

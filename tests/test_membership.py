@@ -1,0 +1,278 @@
+"""The peer table, the relay queue, the input checks and the size estimate, without a core."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import node_records
+
+from rancherd.gossip import codec
+from rancherd.gossip.membership import (
+    GOSSIP_ENVELOPE_BYTES,
+    Applied,
+    BroadcastQueue,
+    PeerTable,
+    estimate_record_size,
+    record_problem,
+)
+from rancherd.gossip.messages import (
+    Decision,
+    Gossip,
+    NodeId,
+    NodeRecord,
+    Progress,
+    Role,
+    Vote,
+)
+
+ME = "0" * 31 + "5"
+IDS = [f"{i:032x}" for i in (1, 3, 7, 9, 11)]
+
+
+def record(
+    node_id: NodeId,
+    *,
+    incarnation: int = 1,
+    heartbeat: int = 1,
+    role: Role = Role.SERVER,
+    view: tuple[NodeId, ...] = (),
+    address: str | None = None,
+    released: tuple[Vote, ...] = (),
+    decision: Decision | None = None,
+) -> NodeRecord:
+    return NodeRecord(
+        node_id=node_id,
+        incarnation=incarnation,
+        boot_id=7,
+        heartbeat=heartbeat,
+        role=role,
+        addresses=(address or f"10.0.0.{int(node_id, 16) % 250}:8443",),
+        api_host="10.0.0.1",
+        view=view,
+        vote=None,
+        released=released,
+        decision=decision,
+        progress=Progress.NONE,
+    )
+
+
+def table(server: bool = True, cache: float = 10.0) -> PeerTable:
+    return PeerTable(ME, server, cache, max_tombstones=4)
+
+
+# --- freshness and expiry
+
+
+def test_only_fresher_records_replace_what_is_held() -> None:
+    peers = table()
+    assert peers.apply(record(IDS[0], incarnation=2, heartbeat=5), now=0) is Applied.NEW
+    assert peers.apply(record(IDS[0], incarnation=2, heartbeat=5), now=1) is Applied.STALE
+    assert peers.apply(record(IDS[0], incarnation=1, heartbeat=99), now=1) is Applied.STALE
+    assert peers.apply(record(IDS[0], incarnation=2, heartbeat=6), now=2) is Applied.FRESHER
+    assert peers.apply(record(IDS[0], incarnation=3, heartbeat=0), now=3) is Applied.FRESHER
+    entry = peers.get(IDS[0])
+    assert entry is not None
+    assert (entry.record.incarnation, entry.record.heartbeat, entry.last_grew) == (3, 0, 3)
+
+
+def test_a_peer_expires_when_its_freshness_stops_growing() -> None:
+    peers = table(cache=10.0)
+    peers.apply(record(IDS[0], heartbeat=1), now=0)
+    peers.apply(record(IDS[1], heartbeat=1), now=0)
+    peers.apply(record(IDS[0], heartbeat=2), now=6)  # grew: its deadline moves to 16
+    assert peers.expire(9.9) == []
+    assert [r.node_id for r in peers.expire(10.0)] == [IDS[1]]
+    assert peers.next_expiry() == 16.0
+    assert [r.node_id for r in peers.expire(16.0)] == [IDS[0]]
+    assert len(peers) == 0
+    assert peers.next_expiry() is None
+
+
+def test_a_stale_copy_does_not_resurrect_a_forgotten_peer() -> None:
+    peers = table(cache=10.0)
+    peers.apply(record(IDS[0], heartbeat=4), now=0)
+    peers.expire(10.0)
+    assert peers.apply(record(IDS[0], heartbeat=4), now=11) is Applied.STALE
+    assert peers.apply(record(IDS[0], heartbeat=3), now=11) is Applied.STALE
+    assert IDS[0] not in peers
+    assert peers.apply(record(IDS[0], heartbeat=5), now=12) is Applied.NEW
+    assert peers.tombstone(IDS[0]) is None
+
+
+def test_tombstones_are_bounded_oldest_first() -> None:
+    peers = table(cache=1.0)
+    for node_id in IDS:
+        peers.apply(record(node_id), now=0)
+    peers.expire(5.0)
+    assert [t.record.node_id for t in peers.tombstones()] == sorted(IDS[1:])
+
+
+# --- views and agreement
+
+
+def test_view_holds_servers_only_and_self() -> None:
+    peers = table()
+    peers.apply(record(IDS[0]), now=0)
+    peers.apply(record(IDS[1], role=Role.AGENT), now=0)
+    peers.apply(record(IDS[2]), now=0)
+    assert peers.view == (IDS[0], ME, IDS[2])
+    assert peers.view_changed
+    assert peers.servers == (IDS[0], IDS[2])
+
+
+def test_agreement_needs_n_members_reporting_exactly_the_view() -> None:
+    peers = table()
+    view = tuple(sorted([ME, IDS[0], IDS[1]]))
+    peers.apply(record(IDS[0], view=view), now=0)
+    peers.apply(record(IDS[1], view=view[:2]), now=0)
+    assert peers.agreement(3) is None
+    assert peers.disagreeing() == (IDS[1],)
+    peers.apply(record(IDS[1], heartbeat=2, view=view), now=1)
+    assert peers.agreement(3) == view
+    assert peers.agreement(4) is None  # fewer than N servers
+    peers.apply(record(IDS[2], view=view), now=2)  # a fourth server: the view grows
+    assert peers.agreement(3) is None
+    assert peers.disagreeing() == (IDS[0], IDS[1], IDS[2])
+
+
+def test_an_agent_table_has_no_view_and_no_agreement() -> None:
+    peers = table(server=False)
+    peers.apply(record(IDS[0], view=(IDS[0],)), now=0)
+    assert peers.view == ()
+    assert peers.agreement(1) is None
+    assert peers.servers == (IDS[0],)
+
+
+def test_a_role_change_moves_a_peer_in_or_out_of_the_view() -> None:
+    peers = table()
+    peers.apply(record(IDS[0]), now=0)
+    peers.apply(record(IDS[0], incarnation=2, role=Role.AGENT), now=1)
+    assert peers.view == (ME,)
+
+
+def test_addresses_name_their_owner_until_it_is_forgotten() -> None:
+    peers = table(cache=1.0)
+    peers.apply(record(IDS[0], address="10.9.9.9:1"), now=0)
+    assert peers.node_at("10.9.9.9:1") == IDS[0]
+    peers.apply(record(IDS[0], heartbeat=2, address="10.9.9.8:1"), now=0.5)
+    assert peers.node_at("10.9.9.9:1") is None
+    assert peers.node_at("10.9.9.8:1") == IDS[0]
+    peers.expire(2.0)
+    assert peers.node_at("10.9.9.8:1") is None
+    assert peers.addresses_of(IDS[0]) == ("10.9.9.8:1",)  # from the tombstone
+
+
+# --- what to send
+
+
+def test_sample_is_seeded_and_distinct() -> None:
+    peers = table()
+    for node_id in IDS:
+        peers.apply(record(node_id), now=0)
+    first = peers.sample(3, random.Random(1))
+    assert first == peers.sample(3, random.Random(1))
+    assert len(set(first)) == 3
+    assert sorted(peers.sample(10, random.Random(1))) == sorted(IDS)
+
+
+def test_full_state_puts_servers_first_and_rotates_the_rest() -> None:
+    peers = table()
+    agents = [f"{i:032x}" for i in range(100, 110)]
+    for node_id in agents:
+        peers.apply(record(node_id, role=Role.AGENT), now=0)
+    peers.apply(record(IDS[0]), now=0)
+    own = record(ME)
+    size = estimate_record_size(own)
+    first = peers.full_state(own, size, max_records=5, byte_budget=60_000)
+    assert [r.node_id for r in first[:2]] == [ME, IDS[0]]
+    second = peers.full_state(own, size, max_records=5, byte_budget=60_000)
+    assert {r.node_id for r in first[2:]}.isdisjoint(r.node_id for r in second[2:])
+    tight = peers.full_state(own, size, max_records=50, byte_budget=3 * size)
+    assert len(tight) == 2  # own record and one more fit in three records' bytes
+
+
+def test_queue_relays_each_version_a_limited_number_of_times() -> None:
+    queue = BroadcastQueue()
+    queue.push(record(IDS[0]), server=True)
+    sent = [queue.take(5, 10_000, limit=3, skip=None) for _ in range(4)]
+    assert [len(batch) for batch in sent] == [1, 1, 1, 0]
+    assert len(queue) == 0
+
+
+def test_queue_prefers_servers_then_fewest_transmits_then_newest() -> None:
+    queue = BroadcastQueue()
+    queue.push(record(IDS[0], role=Role.AGENT), server=False)
+    queue.push(record(IDS[1]), server=True)
+    queue.push(record(IDS[2]), server=True)
+    assert [r.node_id for r in queue.take(2, 10_000, 5, None)] == [IDS[2], IDS[1]]
+    # Servers at one transmit still beat an agent at zero: servers are what elections need.
+    assert [r.node_id for r in queue.take(3, 10_000, 5, None)] == [IDS[2], IDS[1], IDS[0]]
+    queue.push(record(IDS[3], role=Role.AGENT), server=False)
+    assert [r.node_id for r in queue.take(2, 3_000, 2, None)] == [IDS[3], IDS[0]]
+
+
+def test_queue_replaces_a_superseded_version_and_honours_skip_and_budget() -> None:
+    queue = BroadcastQueue()
+    queue.push(record(IDS[0], heartbeat=1), server=True)
+    queue.take(1, 10_000, 5, None)
+    queue.push(record(IDS[0], heartbeat=2), server=True)
+    assert [r.heartbeat for r in queue.take(5, 10_000, 5, None)] == [2]
+    queue.push(record(IDS[1]), server=True)
+    assert queue.take(5, 10_000, 5, skip=IDS[1]) == [record(IDS[0], heartbeat=2)]
+    size = estimate_record_size(record(IDS[1]))
+    assert queue.take(5, size - 1, 5, None) == []
+    assert [r.node_id for r in queue.take(5, size, 5, None)] == [IDS[1]]
+
+
+def test_queue_compacts_superseded_items() -> None:
+    queue = BroadcastQueue()
+    for heartbeat in range(10_000):
+        queue.push(record(IDS[0], heartbeat=heartbeat), server=True)
+    assert len(queue) == 1
+    assert queue._stacked < 100
+    assert [r.heartbeat for r in queue.take(5, 10_000, 5, None)] == [9999]
+
+
+# --- checks and sizes
+
+
+def test_record_problem_rejects_what_the_core_must_not_act_on() -> None:
+    good = record(IDS[0], view=(IDS[0],))
+    assert record_problem(good) is None
+    bad = [
+        dataclasses.replace(good, node_id="not-an-id"),
+        dataclasses.replace(good, heartbeat=-1),
+        dataclasses.replace(good, view=(IDS[1], IDS[0])),
+        dataclasses.replace(good, role=Role.AGENT),  # an agent with a view
+        dataclasses.replace(good, released=(Vote(IDS[1], 0, 0),)),  # someone else's round
+        dataclasses.replace(good, decision=Decision("ab", IDS[1], "h", 0, (IDS[0],))),
+        dataclasses.replace(good, addresses=("",)),
+        dataclasses.replace(good, api_host=""),
+        dataclasses.replace(good, role=1),  # type: ignore[arg-type]
+        "a string",
+    ]
+    for value in bad:
+        assert record_problem(value) is not None, value
+
+
+@given(node_records(max_view=7, max_released=8, max_addresses=4))
+def test_size_estimate_is_never_below_the_encoded_size(value: NodeRecord) -> None:
+    actual = len(codec.encode(Gossip((value,), False))) - len(codec.encode(Gossip((), False)))
+    assert estimate_record_size(value) >= actual
+
+
+@given(st.lists(node_records(max_view=7), min_size=1, max_size=40))
+def test_a_gossip_within_the_estimate_always_encodes(records: list[NodeRecord]) -> None:
+    budget = 2_000
+    total = GOSSIP_ENVELOPE_BYTES
+    chosen = []
+    for value in records:
+        size = estimate_record_size(value)
+        if total + size > budget:
+            break
+        chosen.append(value)
+        total += size
+    assert len(codec.encode(Gossip(tuple(chosen), True))) <= budget
