@@ -424,8 +424,11 @@ class GossipCore:
             self._status_dirty = True
             if record.role is Role.SERVER:
                 self._run(self._election.on_member_lost(record.node_id, now, self._rng), now)
-        self._run(self._election.on_timer(now, self._rng), now)
-        self._status_dirty = True
+        election = self._election
+        before = (election.phase, election.in_grace)
+        self._run(election.on_timer(now, self._rng), now)
+        if (election.phase, election.in_grace) != before:
+            self._status_dirty = True
         self._settle(now)
 
     def get_timer(self) -> float | None:
@@ -543,6 +546,8 @@ class GossipCore:
                 self._violation(sender, f"Gossip.records[{index}] is not a record")
                 return
             node_id = record.node_id
+            if node_id == self.node_id and record.boot_id == self._boot_id:
+                continue  # our own record, relayed back to us
             held = table.get(node_id)
             old = held.record if held is not None else None
             if old is record:

@@ -203,6 +203,11 @@ class Election:
             return Phase.BACKOFF
         return Phase.DISCOVERING
 
+    @property
+    def in_grace(self) -> bool:
+        """Still in its startup grace (a server that may not start a round yet)."""
+        return self._in_grace
+
     def role_in(self, decision: Decision) -> JoinRole:
         if not self.is_server:
             return JoinRole.AGENT
