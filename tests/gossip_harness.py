@@ -331,6 +331,13 @@ class Network:
             self._drain(node)
         raise AssertionError(f"{node.name}: the timer does not move past now={self.now}")
 
+    def poke(self, name: str) -> None:
+        """Call ``handle_timer(now)`` on ``name`` whether or not its timer is due."""
+        node = self.nodes[name]
+        assert node.core is not None
+        node.core.handle_timer(self.now)
+        self._drain(node)
+
     def advance(self, dt: float) -> None:
         """Move time by ``dt``, firing every timer due on the way; deliver nothing."""
         end = self.now + dt

@@ -1,8 +1,11 @@
 """Hypothesis drives 3 to 7 hand-wired cores through arbitrary faults; safety after every step.
 
-Rules deliver any message in flight (so any order), drop or duplicate one, let time pass,
-crash a node (its unconfirmed writes are lost, its disk stays), restart one from its disk,
-give one a fresh discovery answer, or cut the network in two.
+The adversary picks any election message in flight to deliver, drop or duplicate (so any
+order), does the same with gossip, lets time pass with or without the network running,
+crashes a node (its unconfirmed writes are lost, its disk stays) and restarts it, cuts the
+network, reboots a group behind a partition, and may make a server act on an agreement of
+its choosing (views can be stale in ways few schedules produce; safety must not depend on
+them).
 
 After every step:
 - with fewer than 2N servers, every decision anywhere names the same cluster (so at most
@@ -12,6 +15,13 @@ After every step:
 At the end (teardown) faults stop: everyone crashed restarts (so no vote waits for a proposer
 that never comes back), the network heals and delivers everything on time, and every node
 must decide within a bounded virtual time.
+
+How strong is it? Random schedules rarely build the long, precise sequences that break a
+rule. Measured by mutating ``election.py``: without the sticky vote of rule 2, a 200-example
+CI run fails about one time in three; committing after a single ack takes about a thousand
+examples; a non-exact Release was not found. The directed tests in ``test_core.py`` and the
+rule tests in ``test_election.py`` catch each of these every time; this machine is the net
+for interleavings nobody thought of.
 """
 
 from __future__ import annotations
@@ -62,7 +72,9 @@ class ElectionMachine(RuleBasedStateMachine):
     def boot(self, servers: int, agents: int, data: st.DataObject, seed: int) -> None:
         servers = max(servers, 3 - agents)
         self.servers = servers
-        self.n = data.draw(st.integers(1, servers), label="expected_servers")
+        # Mostly N > servers / 2: fewer than 2N servers, where one cluster is guaranteed.
+        below_2n = st.integers(servers // 2 + 1, servers)
+        self.n = data.draw(below_2n | st.integers(1, servers), label="expected_servers")
         config = dataclasses.replace(CONFIG, expected_servers=self.n)
         self.net = Network(config, seed=seed, jitter=0.01, check_codec=False)
         self.net.add_servers(servers)
@@ -75,32 +87,50 @@ class ElectionMachine(RuleBasedStateMachine):
             self.net.advance(CONFIG.startup_grace)
             self.converge_gossip()
 
-    # --- faults and progress
+    # --- messages
+
+    def _in_flight(self, gossip: bool) -> list[int]:
+        return [
+            index
+            for index, envelope in enumerate(self.net.in_flight)
+            if isinstance(envelope.send.message, Gossip) == gossip
+        ]
+
+    @precondition(lambda self: bool(self._in_flight(gossip=False)))
+    @rule(data=st.data(), action=st.sampled_from(["deliver", "deliver", "drop", "duplicate"]))
+    def election_message(self, data: st.DataObject, action: str) -> None:
+        index = data.draw(st.sampled_from(self._in_flight(gossip=False)), label="which")
+        getattr(self.net, action)(index)
+
+    @precondition(lambda self: bool(self._in_flight(gossip=True)))
+    @rule(data=st.data(), deliver=st.booleans())
+    def gossip_message(self, data: st.DataObject, deliver: bool) -> None:
+        index = data.draw(st.sampled_from(self._in_flight(gossip=True)), label="which")
+        if deliver:
+            self.net.deliver(index)
+        else:
+            self.net.drop(index)
 
     @precondition(lambda self: bool(self.net.in_flight))
-    @rule(data=st.data())
-    def deliver(self, data: st.DataObject) -> None:
-        index = data.draw(st.integers(0, len(self.net.in_flight) - 1), label="deliver")
-        self.net.deliver(index)
+    @rule()
+    def converge_gossip(self) -> None:
+        """Deliver gossip (and what it causes) until only election messages are in flight."""
+        for _ in range(500):
+            gossip = self._in_flight(gossip=True)
+            if not gossip:
+                return
+            self.net.deliver(gossip[0])
 
     @precondition(lambda self: bool(self.net.in_flight))
-    @rule(data=st.data())
-    def deliver_everything(self, data: st.DataObject) -> None:
-        for _ in range(min(len(self.net.in_flight), 50)):
-            self.net.deliver(0)
+    @rule()
+    def lose_everything_in_flight(self) -> None:
+        self.net.in_flight.clear()
 
-    @precondition(lambda self: bool(self.net.in_flight))
-    @rule(data=st.data())
-    def drop(self, data: st.DataObject) -> None:
-        self.net.drop(data.draw(st.integers(0, len(self.net.in_flight) - 1), label="drop"))
-
-    @precondition(lambda self: bool(self.net.in_flight))
-    @rule(data=st.data())
-    def duplicate(self, data: st.DataObject) -> None:
-        self.net.duplicate(data.draw(st.integers(0, len(self.net.in_flight) - 1), label="dup"))
+    # --- time
 
     @rule(dt=st.sampled_from([0.05, 0.3, 1.0, 3.5]))
     def advance(self, dt: float) -> None:
+        """Time passes and timers fire, but nothing is delivered."""
         self.net.advance(dt)
 
     @rule(dt=st.sampled_from([0.01, 0.1, 0.5, 2.0]), loss=st.sampled_from([0.0, 0.0, 0.3]))
@@ -109,6 +139,8 @@ class ElectionMachine(RuleBasedStateMachine):
         self.net.loss = loss
         self.net.run(dt)
         self.net.loss = 0.0
+
+    # --- nodes and the network
 
     @precondition(lambda self: bool(self.net.live()))
     @rule(data=st.data())
@@ -134,55 +166,6 @@ class ElectionMachine(RuleBasedStateMachine):
         side = data.draw(st.sets(st.sampled_from(names)), label="side")
         self.net.partition(sorted(side), [n for n in names if n not in side])
 
-    def _election_messages(self) -> list[int]:
-        return [
-            index
-            for index, envelope in enumerate(self.net.in_flight)
-            if not isinstance(envelope.send.message, Gossip)
-        ]
-
-    @precondition(lambda self: bool(self._election_messages()))
-    @rule(data=st.data(), deliver=st.booleans())
-    def deliver_or_drop_an_election_message(self, data: st.DataObject, deliver: bool) -> None:
-        index = data.draw(st.sampled_from(self._election_messages()), label="election message")
-        if deliver:
-            self.net.deliver(index)
-        else:
-            self.net.drop(index)
-
-    @precondition(lambda self: bool(self.net.in_flight))
-    @rule()
-    def converge_gossip(self) -> None:
-        """Deliver gossip (and what it causes) until only election messages are in flight."""
-        for _ in range(500):
-            gossip = [
-                i for i, e in enumerate(self.net.in_flight) if isinstance(e.send.message, Gossip)
-            ]
-            if not gossip:
-                return
-            self.net.deliver(gossip[0])
-
-    @precondition(lambda self: bool(self._election_messages()))
-    @rule(data=st.data())
-    def lose_election_messages_to(self, data: st.DataObject) -> None:
-        """Every election message in flight to one node is lost."""
-        targets = sorted({self.net.in_flight[i].send.to or "" for i in self._election_messages()})
-        target = data.draw(st.sampled_from(targets), label="lose election messages to")
-        self.net.drop_where(
-            lambda e: e.send.to == target and not isinstance(e.send.message, Gossip)
-        )
-
-    @precondition(lambda self: bool(self.net.in_flight))
-    @rule()
-    def lose_everything_in_flight(self) -> None:
-        self.net.in_flight.clear()
-
-    @rule(data=st.data())
-    def isolate(self, data: st.DataObject) -> None:
-        names = list(self.net.nodes)
-        alone = data.draw(st.sampled_from(names), label="isolate")
-        self.net.partition([alone], [n for n in names if n != alone])
-
     @rule(data=st.data())
     def reboot_a_group_behind_a_partition(self, data: st.DataObject) -> None:
         """Some machines restart (forgetting every peer) cut off from the others."""
@@ -199,6 +182,44 @@ class ElectionMachine(RuleBasedStateMachine):
     @rule()
     def heal(self) -> None:
         self.net.heal()
+
+    @rule(data=st.data())
+    def believe_in_some_agreement(self, data: st.DataObject) -> None:
+        """A live server X acts as if it had agreement on any V with X = min(V), |V| >= N.
+
+        The safety argument rests on sticky votes, exact releases and acks from all of V,
+        never on views being right, so the adversary may choose the view.
+        """
+        servers = sorted(
+            (node for node in self.net.live() if node.identity.role is Role.SERVER),
+            key=lambda node: node.node_id,
+        )
+        if not servers:
+            return
+        proposer = data.draw(st.sampled_from(servers), label="believer")
+        higher = sorted(
+            {
+                node.node_id
+                for node in self.net.nodes.values()
+                if node.identity.role is Role.SERVER and node.node_id > proposer.node_id
+            }
+        )
+        if len(higher) + 1 < self.n:
+            return
+        members = data.draw(
+            st.lists(st.sampled_from(higher), min_size=self.n - 1, unique=True)
+            if higher
+            else st.just([]),
+            label="believed view",
+        )
+        view = tuple(sorted([proposer.node_id, *members]))
+        assert proposer.core is not None
+        table = proposer.core._table
+        setattr(table, "agreement", lambda expected_servers: view)  # noqa: B010
+        try:
+            self.net.poke(proposer.name)
+        finally:
+            delattr(table, "agreement")
 
     # --- safety, after every step
 
