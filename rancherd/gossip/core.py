@@ -279,6 +279,7 @@ class GossipCore:
             raise LocalProtocolError("persisted is not a PersistedState")
         self._config = config
         self._identity = identity
+        self._id = identity.node_id
         self._rng = rng
         self._is_server = identity.role is Role.SERVER
         self._incarnation = state.incarnation + 1
@@ -390,7 +391,7 @@ class GossipCore:
             peer = src.node_id if isinstance(src, Peer) and type(src.node_id) is str else "?"
             self._violation(peer, "malformed sender")
             return
-        if src.node_id == self.node_id and src.boot_id == self._boot_id:
+        if src.node_id == self._id and src.boot_id == self._boot_id:
             return  # our own message came back (we dialled one of our own addresses)
         kind = type(message)
         if kind is Gossip:
@@ -432,15 +433,22 @@ class GossipCore:
         self._settle(now)
 
     def get_timer(self) -> float | None:
-        timer = min(self._next_gossip, self._next_push_pull)
-        for candidate in (
-            self._push_due,
-            self._next_contact(),
-            self._election.deadline(),
-            self._table.next_expiry(),
-        ):
-            if candidate is not None and candidate < timer:
-                timer = candidate
+        timer = self._next_gossip
+        if self._next_push_pull < timer:
+            timer = self._next_push_pull
+        push_due = self._push_due
+        if push_due is not None and push_due < timer:
+            timer = push_due
+        if self._contact_queue:
+            contact = max(self._contact_queue[0][0], self._contacts_ready)
+            if contact < timer:
+                timer = contact
+        deadline = self._election.deadline()
+        if deadline is not None and deadline < timer:
+            timer = deadline
+        expiry = self._table.next_expiry()
+        if expiry is not None and expiry < timer:
+            timer = expiry
         return timer
 
     def persisted(self, generation: int) -> None:
@@ -540,15 +548,17 @@ class GossipCore:
         watched = vote.proposer if vote is not None else None
         sender = src.node_id
         table_full = not self._is_server and len(table) >= self._config.max_relayed_agents
+        held_entry = table.entries.get
+        my_id = self._id
         fresh: list[NodeRecord] = []
         for index, record in enumerate(records):
             if type(record) is not NodeRecord or type(record.node_id) is not str:
                 self._violation(sender, f"Gossip.records[{index}] is not a record")
                 return
             node_id = record.node_id
-            if node_id == self.node_id and record.boot_id == self._boot_id:
+            if node_id == my_id and record.boot_id == self._boot_id:
                 continue  # our own record, relayed back to us
-            held = table.get(node_id)
+            held = held_entry(node_id)
             old = held.record if held is not None else None
             if old is record:
                 continue  # the very object we took before (in-process relays)
@@ -587,7 +597,7 @@ class GossipCore:
             storable = not table_full or record.role is Role.SERVER or record.node_id == src.node_id
             self._take_record(record, now, storable)
         table.mark_direct(src.node_id)
-        if message.want_reply and src.node_id != self.node_id:
+        if message.want_reply and src.node_id != self._id:
             records = table.full_state(
                 self._own,
                 self._own_size,
@@ -602,7 +612,7 @@ class GossipCore:
         the table (an agent holds relayed agents only below ``max_relayed_agents``)."""
         node_id = record.node_id
         election = self._election
-        if node_id == self.node_id:
+        if node_id == self._id:
             self._own_id_record(record, now)
             return
         decision = record.decision
@@ -624,7 +634,7 @@ class GossipCore:
                 for address in record.addresses:
                     self._contacts.pop(address, None)
         their_vote = record.vote
-        if their_vote is not None and their_vote.proposer == self.node_id:
+        if their_vote is not None and their_vote.proposer == self._id:
             self._run(election.on_peer_vote(node_id, their_vote, now), now)
 
     def _own_id_record(self, record: NodeRecord, now: float) -> None:
@@ -647,7 +657,7 @@ class GossipCore:
         self._heard_from(src, (), now)
         election = self._election
         rng = self._rng
-        if src.node_id == self.node_id:
+        if src.node_id == self._id:
             # Another machine with our id: report it; only a decision is worth taking.
             addresses = (src.address,) if src.address is not None else ()
             self._note_duplicate(src.boot_id, addresses, now)
@@ -887,11 +897,6 @@ class GossipCore:
             self._sends.append((self._generation, Send(None, (address,), Gossip(records, True))))
             sent += 1
 
-    def _next_contact(self) -> float | None:
-        if not self._contact_queue:
-            return None
-        return max(self._contact_queue[0][0], self._contacts_ready)
-
     # --- explaining
 
     def _refresh_status(self, now: float) -> None:
@@ -904,7 +909,7 @@ class GossipCore:
             self._emit(StatusChanged(self._status(now, with_ages=True)))
 
     def _name(self, node_id: NodeId) -> str:
-        if node_id == self.node_id:
+        if node_id == self._id:
             addresses = self._identity.addresses
         else:
             addresses = self._table.addresses_of(node_id)
@@ -996,7 +1001,7 @@ class GossipCore:
         disagreeing = table.disagreeing()
         if disagreeing:
             return f"{have}; waiting for agreement from {self._names(disagreeing)}"
-        if view[0] != self.node_id:
+        if view[0] != self._id:
             return f"{have}, all agree; waiting for {self._name(view[0])} to propose"
         if now < self._election.not_before:
             return f"{have}, all agree; starting up before proposing"

@@ -229,17 +229,18 @@ class Election:
 
     def deadline(self) -> float | None:
         """The next time ``on_timer`` has something to do."""
-        times: list[float] = []
+        deadline = self.backoff_until
         if self.decision is None:
-            if self.round is not None:
-                times.append(self.round.started + self._config.round_timeout)
-                if self.round.view is not None:
-                    times.append(self.round.next_retransmit)
-            if self._in_grace:
-                times.append(self.not_before)
-        if self.backoff_until is not None:
-            times.append(self.backoff_until)
-        return min(times) if times else None
+            current = self.round
+            if current is not None:
+                timeout = current.started + self._config.round_timeout
+                if current.view is not None and current.next_retransmit < timeout:
+                    timeout = current.next_retransmit
+                if deadline is None or timeout < deadline:
+                    deadline = timeout
+            if self._in_grace and (deadline is None or self.not_before < deadline):
+                deadline = self.not_before
+        return deadline
 
     def record_released(self) -> tuple[Vote, ...]:
         """The newest abandoned rounds, as this node's record lists them."""

@@ -26,7 +26,7 @@ import heapq
 import itertools
 import random
 import re
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -226,21 +226,29 @@ GOSSIP_ENVELOPE_BYTES = 8
 """Bytes of a Gossip besides its records (array headers, tag, want_reply), rounded up."""
 
 
+_RECORD_BASE_BYTES = _ARRAY_BYTES + _ID_BYTES + 5 * _UINT_BYTES + 2 * _ARRAY_BYTES + 2
+_DECISION_BASE_BYTES = 2 * _ARRAY_BYTES + 4 + _ID_BYTES + _UINT_BYTES
+
+
 def estimate_record_size(record: NodeRecord) -> int:
     """Bytes the codec needs for ``record``, or more (never less).
 
     Every string the codec accepts is ASCII (its alphabets), so a character is a byte; each
     string gets the widest header it could need, each int nine bytes.
     """
-    size = _ARRAY_BYTES + _ID_BYTES + 5 * _UINT_BYTES + 2 * _ARRAY_BYTES
-    size += 2 + len(record.api_host) + (2 + _ID_BYTES) * len(record.view)
-    for address in record.addresses:
-        size += 2 + len(address)
-    size += _VOTE_BYTES * (1 + len(record.released))
+    addresses = record.addresses
+    size = (
+        _RECORD_BASE_BYTES
+        + len(record.api_host)
+        + 2 * len(addresses)
+        + sum(map(len, addresses))
+        + (2 + _ID_BYTES) * len(record.view)
+        + _VOTE_BYTES * (1 + len(record.released))
+    )
     decision = record.decision
     if decision is not None:
-        size += 2 * _ARRAY_BYTES + 4 + len(decision.cluster_id) + len(decision.init_host)
-        size += _ID_BYTES * (1 + len(decision.members)) + _UINT_BYTES
+        size += _DECISION_BASE_BYTES + len(decision.cluster_id) + len(decision.init_host)
+        size += _ID_BYTES * len(decision.members)
     return size
 
 
@@ -455,6 +463,11 @@ class PeerTable:
     @property
     def ids(self) -> Container[str]:
         """Ids held alive: a fast membership test for the validators."""
+        return self._entries
+
+    @property
+    def entries(self) -> Mapping[NodeId, PeerEntry]:
+        """Every peer held alive, by id (read only; for hot loops that look up many ids)."""
         return self._entries
 
     def get(self, node_id: NodeId) -> PeerEntry | None:
