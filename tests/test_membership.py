@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import node_records
 
 from rancherd.gossip import codec
+from rancherd.gossip.config import GossipConfig, backoff_delay, jittered, retransmit_limit
 from rancherd.gossip.membership import (
     GOSSIP_ENVELOPE_BYTES,
     Applied,
@@ -276,3 +279,42 @@ def test_a_gossip_within_the_estimate_always_encodes(records: list[NodeRecord]) 
         chosen.append(value)
         total += size
     assert len(codec.encode(Gossip(tuple(chosen), True))) <= budget
+
+
+# --- configuration
+
+
+def test_presets_are_valid_and_named() -> None:
+    for name in GossipConfig.PRESET_NAMES:
+        assert isinstance(GossipConfig.preset(name), GossipConfig)
+    assert GossipConfig.lan().gossip_interval < GossipConfig.sim().gossip_interval
+    with pytest.raises(ValueError, match="unknown gossip preset"):
+        GossipConfig.preset("wan")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"expected_servers": 0},
+        {"expected_servers": 129},
+        {"gossip_interval": 0.0},
+        {"fanout": 0},
+        {"gossip_jitter": 1.0},
+        {"max_released": 9},
+        {"released_kept": 2},
+        {"max_records_per_gossip": 1},
+        {"round_timeout": 0.1, "retransmit_interval": 0.5},
+        {"server_cache_duration": -1.0},
+    ],
+)
+def test_bad_configs_are_refused(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="invalid GossipConfig"):
+        dataclasses.replace(GossipConfig.lan(), **changes)
+
+
+def test_scaling_formulas() -> None:
+    assert retransmit_limit(4, 1) == 4
+    assert retransmit_limit(4, 1000) == 40
+    assert jittered(1.0, 0.25, 0.0) == 0.75
+    assert jittered(1.0, 0.25, 0.5) == 1.0
+    assert backoff_delay(2.0, 0.5) == 1.0

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from rancherd.gossip.codec import MAX_MESSAGE_SIZE, MAX_RECORDS, MAX_RELEASED
+from rancherd.gossip.codec import MAX_MESSAGE_SIZE, MAX_RECORDS, MAX_RELEASED, MAX_VIEW
 
 __all__ = [
     "PRESETS",
@@ -104,8 +104,8 @@ class GossipConfig:
             value = getattr(self, field.name)
             if isinstance(value, int | float) and value < 0:
                 problems.append(f"{field.name} must not be negative")
-        if self.expected_servers < 1:
-            problems.append("expected_servers must be at least 1")
+        if not 1 <= self.expected_servers <= MAX_VIEW:
+            problems.append(f"expected_servers must be in 1..{MAX_VIEW} (a view's limit)")
         for name in ("server_cache_duration", "gossip_interval", "push_pull_interval"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
