@@ -115,6 +115,8 @@ class Network:
         self.duplication = 0.0
         self.drop_filter: Callable[[Envelope], bool] | None = None
         """Messages it returns True for are lost when sent."""
+        self.send_hook: Callable[[Node, Send], None] | None = None
+        """Called with every message as it leaves its core (before any loss)."""
         self._groups: dict[str, int] | None = None
         self._blocked: set[tuple[str, str]] = set()
         self._seq = 0
@@ -216,6 +218,8 @@ class Network:
 
     def _queue(self, node: Node, core: GossipCore, send: Send) -> None:
         self.sent += 1
+        if self.send_hook is not None:
+            self.send_hook(node, send)
         if self.check_codec:
             data = codec.encode(send.message)
             send = Send(send.to, send.addresses, codec.decode(data))
