@@ -771,3 +771,22 @@ def test_a_sticky_vote_stops_a_second_cluster_after_a_commit_was_lost() -> None:
     net.discover_all()
     assert net.run_until(net.all_decided, 20)
     assert_one_cluster(net, expected_init=b)
+
+
+def test_records_of_this_node_from_others_never_replace_its_own() -> None:
+    core = make_core(A)
+    own = core.record()
+    stale_self = dataclasses.replace(own, heartbeat=own.heartbeat + 50, view=(A, B), boot_id=5)
+    old_start = dataclasses.replace(stale_self, incarnation=0)
+    core.receive(Gossip((peer_record(B, (A, B)), old_start), False), Peer(B, 1), START + 1)
+    out = drain(core)
+    assert not [e for e in out if isinstance(e, DuplicateNodeId | ProtocolViolation)]
+    assert core.record().boot_id == own.boot_id
+    assert core.record().view == (A, B)  # its own view, not the relayed copy's
+    assert A not in {row.node_id for row in core.peers(START + 1)}
+    # A copy with another boot and an incarnation as new as ours is another machine.
+    core.receive(
+        Gossip((peer_record(B, (A, B), heartbeat=2), stale_self), False), Peer(B, 1), START + 2
+    )
+    assert [e for e in drain(core) if isinstance(e, DuplicateNodeId)]
+    assert core.record().boot_id == own.boot_id
