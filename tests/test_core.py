@@ -790,3 +790,14 @@ def test_records_of_this_node_from_others_never_replace_its_own() -> None:
     )
     assert [e for e in drain(core) if isinstance(e, DuplicateNodeId)]
     assert core.record().boot_id == own.boot_id
+
+
+def test_an_address_that_turns_out_to_be_our_own_is_not_contacted_again() -> None:
+    core = make_core(A, contact_interval=1.0)
+    core.discovered(["127.0.0.1:8443"], START)
+    [contact] = core.messages_to_send()
+    core.receive(contact.message, Peer(A, core.boot_id, "127.0.0.1:8443"), START + 0.1)
+    assert drain(core) == []
+    core.discovered(["127.0.0.1:8443"], START + 5)
+    core.handle_timer(START + 5)
+    assert not [s for s in core.messages_to_send() if s.to is None]

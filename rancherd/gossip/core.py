@@ -392,7 +392,12 @@ class GossipCore:
             self._violation(peer, "malformed sender")
             return
         if src.node_id == self._id and src.boot_id == self._boot_id:
-            return  # our own message came back (we dialled one of our own addresses)
+            # Our own message came back: we dialled an address of ours that discovery
+            # reported in another form. Never contact it again.
+            if src.address is not None:
+                self._own_addresses = self._own_addresses | {src.address}
+                self._contacts.pop(src.address, None)
+            return
         kind = type(message)
         if kind is Gossip:
             self._on_gossip(message, src, now)  # type: ignore[arg-type]
