@@ -79,6 +79,9 @@ class JoinRole(StrEnum):
 
 ElectionMessage = Propose | Ack | Refuse | Release | Commit
 
+_MAX_SPLITS_REPORTED = 16
+"""Other clusters remembered and reported; one is already an operator's emergency."""
+
 
 # --- Effects -------------------------------------------------------------------------------
 
@@ -355,6 +358,8 @@ class Election:
         if ours is not None:
             cluster_id = decision.cluster_id
             if cluster_id == ours.cluster_id or cluster_id in self.splits:
+                return []
+            if len(self.splits) >= _MAX_SPLITS_REPORTED:
                 return []
             self.splits[cluster_id] = (decision, source)
             return [Split(decision, source)]
