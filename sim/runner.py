@@ -79,6 +79,8 @@ class Summary:
     """Seeds that broke an invariant (each run stops at its first violation)."""
     violating: tuple[tuple[int, str, str], ...]
     """(seed, first finding, reproduce command) of the first few violating seeds."""
+    undecided: tuple[tuple[int, str], ...]
+    """(seed, reproduce command) of the first few seeds that never decided."""
     tolerated_split_seeds: int
     multi_init_seeds: int
     """Seeds in which more than one identity became cluster-init (violating or tolerated)."""
@@ -104,6 +106,7 @@ class Summary:
                 {"seed": seed, "finding": finding, "reproduce": command}
                 for seed, finding, command in self.violating
             ],
+            "undecided": [{"seed": seed, "reproduce": command} for seed, command in self.undecided],
             "tolerated_split_seeds": self.tolerated_split_seeds,
             "multi_init_seeds": self.multi_init_seeds,
             "time_to_decision": {
@@ -146,6 +149,7 @@ def summarize(results: Sequence[RunResult]) -> Summary:
         seeds_decided=sum(r.decided for r in results),
         violations=len(violating),
         violating=tuple((r.seed, r.violations[0], r.reproduce) for r in violating[:MAX_REPRODUCE]),
+        undecided=tuple((r.seed, r.reproduce) for r in results if not r.decided)[:MAX_REPRODUCE],
         tolerated_split_seeds=sum(bool(r.tolerated) for r in results),
         multi_init_seeds=sum(r.init_identities > 1 for r in results),
         p50=percentile(times, 0.5),

@@ -41,6 +41,10 @@ def test_classic_decides_on_the_happy_path() -> None:
 def test_classic_stalls_with_one_server_too_many() -> None:
     summary = _summary("extra-servers-4", "classic")
     assert summary.seeds_decided == 0
+    assert summary.undecided[2] == (
+        2,
+        "python -m sim run extra-servers-4 --seed 2 --algorithm classic",
+    )
     assert summary.violations == 0
     assert summary.first_p50 == float("inf")
 
