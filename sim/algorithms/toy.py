@@ -37,7 +37,7 @@ class EagerProcess:
         if isinstance(state, Created):
             self.decided = True
             return
-        host.query_discovery(1.0)
+        host.set_timer(host.now() + QUERY_INTERVAL)
 
     def on_discovery(self, addresses: tuple[str, ...]) -> None:
         host = self.host
