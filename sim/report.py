@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,21 @@ class ReportPlan:
         return min(self.seeds, dict(self.caps).get(name, self.seeds))
 
     notes: tuple[str, ...] = field(default=())
+
+
+def revision() -> str:
+    """``git describe`` of the checkout the report ran from (``unknown`` outside git)."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
 def gossip_available() -> str | None:
@@ -337,6 +353,8 @@ def write_report(
 
     lines = [
         "# rancherd simulation report",
+        "",
+        f"Made by `python -m sim report {outdir} --seeds {plan.seeds}` at revision `{revision()}`.",
         "",
         f"Seeds per scenario: {plan.seeds} (capped: "
         + ", ".join(f"{name} {cap}" for name, cap in plan.caps)

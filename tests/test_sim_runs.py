@@ -229,6 +229,7 @@ def test_report_writes_markdown_and_plots(tmp_path: Path) -> None:
     )
     path = write_report(tmp_path, seeds=2, jobs=1, progress=False, plan=plan)
     text = path.read_text()
+    assert f"Made by `python -m sim report {tmp_path} --seeds 2` at revision `" in text
     for image in (
         "cdf_time_to_decision.png",
         "heatmap_classic.png",
