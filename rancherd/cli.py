@@ -120,5 +120,133 @@ def config_command(config_path: Path | None, as_json: bool) -> None:
         click.echo(loaded.to_text(), nl=False)
 
 
+# --- discover ---------------------------------------------------------------------------
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
+)
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The node's data dir. [default: dataDir from the config, /var/lib/rancher/rancherd]",
+)
+
+
+def _data_dir(loaded: LoadedConfig, data_dir: Path | None) -> Path:
+    return data_dir if data_dir is not None else loaded.config.data_dir
+
+
+@cli.command("discover")
+@_config_option
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for a decision.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every peer event, not only changes.")
+def discover_command(
+    config_path: Path | None, data_dir: Path | None, as_json: bool, timeout: float, verbose: bool
+) -> None:
+    """Find the other nodes, agree on the cluster, print this node's part in it.
+
+    Runs discovery and the election only: nothing is installed, nothing outside the data
+    dir changes. The vote and the decision are stored in the data dir, so a later
+    `rancherd bootstrap` with the same data dir carries out this very decision.
+
+    Prints the role (cluster-init, server or agent), the server URL to join, the cluster
+    id, this node's id and the seconds it took. Stays up (at most 10 s) until every member
+    of the decision knows it too.
+
+    \b
+    Exit status: 0 decided; 1 no decision before --timeout (the last status line says
+    what it waited for); 2 bad config.
+    """
+    import trio
+
+    from rancherd.discover import run_discover, setup_logging
+    from rancherd.node import NodeError
+    from rancherd.state import DataDir, StateError
+
+    loaded = load_config_or_exit(config_path)
+    setup_logging(verbose)
+    directory = DataDir(_data_dir(loaded, data_dir))
+    try:
+        result = trio.run(run_discover, loaded.config, directory, timeout)
+    except (NodeError, StateError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.outcome is None:
+        click.echo(f"no decision after {timeout:g}s: {result.last_status}", err=True)
+        raise SystemExit(1)
+    outcome = result.outcome
+    if as_json:
+        click.echo(json.dumps({**outcome.as_dict(), "informed": result.informed}, indent=2))
+        return
+    join = "" if outcome.server_url is None else f" joining {outcome.server_url}"
+    click.echo(f"role: {outcome.role}{join}")
+    click.echo(f"cluster: {outcome.cluster_id} (init node {outcome.init_node})")
+    click.echo(f"node: {outcome.node_id}")
+    click.echo(f"decided in {outcome.seconds:.3f}s")
+    if not result.informed:
+        click.echo("note: not every member confirmed the decision before exit", err=True)
+
+
+# --- peers ------------------------------------------------------------------------------
+
+
+@cli.command("peers")
+@_config_option
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@click.option("--watch", is_flag=True, help="Print again at every change, until Ctrl-C.")
+def peers_command(
+    config_path: Path | None, data_dir: Path | None, as_json: bool, watch: bool
+) -> None:
+    """Show what the running node waits for, and every peer it knows.
+
+    Asks the rancherd running on this machine (through the control socket in its data
+    dir). The first line is the node's status in one sentence ("have 2 of 3 servers ...;
+    waiting for ..."); the table lists each peer: id, role, state (alive or expired),
+    addresses, when it was last heard of, how it was learned (discovery, gossip or
+    direct), whether it agrees with this node (same view; once decided, same decision),
+    and its install progress.
+    """
+    import trio
+
+    from rancherd.control import ControlError, fetch_snapshots
+    from rancherd.peers_view import render
+
+    directory = data_dir
+    if directory is None:
+        directory = load_config_or_exit(config_path).config.data_dir
+    socket_path = directory / "control.sock"
+
+    async def show() -> None:
+        first = True
+        async for snapshot in fetch_snapshots(socket_path, watch=watch):
+            if as_json:
+                click.echo(json.dumps(snapshot, indent=None if watch else 2))
+            else:
+                if not first:
+                    click.echo("")
+                click.echo(render(snapshot), nl=False)
+            first = False
+
+    try:
+        trio.run(show)
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> None:
     cli()

@@ -354,6 +354,11 @@ class GossipCore:
         """The decision this node knows (persisted or waiting to be)."""
         return self._election.decision
 
+    def join_role(self) -> JoinRole | None:
+        """This node's part in the decision it knows (the ``Decided`` event's role)."""
+        decision = self._election.decision
+        return None if decision is None else self._election.role_in(decision)
+
     def record(self) -> NodeRecord:
         """This node's own current record."""
         return self._own

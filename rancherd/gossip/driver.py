@@ -157,7 +157,8 @@ class Driver:
             self._changed.set()
             self._changed = trio.Event()
         elif isinstance(event, Decided):
-            log.info(
+            # The status line that comes with it says the same in words.
+            log.debug(
                 "decided: %s in cluster %s (init node %s at %s)",
                 event.role,
                 event.decision.cluster_id,

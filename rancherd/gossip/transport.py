@@ -16,6 +16,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
 import trio
 
@@ -114,9 +116,22 @@ ConnectionHandler = Callable[[FrameConnection], Awaitable[None]]
 
 
 class Transport(abc.ABC):
-    """Dial and accept ``FrameConnection``s."""
+    """Dial and accept ``FrameConnection``s. Use as ``async with transport:`` around every
+    ``serve`` and ``connect``: an implementation may own tasks (the websocket one runs a
+    reader task per connection) that must end with it."""
 
     limits: TransportLimits
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return None
 
     @abc.abstractmethod
     async def serve(

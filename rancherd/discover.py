@@ -1,0 +1,105 @@
+"""``rancherd discover``: run discovery and the election only, print the decision.
+
+Changes nothing outside the data dir (where the vote and decision live, so that a later
+``bootstrap`` resumes the same decision). After deciding, the node stays up until every
+member of the decision reports it too (bounded by ``INFORM_WAIT``), so a node that exits
+first never leaves a peer waiting for a commit it cannot get any more.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import ClassVar
+
+import trio
+
+from rancherd.config import Config
+from rancherd.node import Node, Outcome
+from rancherd.state import DataDir
+
+__all__ = ["DiscoverResult", "cancel_on_signals", "run_discover", "setup_logging"]
+
+INFORM_WAIT = 10.0
+"""Seconds a decided node waits at most for every member to report the decision."""
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<6>rancherd: message``: journald reads the priority prefix, adds the time."""
+
+    _PRIORITY: ClassVar[dict[str, int]] = {
+        "DEBUG": 7,
+        "INFO": 6,
+        "WARNING": 4,
+        "ERROR": 3,
+        "CRITICAL": 2,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self._PRIORITY.get(record.levelname, 6)
+        return f"<{priority}>{record.name}: {record.getMessage()}"
+
+
+def setup_logging(verbose: bool = False, *, journal: bool | None = None) -> None:
+    """One line per state change on stderr. Under systemd (``JOURNAL_STREAM`` set) lines
+    carry a ``<N>`` priority prefix; on a terminal a plain ``LEVEL name: message``."""
+    import os
+
+    if journal is None:
+        journal = "JOURNAL_STREAM" in os.environ
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JournalFormatter()
+        if journal
+        else logging.Formatter("%(levelname)-7s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Third-party chatter (zeroconf, trio-websocket) only when asked for.
+    for name in ("zeroconf", "trio-websocket", "trio_websocket"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+async def cancel_on_signals(scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` at SIGTERM or SIGINT, so the node shuts down cleanly (mDNS goodbye,
+    connections closed with 1001, the data dir unlocked)."""
+    if threading.current_thread() is not threading.main_thread():
+        await trio.sleep_forever()  # signals reach the main thread only (tests, embedding)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as receiver:
+        async for signum in receiver:
+            logging.getLogger("rancherd").info(
+                "%s received: shutting down", signal.Signals(signum).name
+            )
+            scope.cancel()
+            return
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverResult:
+    outcome: Outcome | None
+    """None when the time ran out (or a signal stopped the node) before a decision."""
+    last_status: str
+    informed: bool
+    """Every member reported the decision before the node stopped."""
+
+
+async def run_discover(config: Config, data_dir: DataDir, limit: float) -> DiscoverResult:
+    """Run a node until it decides (at most ``limit`` seconds) and its members know."""
+    node = Node(config, data_dir)
+    outcome: Outcome | None = None
+    informed = False
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
+        await nursery.start(node.run)
+        with trio.move_on_after(limit):
+            outcome = await node.wait_decided()
+            with trio.move_on_after(INFORM_WAIT):
+                await node.wait_members_informed()
+                informed = True
+        nursery.cancel_scope.cancel()
+    status = node.status
+    return DiscoverResult(outcome, "" if status is None else status.text, informed)

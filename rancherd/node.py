@@ -1,0 +1,321 @@
+"""One running node: config and data dir in, a decision out.
+
+Assembles the engine's layers for a real machine: the data dir (lock, node id, persisted
+state), the token's keys, the transport, the sealed links, the core and its driver, the
+discovery provider, and the control socket that ``rancherd peers`` reads. ``discover``,
+``demo`` and (issue 6) ``bootstrap`` all start a ``Node`` with ``nursery.start``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from rancherd.config import Config, Role
+from rancherd.control import ControlServer
+from rancherd.discovery import make_provider
+from rancherd.discovery.provider import Advertisement, Provider, format_endpoint
+from rancherd.gossip.config import GossipConfig
+from rancherd.gossip.core import GossipCore, Identity, PeerInfo, Status
+from rancherd.gossip.driver import Driver
+from rancherd.gossip.election import JoinRole
+from rancherd.gossip.links import Links
+from rancherd.gossip.messages import Decision
+from rancherd.gossip.messages import Role as WireRole
+from rancherd.gossip.security import TokenKeys
+from rancherd.gossip.transport import Transport, TransportLimits
+from rancherd.state import DataDir
+
+__all__ = ["Node", "NodeError", "api_port", "own_addresses", "server_url"]
+
+log = logging.getLogger("rancherd")
+
+K3S_API_PORT = 6443
+RKE2_SUPERVISOR_PORT = 9345
+
+
+class NodeError(Exception):
+    """The node cannot start; the message says why and what to do."""
+
+
+def runtime_of(config: Config) -> str:
+    version = config.kubernetes_version or ""
+    return "rke2" if "rke2" in version else "k3s"
+
+
+def api_port(config: Config) -> int:
+    """The port joining nodes use: k3s serves joins on 6443, rke2 on its supervisor 9345."""
+    return RKE2_SUPERVISOR_PORT if runtime_of(config) == "rke2" else K3S_API_PORT
+
+
+def server_url(config: Config, decision: Decision) -> str:
+    host = decision.init_host
+    host = f"[{host}]" if ":" in host else host
+    return f"https://{host}:{api_port(config)}"
+
+
+def _interface_addresses() -> list[str]:
+    """Non-loopback, non-link-local IPv4 then IPv6 addresses of this machine's interfaces."""
+    import ifaddr  # zeroconf's own dependency; imported late to keep startup light
+
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            try:
+                address = ipaddress.ip_address(text.split("%")[0])
+            except ValueError:
+                continue
+            if not (address.is_loopback or address.is_link_local or address.is_multicast):
+                found.append(address)
+    return [str(a) for a in sorted(set(found), key=lambda a: (a.version, a.packed))]
+
+
+def own_addresses(config: Config) -> tuple[list[str], list[str]]:
+    """(gossip endpoints peers should dial, IPs to advertise) from the discovery config.
+
+    ``advertiseAddresses`` when given; else the listen address when it is a specific IP;
+    else every interface's address (listening on ``0.0.0.0``)."""
+    discovery = config.discovery
+    assert discovery is not None
+    port = discovery.port
+    if discovery.advertise_addresses:
+        endpoints = [
+            format_endpoint(a.host, a.port if a.port is not None else port)
+            for a in discovery.advertise_addresses
+        ]
+        ips = [a.host for a in discovery.advertise_addresses if _is_ip(a.host)]
+        return endpoints, ips
+    listen = discovery.listen_address
+    if listen not in ("0.0.0.0", "::"):
+        return [format_endpoint(listen, port)], [listen]
+    ips = _interface_addresses()
+    if not ips:
+        raise NodeError(
+            "no network address to advertise: no interface has a non-loopback address; "
+            "set discovery.advertiseAddresses"
+        )
+    return [format_endpoint(ip, port) for ip in ips], ips
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A node's decision, as ``discover`` prints it."""
+
+    role: JoinRole
+    server_url: str | None
+    cluster_id: str
+    node_id: str
+    init_node: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+class Node:
+    """A running node. ``await nursery.start(node.run)``; then ``wait_decided``."""
+
+    def __init__(
+        self,
+        config: Config,
+        data_dir: DataDir,
+        *,
+        transport_factory: Callable[[TransportLimits], Transport] | None = None,
+        provider: Provider | None = None,
+        gossip_config: GossipConfig | None = None,
+        limits: TransportLimits | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if config.discovery is None:
+            raise NodeError("the config has no discovery section: nothing to discover")
+        if config.token is None:
+            raise NodeError("the config has no token: discovery needs the fleet's token")
+        if config.role not in (Role.SERVER, Role.AGENT):
+            raise NodeError(f"role {config.role} does not take part in discovery")
+        self.config = config
+        self.data_dir = data_dir
+        self._discovery = config.discovery
+        self._transport_factory = transport_factory
+        self._provider = provider
+        self._limits = limits or TransportLimits()
+        self._random_bytes = random_bytes
+        base = gossip_config or GossipConfig.preset(str(self._discovery.preset))
+        self.gossip_config = dataclasses.replace(
+            base,
+            expected_servers=self._discovery.expected_servers,
+            server_cache_duration=self._discovery.server_cache_duration,
+        )
+        self.driver: Driver | None = None
+        self.links: Links | None = None
+        self.node_id: str | None = None
+        self.started_at = 0.0
+        self.decided_at: float | None = None
+        self._running = trio.Event()
+
+    # --- lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.started_at = trio.current_time()
+        self.data_dir.lock()
+        try:
+            await self._run(task_status)
+        finally:
+            self.data_dir.unlock()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        config, discovery = self.config, self._discovery
+        assert config.token is not None
+        node_id = self.data_dir.node_id(self._random_bytes)
+        self.node_id = node_id
+        persisted = self.data_dir.load_gossip()
+        keys = await trio.to_thread.run_sync(TokenKeys.derive, config.token.reveal())
+        endpoints, ips = own_addresses(config)
+        api_host = config.address or (ips[0] if ips else endpoints[0].rsplit(":", 1)[0])
+        role = WireRole.SERVER if config.role is Role.SERVER else WireRole.AGENT
+        seed = int.from_bytes(self._random_bytes(16), "big")
+        rng = random.Random(seed)
+        core = GossipCore(
+            self.gossip_config,
+            Identity(node_id, role, tuple(endpoints), api_host),
+            persisted,
+            rng,
+            trio.current_time(),
+        )
+        driver = Driver(core, self.data_dir, on_event=None)
+        transport = self._make_transport()
+        links = Links(
+            transport,
+            keys,
+            node_id,
+            core.boot_id,
+            driver.deliver,
+            rng=random.Random(rng.getrandbits(64)),
+            random_bytes=self._random_bytes,
+        )
+        self.driver, self.links = driver, links
+        provider = self._provider or make_provider(discovery.params, default_port=discovery.port)
+        advertisement = Advertisement(
+            node_id,
+            discovery.port,
+            tuple(ips),
+            {"v": "1", "role": str(config.role)},
+        )
+        log.info(
+            "rancherd node %s (%s) starting: gossip on %s, discovery %s, expecting %d servers",
+            node_id,
+            config.role,
+            ", ".join(endpoints),
+            discovery.params.to_string(),
+            discovery.expected_servers,
+        )
+        answers_send, answers = trio.open_memory_channel[frozenset[str]](16)
+        async with transport, trio.open_nursery() as nursery:
+            try:
+                await nursery.start(links.run)
+            except OSError as exc:
+                raise NodeError(
+                    f"cannot listen on {discovery.listen_address}:{discovery.port}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            await nursery.start(driver.run, links)
+            control = ControlServer(self.data_dir.control_socket, self)
+            await nursery.start(control.serve)
+            nursery.start_soon(self._feed_answers, answers, driver)
+            await nursery.start(provider.run, advertisement, answers_send)
+            nursery.start_soon(self._watch_decision, driver)
+            self._running.set()
+            task_status.started()
+
+    def _make_transport(self) -> Transport:
+        if self._transport_factory is not None:
+            return self._transport_factory(self._limits)
+        from rancherd.gossip.ws_transport import WebSocketTransport
+
+        return WebSocketTransport(
+            self._discovery.listen_address, self._discovery.port, self._limits
+        )
+
+    @staticmethod
+    async def _feed_answers(
+        answers: trio.MemoryReceiveChannel[frozenset[str]], driver: Driver
+    ) -> None:
+        async for answer in answers:
+            driver.discovered_nowait(answer)
+
+    async def _watch_decision(self, driver: Driver) -> None:
+        await driver.wait_decided()
+        self.decided_at = trio.current_time()
+
+    # --- what the node knows
+
+    @property
+    def status(self) -> Status | None:
+        return None if self.driver is None else self.driver.status
+
+    def peers(self) -> list[PeerInfo]:
+        return [] if self.driver is None else self.driver.peers()
+
+    def outcome(self) -> Outcome | None:
+        driver = self.driver
+        if driver is None or driver.core.decision is None or self.node_id is None:
+            return None
+        decision = driver.core.decision
+        role = driver.core.join_role()
+        assert role is not None
+        decided_at = self.decided_at if self.decided_at is not None else trio.current_time()
+        return Outcome(
+            role,
+            None if role is JoinRole.CLUSTER_INIT else server_url(self.config, decision),
+            decision.cluster_id,
+            self.node_id,
+            decision.init_node,
+            round(decided_at - self.started_at, 3),
+        )
+
+    async def wait_decided(self) -> Outcome:
+        await self._running.wait()
+        assert self.driver is not None
+        await self.driver.wait_decided()
+        outcome = self.outcome()
+        assert outcome is not None
+        return outcome
+
+    def members_informed(self) -> bool:
+        """Every member of the decision (that we know of) reports the same decision."""
+        driver = self.driver
+        if driver is None or driver.core.decision is None:
+            return False
+        decision = driver.core.decision
+        seen = {p.node_id: p.decision for p in driver.peers() if p.alive}
+        return all(
+            seen.get(member) == decision for member in decision.members if member != self.node_id
+        )
+
+    async def wait_members_informed(self, poll: float = 0.05) -> None:
+        """Return once every member of the decision reports it (callers bound the wait)."""
+        assert self.driver is not None
+        while not self.members_informed():
+            with trio.move_on_after(poll):
+                await self.driver.wait_changed()
+
+
+def wall_clock() -> float:
+    """Unix time, for the few outputs that show a date (never for protocol decisions)."""
+    return time.time()
