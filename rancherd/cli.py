@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -231,14 +232,15 @@ def peers_command(
 
     async def show() -> None:
         first = True
-        async for snapshot in fetch_snapshots(socket_path, watch=watch):
-            if as_json:
-                click.echo(json.dumps(snapshot, indent=None if watch else 2))
-            else:
-                if not first:
-                    click.echo("")
-                click.echo(render(snapshot), nl=False)
-            first = False
+        async with contextlib.aclosing(fetch_snapshots(socket_path, watch=watch)) as stream:
+            async for snapshot in stream:
+                if as_json:
+                    click.echo(json.dumps(snapshot, indent=None if watch else 2))
+                else:
+                    if not first:
+                        click.echo("")
+                    click.echo(render(snapshot), nl=False)
+                first = False
 
     try:
         trio.run(show)
@@ -246,6 +248,76 @@ def peers_command(
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@cli.command("demo")
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 50),
+    default=3,
+    show_default=True,
+    help="Servers to start (all expected).",
+)
+@click.option(
+    "--loss",
+    type=click.FloatRange(0.0, 0.95),
+    default=0.3,
+    show_default=True,
+    help="Share of discovery answers dropped, as a lossy mDNS network would.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1.0),
+    default=60.0,
+    show_default=True,
+    help="Seconds before the demo gives up.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for the dropped answers.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the nodes' log lines too.")
+def demo_command(nodes: int, loss: float, timeout: float, seed: int | None, verbose: bool) -> None:
+    """Watch a fleet of real nodes elect one cluster-init, on this machine only.
+
+    Starts --nodes real rancherd nodes on 127.0.0.1, 127.0.0.2, ... (no root needed,
+    no traffic beyond loopback) with temporary data dirs and a shared random token, shows
+    each node's status as it changes, prints who became cluster-init and the plan each
+    node would apply (nothing is installed), and cleans up.
+
+    Exit status: 0 all decided on one cluster; 1 otherwise.
+    """
+    import logging
+
+    import trio
+
+    from rancherd.demo import run_demo
+    from rancherd.discover import setup_logging
+    from rancherd.install.builders import PlanError, build_plan
+
+    setup_logging(verbose)
+    if not verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+    result = trio.run(
+        lambda: run_demo(nodes, loss, timeout, click.echo, seed=seed),
+    )
+    outcomes = result.outcomes
+    clusters = {o.cluster_id for o in outcomes if o is not None}
+    if None in outcomes or len(clusters) != 1:
+        undecided = sum(o is None for o in outcomes)
+        click.echo(f"not decided after {result.seconds:.1f}s: {undecided} node(s) undecided")
+        raise SystemExit(1)
+    click.echo(f"\nall {nodes} nodes decided in {result.seconds:.2f}s on cluster {clusters.pop()}")
+    for index, (config, outcome) in enumerate(zip(result.configs, outcomes, strict=True), 1):
+        assert outcome is not None
+        where = "" if outcome.server_url is None else f", joins {outcome.server_url}"
+        click.echo(f"\n== node-{index} ({config.address}): {outcome.role}{where}")
+        try:
+            plan = build_plan(config, outcome.role, outcome.server_url)
+        except PlanError as exc:
+            click.echo(f"(no plan: {exc})")
+            continue
+        click.echo(plan.to_text().rstrip())
 
 
 def main() -> None:

@@ -136,9 +136,10 @@ class ControlServer:
                     stream = await listener.accept()
                     nursery.start_soon(self._handle, stream)
         finally:
-            await listener.aclose()
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         async with stream:
