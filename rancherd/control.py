@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -193,7 +193,7 @@ async def _send(stream: trio.SocketStream, document: dict[str, Any]) -> None:
     await stream.send_all(json.dumps(document).encode() + b"\n")
 
 
-async def fetch_snapshots(path: Path, *, watch: bool) -> AsyncIterator[dict[str, Any]]:
+async def fetch_snapshots(path: Path, *, watch: bool) -> AsyncGenerator[dict[str, Any], None]:
     """Snapshots from the node whose control socket is ``path`` (one, or a stream)."""
     try:
         stream = await trio.open_unix_socket(os.fspath(path))
