@@ -1,0 +1,292 @@
+"""Tier 3: real ``rancherd discover`` processes on loopback (127.0.0.x), static discovery.
+
+No root needed: every address is on ``lo``. Each process is bounded by ``--timeout`` and
+each test by ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import trio
+import wsproto
+import wsproto.events
+
+from rancherd.demo import free_port
+
+pytestmark = pytest.mark.real
+
+TOKEN = "loopback test token"
+
+
+def write_config(
+    path: Path,
+    host: str,
+    port: int,
+    peers: Sequence[str],
+    *,
+    expected: int,
+    token: str = TOKEN,
+    role: str = "server",
+) -> Path:
+    addrs = " ".join(f"{peer}:{port}" for peer in peers)
+    path.write_text(
+        f"role: {role}\n"
+        f"token: {json.dumps(token)}\n"
+        f"address: {host}\n"
+        "discovery:\n"
+        f"  params: {json.dumps(f'provider=static addrs={json.dumps(addrs)}')}\n"
+        f"  expectedServers: {expected}\n"
+        f"  listenAddress: {host}\n"
+        f"  port: {port}\n"
+        "  preset: local\n"
+    )
+    return path
+
+
+def discover_argv(config: Path, data_dir: Path, timeout: float = 30) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "rancherd",
+        "discover",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(data_dir),
+        "--json",
+        "--timeout",
+        str(timeout),
+    ]
+
+
+ENV = {**os.environ, "RANCHERD_IMPLICIT_PATHS": ""}
+
+
+class Fleet:
+    def __init__(self, tmp_path: Path, count: int, *, expected: int | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.hosts = [f"127.0.0.{i + 1}" for i in range(count)]
+        self.port = free_port(self.hosts, first=20000 + os.getpid() % 20000)
+        self.expected = expected or count
+
+    def config(self, index: int, *, token: str = TOKEN, role: str = "server") -> Path:
+        return write_config(
+            self.tmp_path / f"n{index}.yaml",
+            self.hosts[index],
+            self.port,
+            self.hosts,
+            expected=self.expected,
+            token=token,
+            role=role,
+        )
+
+    def data_dir(self, index: int) -> Path:
+        return self.tmp_path / f"d{index}"
+
+
+async def run_all(argvs: list[list[str]]) -> list[trio.CompletedProcess[bytes]]:
+    results: list[trio.CompletedProcess[bytes] | None] = [None] * len(argvs)
+
+    async def one(index: int) -> None:
+        results[index] = await trio.run_process(
+            argvs[index], capture_stdout=True, capture_stderr=True, check=False, env=ENV
+        )
+
+    async with trio.open_nursery() as nursery:
+        for index in range(len(argvs)):
+            nursery.start_soon(one, index)
+    return [r for r in results if r is not None]
+
+
+def outcomes(results: list[trio.CompletedProcess[bytes]]) -> list[dict[str, object]]:
+    for result in results:
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+    return [json.loads(r.stdout) for r in results]
+
+
+@pytest.mark.parametrize("count", [3, 5])
+async def test_discover_processes_elect_exactly_one_init(tmp_path: Path, count: int) -> None:
+    fleet = Fleet(tmp_path, count)
+    argvs = [discover_argv(fleet.config(i), fleet.data_dir(i)) for i in range(count)]
+    with trio.fail_after(60):
+        decided = outcomes(await run_all(argvs))
+    assert len({d["cluster_id"] for d in decided}) == 1
+    inits = [d for d in decided if d["role"] == "cluster-init"]
+    assert len(inits) == 1
+    init_index = [d["node_id"] for d in decided].index(inits[0]["node_id"])
+    url = f"https://{fleet.hosts[init_index]}:6443"
+    assert [d["server_url"] for d in decided if d is not inits[0]] == [url] * (count - 1)
+    assert all(d["informed"] for d in decided)
+    # The decision is in each data dir, for bootstrap to carry out.
+    for i in range(count):
+        state = json.loads((fleet.data_dir(i) / "gossip.json").read_text())
+        assert state["decision"]["cluster_id"] == decided[0]["cluster_id"]
+
+
+async def test_wrong_token_node_with_lowest_id_is_never_counted(tmp_path: Path) -> None:
+    """It would propose if it were counted: its node id sorts first."""
+    fleet = Fleet(tmp_path, 4, expected=3)
+    intruder = fleet.data_dir(3)
+    intruder.mkdir(mode=0o700)
+    (intruder / "node-id").write_text("0" * 32 + "\n")
+    argvs = [discover_argv(fleet.config(i), fleet.data_dir(i)) for i in range(3)]
+    argvs.append(discover_argv(fleet.config(3, token="a wrong guess"), intruder, timeout=8))
+    with trio.fail_after(60):
+        results = await run_all(argvs)
+    decided = outcomes(results[:3])
+    assert len({d["cluster_id"] for d in decided}) == 1
+    assert all(d["init_node"] != "0" * 32 for d in decided)
+    assert results[3].returncode == 1
+    assert b"have 1 of 3 servers" in results[3].stderr
+
+
+async def test_peers_shows_what_a_waiting_node_waits_for(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, 2)
+    env = ENV
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            first = await nursery.start(_process, discover_argv(fleet.config(0), fleet.data_dir(0)))
+            snapshot = await _peers_json(fleet.data_dir(0), env)
+            assert "waiting for 1 more server" in snapshot["status"]["text"]
+            second = await nursery.start(
+                _process, discover_argv(fleet.config(1), fleet.data_dir(1))
+            )
+            assert await first.wait() == 0
+            assert await second.wait() == 0
+    table = await trio.run_process(
+        [sys.executable, "-m", "rancherd", "peers", "--data-dir", str(fleet.data_dir(0))],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+    )
+    assert table.returncode == 1
+    assert b"is rancherd running" in table.stderr
+
+
+async def _process(
+    argv: list[str], *, task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run ``argv`` in the background (killed if the test ends first)."""
+    await trio.run_process(
+        argv,
+        check=False,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        task_status=task_status,
+    )
+
+
+async def _peers_json(data_dir: Path, env: dict[str, str]) -> dict[str, object]:
+    """``rancherd peers --json`` once the node answers (it needs a moment to start)."""
+    while True:
+        result = await trio.run_process(
+            [sys.executable, "-m", "rancherd", "peers", "--json", "--data-dir", str(data_dir)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+        if result.returncode == 0:
+            document = json.loads(result.stdout)
+            assert isinstance(document, dict)
+            if document.get("status"):
+                return document
+        await trio.sleep(0.2)
+
+
+async def test_bad_input_against_a_live_node(tmp_path: Path) -> None:
+    """Oversized frame, random bytes, a silent client and a flood from one address:
+    each is closed, and the node still elects with a good peer afterwards."""
+    fleet = Fleet(tmp_path, 2)
+    host, port = fleet.hosts[0], fleet.port
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            first = await nursery.start(_process, discover_argv(fleet.config(0), fleet.data_dir(0)))
+            await _peers_json(fleet.data_dir(0), ENV)
+
+            # 1 MiB in one binary message: closed with 1009 (message too big).
+            assert await _close_code_after(host, port, secrets.token_bytes(1 << 20)) == 1009
+            # A well-framed message that is not a sealed hello: closed with 1008.
+            assert await _close_code_after(host, port, secrets.token_bytes(200)) == 1008
+
+            # Random bytes instead of an HTTP upgrade: the connection is dropped.
+            stream = await trio.open_tcp_stream(host, port)
+            await stream.send_all(secrets.token_bytes(4096))
+            with trio.fail_after(10):
+                while await _receive_or_reset(stream):
+                    pass
+            await stream.aclose()
+
+            # A flood of silent connections from one address: beyond the per-address
+            # limit they are closed at once; the silent ones within it at the deadline.
+            flood = [await trio.open_tcp_stream(host, port) for _ in range(20)]
+            with trio.fail_after(15):
+                for stream in flood:
+                    while await _receive_or_reset(stream):
+                        pass
+            for stream in flood:
+                await stream.aclose()
+
+            second = await nursery.start(
+                _process, discover_argv(fleet.config(1), fleet.data_dir(1))
+            )
+            assert await second.wait() == 0
+            assert await first.wait() == 0
+
+
+async def _close_code_after(host: str, port: int, message: bytes) -> int | None:
+    """Upgrade a raw TCP connection (wsproto), send ``message``, return the close code the
+    node answers with (None if it just drops the connection)."""
+    connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    async with await trio.open_tcp_stream(host, port) as stream:
+        await stream.send_all(
+            connection.send(wsproto.events.Request(host=host, target="/rancherd/v1/gossip"))
+        )
+        with trio.fail_after(10):
+            while True:
+                try:
+                    data = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    return None
+                connection.receive_data(data or None)
+                for event in connection.events():
+                    if isinstance(event, wsproto.events.AcceptConnection):
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            await stream.send_all(
+                                connection.send(wsproto.events.BytesMessage(data=message))
+                            )
+                    elif isinstance(event, wsproto.events.CloseConnection):
+                        return event.code
+                    elif isinstance(event, wsproto.events.RejectConnection):
+                        return None
+                if not data:
+                    return None
+
+
+async def _receive_or_reset(stream: trio.SocketStream) -> bool:
+    """True while the peer keeps the connection open and sends data."""
+    try:
+        return bool(await stream.receive_some(65536))
+    except trio.BrokenResourceError:
+        return False
+
+
+def test_hosts_other_than_127_0_0_1_are_on_loopback() -> None:
+    """The tests above need 127.0.0.2+ to be bindable (Linux: all of 127/8 is on lo)."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.5", 0))
+    finally:
+        sock.close()
