@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,9 @@ from rancherd.config import (
     LoadedConfig,
     load_config,
 )
+
+if TYPE_CHECKING:
+    from rancherd.state import DataDir
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -140,6 +144,11 @@ _data_dir_option = click.option(
 
 def _data_dir(loaded: LoadedConfig, data_dir: Path | None) -> Path:
     return data_dir if data_dir is not None else loaded.config.data_dir
+
+
+def _data_dir_of(config_path: Path | None, data_dir: Path | None) -> Path:
+    """``--data-dir``, else the config's (loading the config only when needed)."""
+    return data_dir if data_dir is not None else load_config_or_exit(config_path).config.data_dir
 
 
 @cli.command("discover")
@@ -318,6 +327,229 @@ def demo_command(nodes: int, loss: float, timeout: float, seed: int | None, verb
             click.echo(f"(no plan: {exc})")
             continue
         click.echo(plan.to_text().rstrip())
+
+
+# --- bootstrap ----------------------------------------------------------------------------
+
+
+@cli.command("bootstrap")
+@_config_option
+@_data_dir_option
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/"),
+    show_default=True,
+    help="Apply the plan under this directory instead of / (tests, image builds).",
+)
+@click.option("--force", is_flag=True, help="Apply the plan again even after the done stamp.")
+@click.option("--dry-run", is_flag=True, help="Decide and print the plan; apply nothing.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every peer event, not only changes.")
+def bootstrap_command(
+    config_path: Path | None,
+    data_dir: Path | None,
+    root: Path,
+    force: bool,
+    dry_run: bool,
+    verbose: bool,
+) -> None:
+    """Decide this node's role, install the runtime, then stay up as a beacon.
+
+    The boot-time flow (run by packaging/rancherd.service): with discovery, find the
+    other nodes and elect the cluster-init node (as long as it takes; `rancherd peers`
+    says what it waits for); without, the config decides (role cluster-init, or server
+    without server:, creates the cluster; otherwise join server:). Then apply the plan
+    (see `rancherd plan`): joining servers wait for the init node to be ready and join
+    one at a time. The done stamp is written only once the runtime runs. Then the node
+    keeps answering discovery, so nodes booted later find the cluster.
+
+    Re-running after the done stamp goes straight to the beacon. After a failed step,
+    re-running resumes at that step.
+
+    \b
+    Exit status: 0 done (or, with --dry-run, decided); 1 a step failed (named, with
+    the end of its output) or the node cannot start; 2 bad config.
+    """
+    import trio
+
+    from rancherd.bootstrap import BootstrapError, run_bootstrap
+    from rancherd.discover import setup_logging
+    from rancherd.install.apply import StepFailed
+    from rancherd.install.builders import PlanError
+    from rancherd.node import NodeError
+    from rancherd.state import DataDir, StateError
+
+    loaded = load_config_or_exit(config_path)
+    setup_logging(verbose)
+    directory = DataDir(_data_dir(loaded, data_dir))
+    try:
+        decision, plan = trio.run(
+            lambda: run_bootstrap(loaded.config, directory, root=root, force=force, dry_run=dry_run)
+        )
+    except StepFailed as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
+    except (BootstrapError, NodeError, StateError, PlanError) as exc:
+        raise click.ClickException(str(exc)) from None
+    join = "" if decision.server_url is None else f", joining {decision.server_url}"
+    click.echo(f"decision ({decision.how}): {decision.role}{join}")
+    if dry_run and plan is not None:
+        click.echo(plan.to_text(), nl=False)
+
+
+# --- reset --------------------------------------------------------------------------------
+
+
+@cli.command("reset")
+@_config_option
+@_data_dir_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--forget-install",
+    is_flag=True,
+    help="Also remove the done stamp and the plan's progress (the runtime stays installed).",
+)
+def reset_command(
+    config_path: Path | None, data_dir: Path | None, yes: bool, forget_install: bool
+) -> None:
+    """Release this node's vote and decision, when the cluster-init node is gone for good.
+
+    A server that voted keeps its vote until the proposer that holds it releases it, and
+    a decided node keeps its decision: that is what makes two clusters impossible. If the
+    proposer or the cluster-init node will never come back, the operator frees the nodes
+    with this command, on each of them, with rancherd stopped. The node id, incarnation
+    and round counter are kept, so old rounds cannot be confused with new ones.
+
+    This can form a second cluster if the old one still runs somewhere: only reset when
+    the old cluster-init node is really gone.
+    """
+    from rancherd.state import DataDir, DataDirBusy, StateError
+
+    directory = DataDir(
+        data_dir if data_dir is not None else load_config_or_exit(config_path).config.data_dir
+    )
+    try:
+        directory.lock()
+    except DataDirBusy:
+        raise click.ClickException(
+            f"rancherd is running with {directory.path}: stop it first (systemctl stop rancherd)"
+        ) from None
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        _reset(directory, yes, forget_install)
+    finally:
+        directory.unlock()
+
+
+def _reset(directory: DataDir, yes: bool, forget_install: bool) -> None:
+    import dataclasses
+
+    from rancherd.gossip.core import PersistedState
+    from rancherd.state import StateError
+
+    try:
+        state = directory.load_gossip()
+    except StateError as exc:
+        click.echo(f"warning: {exc}", err=True)
+        click.echo("the damaged state is replaced by an empty one", err=True)
+        state = None
+    done = directory.done_file.exists()
+    vote = None if state is None else state.vote
+    decision = None if state is None else state.decision
+    if vote is None and decision is None and not (forget_install and done):
+        click.echo(f"nothing to reset in {directory.path}: no vote, no decision")
+        return
+    if vote is not None:
+        click.echo(f"vote: for {vote.proposer} in round {vote.round}")
+    if decision is not None:
+        click.echo(
+            f"decision: cluster {decision.cluster_id}, "
+            f"init node {decision.init_node} at {decision.init_host}"
+        )
+    if done and not forget_install:
+        click.echo("note: the done stamp stays (this node ran its runtime); see --forget-install")
+    if not yes:
+        click.confirm("Release them?", abort=True)
+    base = state if state is not None else PersistedState()
+    directory.save_gossip(dataclasses.replace(base, vote=None, decision=None))
+    if forget_install:
+        for path in (directory.done_file, directory.path / "plan-progress.json"):
+            path.unlink(missing_ok=True)
+    click.echo("released; start rancherd again to take part in a new election")
+
+
+# --- info ---------------------------------------------------------------------------------
+
+
+@cli.command("info")
+@_config_option
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info_command(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """Versions, this node's id and its state in the data dir (nothing is started)."""
+    import platform
+
+    from rancherd.gossip.messages import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
+    from rancherd.state import DataDir, StateError
+
+    directory = DataDir(
+        data_dir if data_dir is not None else load_config_or_exit(config_path).config.data_dir
+    )
+    info: dict[str, object] = {
+        "rancherd": __version__,
+        "python": platform.python_version(),
+        "protocol": f"{MIN_PROTOCOL_VERSION}-{PROTOCOL_VERSION}",
+        "data_dir": str(directory.path),
+    }
+    problems: list[str] = []
+    try:
+        node_id = (
+            directory.node_id_file.read_text().strip() if directory.node_id_file.exists() else None
+        )
+        state = directory.load_gossip()
+        done = directory.load_done()
+    except (StateError, OSError) as exc:
+        problems.append(str(exc))
+        node_id, state, done = None, None, None
+    info["node_id"] = node_id
+    info["vote"] = (
+        None
+        if state is None or state.vote is None
+        else {"proposer": state.vote.proposer, "round": state.vote.round}
+    )
+    info["decision"] = (
+        None
+        if state is None or state.decision is None
+        else {
+            "cluster_id": state.decision.cluster_id,
+            "init_node": state.decision.init_node,
+            "init_host": state.decision.init_host,
+        }
+    )
+    info["done"] = (
+        None
+        if done is None
+        else {"role": done.role, "server_url": done.server_url, "runtime": done.runtime}
+    )
+    info["running"] = directory.in_use()
+    if problems:
+        info["problems"] = problems
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        click.echo(f"{key}: {value if value is not None else '-'}")
+
+
+def _register_install_commands() -> None:
+    from rancherd.install.command import get_token_command, plan_command
+
+    cli.add_command(plan_command)
+    cli.add_command(get_token_command)
+
+
+_register_install_commands()
 
 
 def main() -> None:

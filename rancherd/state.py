@@ -226,6 +226,20 @@ class DataDir:
         os.write(descriptor, f"{os.getpid()}\n".encode())
         self._lock_fd = descriptor
 
+    def in_use(self) -> bool:
+        """True when a running rancherd holds the lock (checked without taking it)."""
+        try:
+            descriptor = os.open(self.path / "lock", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(descriptor)
+        return False
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
