@@ -1,0 +1,285 @@
+"""K10 join tokens and the ``/cacerts`` check a node makes before it joins a server.
+
+Follows k3s's ``pkg/clientaccess/token.go``:
+
+- a secure ("K10") token is ``K10<CA hash>::<credentials>``; the hash is 64 hex characters
+  (sha256), the credentials ``username:password`` or a kubeadm-style bootstrap token
+  (``abcdef.0123456789abcdef``); ``K10::creds`` and a bare ``K10creds`` carry no hash;
+- any other token is a short token: no hash, the whole string is the password;
+- the CA hash is the sha256 of the ``/cacerts`` body as served (the PEM file on disk) when it
+  holds one certificate; for a bundle, of the DER of the root the first certificate chains
+  to (``hashCA``), falling back to the raw bytes when no chain is found, as k3s does;
+- the joining node downloads ``/cacerts`` without verification, compares its hash with
+  the token's, then checks that the server's own certificate verifies against that CA.
+
+The original rancherd's ``pkg/cacerts`` talked to Rancher (``X-Cattle-Hash`` HMAC with a
+nonce); we join k3s/rke2 directly, so the k3s scheme is the one that matters. A mismatch
+stops the join with a message that names the server and both hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from rancherd.install.http import HttpError, http_get, url_host_port
+
+__all__ = [
+    "CA_HASH_LENGTH",
+    "K10_PREFIX",
+    "CACertsUnavailable",
+    "CAHashMismatch",
+    "JoinToken",
+    "ServerCA",
+    "ServerCAError",
+    "ServerNotVerified",
+    "TokenError",
+    "cacerts_url",
+    "check_server_ca",
+    "format_k10",
+    "hash_ca",
+    "parse_token",
+]
+
+K10_PREFIX = "K10"
+CA_HASH_LENGTH = 64
+_BOOTSTRAP_TOKEN = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+class TokenError(ValueError):
+    """The token cannot be a k3s/rke2 join token. The message never contains it."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinToken:
+    """A parsed token. ``credentials`` is secret: it is left out of ``repr``."""
+
+    ca_hash: str | None
+    """Lower-case hex sha256 of the cluster CA, or None for a short token."""
+    credentials: str = field(repr=False)
+    """``username:password`` or a bootstrap token, as k3s sends it."""
+
+
+def parse_token(token: str) -> JoinToken:
+    """Parse a join token as k3s does; ``TokenError`` names what is wrong, not the token."""
+    if not token:
+        raise TokenError("the token is empty")
+    if not token.startswith(K10_PREFIX):
+        if _BOOTSTRAP_TOKEN.fullmatch(token):
+            return JoinToken(None, token)
+        return JoinToken(None, f"server:{token}")
+    rest = token[len(K10_PREFIX) :]
+    ca_hash: str | None = None
+    if "::" in rest:
+        ca_hash, rest = rest.split("::", 1)
+        if ca_hash and len(ca_hash) != CA_HASH_LENGTH:
+            raise TokenError(
+                f"the K10 token's CA hash has {len(ca_hash)} characters, not "
+                f"{CA_HASH_LENGTH} (a sha256 in hex)"
+            )
+        if not _HEX.fullmatch(ca_hash):
+            raise TokenError("the K10 token's CA hash is not hexadecimal")
+        ca_hash = ca_hash.lower() or None
+    if _BOOTSTRAP_TOKEN.fullmatch(rest):
+        return JoinToken(ca_hash, rest)
+    username, colon, password = rest.partition(":")
+    if not colon or not password:
+        raise TokenError("the K10 token has no username:password after its CA hash")
+    return JoinToken(ca_hash, f"{username}:{password}")
+
+
+def format_k10(ca_bundle: bytes, token: str) -> str:
+    """The secure form of ``token`` for a cluster whose CA is ``ca_bundle``.
+
+    ``K10<hash_ca(bundle)>::server:<token>`` for a short token, as in the server's
+    ``server/token`` file; a K10 token keeps its credentials and gets this CA's hash.
+    """
+    return f"{K10_PREFIX}{hash_ca(ca_bundle)}::{parse_token(token).credentials}"
+
+
+def hash_ca(bundle: bytes) -> str:
+    """k3s's ``hashCA``: sha256 of the bundle, or of its root's DER for a chain."""
+    try:
+        certs = x509.load_pem_x509_certificates(bundle)
+    except ValueError:
+        certs = []
+    if len(certs) > 1:
+        root = _chain_root(certs)
+        if root is not None:
+            return hashlib.sha256(root.public_bytes(Encoding.DER)).hexdigest()
+    return hashlib.sha256(bundle).hexdigest()
+
+
+def _chain_root(certs: list[x509.Certificate]) -> x509.Certificate | None:
+    """The self-signed certificate of ``certs[1:]`` that ``certs[0]`` chains up to."""
+    current = certs[0]
+    candidates = certs[1:]
+    for _ in range(len(candidates) + 1):
+        issuer = None
+        for candidate in candidates:
+            if candidate.subject != current.issuer:
+                continue
+            try:
+                current.verify_directly_issued_by(candidate)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            issuer = candidate
+            break
+        if issuer is None:
+            return None
+        if issuer.subject == issuer.issuer:
+            return issuer
+        current = issuer
+    return None
+
+
+# --- The check before joining ---------------------------------------------------------
+
+
+class ServerCAError(Exception):
+    """The server to join cannot be trusted, or cannot be reached to find out."""
+
+
+class CAHashMismatch(ServerCAError):
+    """``/cacerts`` is not the CA the token names: another cluster, or an impostor."""
+
+    def __init__(self, server_url: str, expected: str, actual: str) -> None:
+        self.server_url = server_url
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"refusing to join {server_url}: its CA ({cacerts_url(server_url)}) has sha256 "
+            f"{actual}, but the token expects {expected}. This server belongs to another "
+            "cluster, or is not the server it claims to be; check the server address and "
+            "the token (rancherd get-token on the cluster's first server prints the right one)"
+        )
+
+
+class ServerNotVerified(ServerCAError):
+    """The server's TLS certificate does not verify against the CA it serves."""
+
+
+class CACertsUnavailable(ServerCAError):
+    """``/cacerts`` did not answer within the time allowed."""
+
+
+def cacerts_url(server_url: str) -> str:
+    scheme, host, port = url_host_port(server_url)
+    if scheme != "https":
+        raise ValueError(f"{server_url!r}: only https:// servers are joined")
+    shown = f"[{host}]" if ":" in host else host
+    return f"https://{shown}:{port}/cacerts"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCA:
+    """What the check found: the CA bundle and its hash."""
+
+    bundle: bytes
+    ca_hash: str
+    verified: bool
+    """Whether a token hash was there to compare with."""
+
+
+def _insecure_context() -> ssl.SSLContext:
+    # The server's certificate cannot be trusted yet: that is what the hash check is for.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _pinned_context(bundle: bytes) -> ssl.SSLContext:
+    # Identity is the pinned CA, not a host name: the server may be reached by an address
+    # that is not in its certificate.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(cadata=bundle.decode("ascii", "replace"))
+    return context
+
+
+async def check_server_ca(
+    server_url: str,
+    expected_hash: str | None,
+    *,
+    interval: float = 2.0,
+    attempt_timeout: float = 10.0,
+    on_retry: Callable[[str], None] | None = None,
+) -> ServerCA:
+    """Fetch ``/cacerts`` (retrying until it answers) and check it against the token.
+
+    Retries connection errors, TLS errors, bad answers and non-200 statuses every
+    ``interval`` seconds (a try lasts at most ``attempt_timeout``), calling
+    ``on_retry(reason)`` each time; bound the whole with ``trio.fail_after``. Raises
+    ``CAHashMismatch`` at once on a wrong CA and ``ServerNotVerified`` when the server's
+    certificate does not verify against its own CA.
+    """
+    url = cacerts_url(server_url)
+    while True:
+        result: ServerCA | str = f"{url}: no answer within {attempt_timeout:g}s"
+        with trio.move_on_after(attempt_timeout):
+            result = await _attempt(server_url, url, expected_hash)
+        if isinstance(result, ServerCA):
+            return result
+        if on_retry is not None:
+            on_retry(result)
+        await trio.sleep(interval)
+
+
+async def _attempt(server_url: str, url: str, expected_hash: str | None) -> ServerCA | str:
+    """One try: the checked CA, or why to try again. Raises when trying again is futile."""
+    try:
+        response = await http_get(url, ssl_context=_insecure_context())
+    except (OSError, trio.BrokenResourceError, HttpError) as exc:
+        return f"{url}: {_describe(exc)}"
+    if response.status != 200:
+        return f"{url}: HTTP status {response.status}"
+    bundle = response.body
+    if b"-----BEGIN CERTIFICATE-----" not in bundle:
+        return f"{url}: the answer is not a PEM certificate bundle"
+    actual = hash_ca(bundle)
+    if expected_hash is not None and actual != expected_hash.lower():
+        raise CAHashMismatch(server_url, expected_hash.lower(), actual)
+    try:
+        context = _pinned_context(bundle)
+    except ssl.SSLError as exc:
+        raise ServerNotVerified(
+            f"refusing to join {server_url}: the CA it serves at {url} cannot be loaded "
+            f"({_describe(exc)})"
+        ) from None
+    try:
+        await http_get(url, ssl_context=context)
+    except (OSError, trio.BrokenResourceError, HttpError) as exc:
+        cause = _unwrap(exc)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise ServerNotVerified(
+                f"refusing to join {server_url}: its TLS certificate does not verify against "
+                f"the CA it serves at {url} ({cause.verify_message or _describe(cause)})"
+            ) from None
+        return f"{url}: {_describe(exc)}"
+    return ServerCA(bundle, actual, verified=expected_hash is not None)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """trio reports TLS failures as ``BrokenResourceError`` caused by the ``SSLError``."""
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    exc = _unwrap(exc)
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

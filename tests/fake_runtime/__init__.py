@@ -1,0 +1,188 @@
+"""Fakes for the installer tests: a cluster CA, a fake server, the fake scripts' paths.
+
+- ``install.sh`` and ``systemctl`` (shell, next to this file) stand in for the official
+  install script and systemd; they write under ``$RANCHERD_ROOT`` only.
+- ``make_tls`` makes a CA and a certificate it signs for 127.0.0.1, as k3s has at
+  ``/var/lib/rancher/k3s/server/tls``.
+- ``FakeServer`` serves ``/cacerts``, ``/readyz`` and ``/healthz`` over HTTPS and HTTP on
+  127.0.0.1 (trio tasks, ended with the test's nursery).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import ssl
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+HERE = Path(__file__).resolve().parent
+INSTALL_SCRIPT = HERE / "install.sh"
+SYSTEMCTL = HERE / "systemctl"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A cluster CA and a serving certificate it signed, as files in ``directory``."""
+
+    directory: Path
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "server-ca.crt"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.directory / "client-kube-apiserver.crt"
+
+    @property
+    def key_file(self) -> Path:
+        return self.directory / "client-kube-apiserver.key"
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_tls(directory: Path, name: str = "k3s-server-ca") -> Tls:
+    """A self-signed CA and a certificate for 127.0.0.1/localhost signed by it.
+
+    The files are named like k3s's (``server-ca.crt``, ``client-kube-apiserver.crt``
+    and ``.key``) so the fake systemctl can copy the directory into the root.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(_name(name))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("k3s"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    tls = Tls(
+        directory,
+        ca.public_bytes(serialization.Encoding.PEM),
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    tls.ca_file.write_bytes(tls.ca_pem)
+    tls.cert_file.write_bytes(tls.cert_pem)
+    tls.key_file.write_bytes(tls.key_pem)
+    return tls
+
+
+@dataclass
+class FakeServer:
+    """HTTPS and HTTP on 127.0.0.1 answering fixed routes; records the paths asked."""
+
+    tls: Tls
+    routes: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+    https_port: int = 0
+    http_port: int = 0
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        tls_listeners = await nursery.start(
+            partial(
+                trio.serve_ssl_over_tcp,
+                self.handle,
+                0,
+                self.tls.server_context(),
+                host="127.0.0.1",
+                https_compatible=True,
+            )
+        )
+        self.https_port = tls_listeners[0].transport_listener.socket.getsockname()[1]
+        tcp_listeners = await nursery.start(
+            partial(trio.serve_tcp, self.handle, 0, host="127.0.0.1")
+        )
+        self.http_port = tcp_listeners[0].socket.getsockname()[1]
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        try:
+            data = b""
+            with trio.move_on_after(5):
+                while b"\r\n\r\n" not in data and len(data) < 65536:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            words = data.split(b"\r\n", 1)[0].decode("latin-1").split()
+            path = words[1] if len(words) > 1 else "/"
+            self.requests.append(path)
+            status, body = self.routes.get(path, (404, b"not found\n"))
+            head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n"
+            await stream.send_all(head.encode() + body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.aclose()
