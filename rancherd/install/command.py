@@ -1,0 +1,135 @@
+"""The ``rancherd plan`` and ``rancherd get-token`` commands (registered by ``rancherd.cli``).
+
+``rancherd.cli`` imports this module, so its helpers are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from rancherd.config import DEFAULT_CONFIG_PATH, Config, Role
+from rancherd.gossip.election import JoinRole
+from rancherd.install.builders import INSTALL_SCRIPT_ENV, PlanError, PlanOptions, build_plan
+from rancherd.install.token import GetTokenError, join_token
+
+__all__ = ["get_token_command", "plan_command"]
+
+_PLAN_HELP = f"""Print the plan this node would apply, without applying anything.
+
+The plan is the ordered list of steps that turn this node into a k3s or rke2 node: the
+files written (runtime config, registries.yaml, manifests), the install script and its
+environment, the service started, the probes, the pre and post instructions; for a node
+that joins, the waits for the init node and for its turn, and the check of the server's
+CA. The token never appears: it is shown as <redacted>.
+
+Without --role, the role comes from the config: cluster-init, or server/agent joining
+the config's server, or (role server with neither server nor discovery) cluster-init.
+With discovery, the election decides at boot: pass --role, and --server for a join.
+
+\b
+Examples:
+  rancherd plan
+  rancherd plan --role server --server 10.0.0.5
+  rancherd plan --role cluster-init --json | jq '.steps[].id'
+
+${INSTALL_SCRIPT_ENV} replaces the official install script (a path or a URL).
+"""
+
+
+@click.command("plan", help=_PLAN_HELP)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
+)
+@click.option(
+    "--role",
+    type=click.Choice([role.value for role in JoinRole]),
+    default=None,
+    help="The role decided for this node (default: from the config).",
+)
+@click.option(
+    "--server",
+    default=None,
+    metavar="HOST|URL",
+    help="The init node to join (default: the config's server).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_command(
+    config_path: Path | None, role: str | None, server: str | None, as_json: bool
+) -> None:
+    from rancherd.cli import load_config_or_exit
+
+    config = load_config_or_exit(config_path).config
+    join_role, target = _decide(config, role, server)
+    try:
+        plan = build_plan(config, join_role, target, options=PlanOptions.from_env())
+    except PlanError as exc:
+        raise click.ClickException(f"cannot make a plan: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(plan.to_json_dict(), indent=2))
+    else:
+        click.echo(plan.to_text(), nl=False)
+
+
+def _decide(config: Config, role: str | None, server: str | None) -> tuple[JoinRole, str | None]:
+    target = server or config.server
+    if role is not None:
+        join_role = JoinRole(role)
+        return join_role, None if join_role is JoinRole.CLUSTER_INIT else target
+    if config.role is Role.CLUSTER_INIT:
+        return JoinRole.CLUSTER_INIT, None
+    if config.discovery is not None and server is None:
+        raise click.UsageError(
+            "with discovery, the election decides this node's role at boot: pass --role "
+            "(cluster-init, server or agent) and, to see a join, --server HOST"
+        )
+    if target is not None:
+        return JoinRole(config.role.value), target
+    return JoinRole.CLUSTER_INIT, None  # role server, no server: the original's rule
+
+
+_GET_TOKEN_HELP = """Print the token other nodes join this cluster with.
+
+On a server whose runtime has created its CA, the token is printed in k3s's secure
+form, K10<sha256 of the cluster CA>::server:<token>: a node joining with it checks that
+it talks to this cluster before it sends anything. Before that, the configured token is
+printed as is. Without a token in the config, the one k3s/rke2 generated is printed.
+
+It prints a secret: it refuses unless run as root or as the owner of the config file
+that sets the token. Exit status 1 when no token can be given.
+"""
+
+
+@click.command("get-token", help=_GET_TOKEN_HELP)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
+)
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/"),
+    show_default=True,
+    help="Where the runtime's files are (a mounted disk, tests).",
+)
+def get_token_command(config_path: Path | None, root: Path) -> None:
+    from rancherd.cli import load_config_or_exit
+
+    loaded = load_config_or_exit(config_path)
+    token_file = loaded.sources.get("token")
+    try:
+        answer = join_token(loaded.config, token_file=token_file, root=root)
+    except GetTokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    for warning in answer.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(answer.token)
