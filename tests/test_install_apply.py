@@ -6,7 +6,9 @@ joining server and agent; then failures, resume, skips and the done stamp.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -616,3 +618,32 @@ def test_under_root() -> None:
     for bad in ("etc/x", "/etc/../x"):
         with pytest.raises(ValueError, match="absolute"):
             under_root(Path("/tmp/r"), bad)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl, as the real install does")
+async def test_install_script_from_a_url(
+    server: FakeServer, root: Path, state_dir: Path, tmp_path: Path
+) -> None:
+    server.routes["/install.sh"] = (200, INSTALL_SCRIPT.read_bytes())
+    url_options = dataclasses.replace(options(server), install_script=f"{server.http_url}/x")
+    config = load(tmp_path, {"role": "server", "token": SECRET})
+    plan = build_plan(config, JoinRole.CLUSTER_INIT, options=url_options)
+    with trio.fail_after(30), pytest.raises(StepFailed) as caught:
+        await apply_plan(plan, root=root, state_dir=state_dir)
+    assert caught.value.name == "install-k3s"  # a failed download is a failed step
+    assert caught.value.returncode == 22  # curl -f: HTTP 404
+    assert lines(root, "install-runs") == []
+
+    plan = build_plan(
+        config,
+        JoinRole.CLUSTER_INIT,
+        options=dataclasses.replace(url_options, install_script=f"{server.http_url}/install.sh"),
+    )
+    with trio.fail_after(30):
+        await apply_plan(plan, root=root, state_dir=state_dir)
+    assert lines(root, "install-runs") == ["run"]
+    assert lines(root, "install-env") == [
+        "INSTALL_K3S_CHANNEL=stable",
+        "INSTALL_K3S_EXEC=server",
+        "INSTALL_K3S_SKIP_START=true",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 from functools import partial
@@ -24,6 +25,7 @@ from rancherd.install.cacerts import (
     hash_ca,
     parse_token,
 )
+from rancherd.install.http import HttpError, http_get
 
 HASH = "a" * 64
 
@@ -227,3 +229,59 @@ async def test_check_is_bounded_by_the_caller(tmp_path: Path) -> None:
     with trio.move_on_after(0.3) as scope:
         await check_server_ca(f"https://127.0.0.1:{port}", None, interval=0.05)
     assert scope.cancelled_caught
+
+
+# --- The HTTP client's answers to bad servers -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n", "no complete HTTP response"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP response"),
+        (b"HTTP/1.1 abc OK\r\n\r\n", "bad HTTP status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "cut short"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello", "Transfer-Encoding"),
+    ],
+)
+async def test_bad_http_answers(nursery: trio.Nursery, raw: bytes, message: str) -> None:
+    async def answer(stream: trio.SocketStream) -> None:
+        await stream.receive_some(4096)  # unread data would make close() a reset
+        await stream.send_all(raw)
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(10), pytest.raises(HttpError, match=message):
+        await http_get(f"http://127.0.0.1:{port}/x")
+
+
+async def test_oversized_answers_are_refused(nursery: trio.Nursery) -> None:
+    async def flood(stream: trio.SocketStream) -> None:
+        await stream.receive_some(4096)
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 70_000)
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, flood, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(10), pytest.raises(HttpError, match="larger than 65536"):
+        await http_get(f"http://127.0.0.1:{port}/", max_size=65536)
+
+
+async def test_content_length_trims_and_host_header(nursery: trio.Nursery) -> None:
+    seen: list[bytes] = []
+
+    async def answer(stream: trio.SocketStream) -> None:
+        seen.append(await stream.receive_some(4096))
+        await stream.send_all(b"HTTP/1.0 204 No\r\ncontent-length: 2\r\n\r\nokEXTRA")
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(10):
+        response = await http_get(f"http://127.0.0.1:{port}/readyz?verbose")
+    assert (response.status, response.body) == (204, b"ok")
+    assert seen[0].startswith(b"GET /readyz?verbose HTTP/1.0\r\n")
+    assert f"Host: 127.0.0.1:{port}\r\n".encode() in seen[0]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rancherd.config import Config, Instruction, load_config
+from rancherd.config import Config, Instruction, Role, Secret, load_config
 from rancherd.gossip.election import JoinRole
 from rancherd.install import (
     PlanError,
@@ -22,7 +25,7 @@ from rancherd.install import (
     resolve_kubernetes_version,
     runtime_server_url,
 )
-from rancherd.install.plan import VerifyServerCA, WriteFile
+from rancherd.install.plan import REDACTED, VerifyServerCA, WriteFile
 from rancherd.install.rancher import merge_values, rancher_chart_source
 from rancherd.install.runtime import VersionError
 
@@ -355,3 +358,39 @@ def test_digest_follows_content(tmp_path: Path) -> None:
     assert first.digest() == same.digest()
     assert first.digest() != other.digest()
     assert first.to_text() == other.to_text().replace("another-token", SECRET)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    token=st.text(
+        alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="<>"),
+        min_size=6,
+        max_size=120,
+    ).filter(lambda t: t.strip() == t and t not in REDACTED),
+    role=st.sampled_from(list(JoinRole)),
+)
+def test_no_token_survives_any_rendering(token: str, role: JoinRole) -> None:
+    """Whatever the token holds (quotes, backslashes, spaces, non-ASCII), and wherever
+    the user repeats it, no rendering of the plan shows it, escaped or not."""
+    config = Config(
+        role=Role.AGENT if role is JoinRole.AGENT else Role.SERVER,
+        token=Secret(token),
+        kubernetes_version="v1.31.4+k3s1",
+        rancher_version="v2.9.3",
+        rancher_values=MappingProxyType({"note": f"pw {token} end"}),
+        tls_sans=(token,),
+        extra_config=MappingProxyType({"x": token, token: "as a key"}),
+        pre_instructions=(Instruction(command="/bin/echo", args=(token, f"--t={token}")),),
+    )
+    plan = build_plan(config, role, None if role is JoinRole.CLUSTER_INIT else "10.0.0.5")
+    outputs = [
+        plan.to_text(),
+        json.dumps(plan.to_json_dict()),
+        json.dumps(plan.to_json_dict(), ensure_ascii=False),
+        repr(plan),
+        *(repr(step) for step in plan.steps),
+    ]
+    escaped = json.dumps(token)[1:-1]
+    for output in outputs:
+        assert token not in output
+        assert escaped not in output

@@ -54,6 +54,7 @@ from rancherd.install.plan import (
     VerifyServerCA,
     WaitForPeers,
     WriteFile,
+    redact_tree,
 )
 from rancherd.install.rancher import (
     DEFAULT_HOST_PORT,
@@ -189,8 +190,10 @@ def build_plan(
         except TokenError as exc:
             raise PlanError(f"token: {exc}") from None
 
+    secrets: tuple[Secret, ...] = () if config.token is None else (config.token,)
     plain = config_to_dict(config, redact=False)
-    shown = config_to_dict(config, redact=True)
+    # What plan shows: secret-looking keys hidden, and the token wherever it appears.
+    shown = redact_tree(config_to_dict(config, redact=True), secrets)
     kubeconfig_env = (("KUBECONFIG", runtime.kubeconfig),)
     steps: list[Step] = []
 
@@ -225,6 +228,7 @@ def build_plan(
         server_url,
         plain.get("extraConfig", {}),
         shown.get("extraConfig", {}),
+        secrets,
     )
     notes.extend(config_notes)
     steps.append(
@@ -255,7 +259,6 @@ def build_plan(
             "systemDefaultRegistry is passed to Rancher's chart only; for the runtime's own "
             "images set system-default-registry in extraConfig"
         )
-    secrets: tuple[Secret, ...] = () if config.token is None else (config.token,)
     return Plan(role, version, server_url, tuple(steps), tuple(notes), secrets)
 
 
@@ -283,6 +286,7 @@ def _runtime_config(
     server_url: str | None,
     plain_extra: Mapping[str, Any],
     shown_extra: Mapping[str, Any],
+    secrets: Sequence[Secret],
 ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """The drop-in as written and as shown, and notes on extraConfig keys we replaced."""
     ours: dict[str, Any] = {}
@@ -312,7 +316,7 @@ def _runtime_config(
         if key in ours
     ]
     real = {**plain_extra, **ours}
-    shown = {**shown_extra, **ours}
+    shown = redact_tree({**shown_extra, **ours}, secrets)
     if "token" in shown:
         shown["token"] = REDACTED
     return real, shown, notes

@@ -16,7 +16,7 @@ stable id (``NN-name``) so an interrupted apply resumes where it stopped:
 A plan holds the token (inside the runtime config file). It is never shown as is:
 ``to_text`` and ``to_json_dict`` show each file's ``shown`` text (built with secrets
 redacted), hide env values whose names look secret, and finally replace any occurrence of
-the plan's secrets with ``<redacted>``. ``repr`` leaves out file contents and env.
+the plan's secrets with ``<redacted>``. ``repr`` leaves out file contents, argv and env.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeAlias
@@ -45,6 +45,8 @@ __all__ = [
     "WaitForPeers",
     "WriteFile",
     "is_secret_name",
+    "redact_text",
+    "redact_tree",
 ]
 
 REDACTED = "<redacted>"
@@ -212,11 +214,7 @@ class Plan:
 
     def redact(self, text: str) -> str:
         """``text`` with every secret of the plan replaced by ``<redacted>``."""
-        for secret in self.secrets:
-            value = secret.reveal()
-            if value:
-                text = text.replace(value, REDACTED)
-        return text
+        return redact_text(text, self.secrets)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The plan as ``rancherd plan --json`` prints it (redacted)."""
@@ -233,11 +231,8 @@ class Plan:
             "notes": list(self.notes),
             "steps": steps,
         }
-        # Round-trip through text so the last line of defence sees every string.
-        if self.secrets:
-            redacted: dict[str, Any] = json.loads(self.redact(json.dumps(data)))
-            return redacted
-        return data
+        redacted: dict[str, Any] = redact_tree(data, self.secrets)
+        return redacted
 
     def to_text(self) -> str:
         """The plan for people: one numbered paragraph per step (redacted)."""
@@ -246,8 +241,34 @@ class Plan:
         lines.extend(f"note: {note}" for note in self.notes)
         for step_id, step in self.numbered():
             lines.append("")
-            lines.extend(_step_lines(step_id, step))
+            lines.extend(_step_lines(step_id, step, self.redact))
         return self.redact("\n".join(lines) + "\n")
+
+
+def redact_text(text: str, secrets: Sequence[Secret]) -> str:
+    """``text`` with every occurrence of each secret replaced by ``<redacted>``."""
+    for secret in secrets:
+        value = secret.reveal()
+        if value:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def redact_tree(value: Any, secrets: Sequence[Secret]) -> Any:
+    """Plain data (dicts, lists, strings) with ``redact_text`` applied to every string.
+
+    Applied to data before it is serialised: once in YAML or JSON, a secret may be
+    escaped, quoted or folded across lines, and a search for it would miss it.
+    """
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, Mapping):
+        return {redact_text(str(k), secrets): redact_tree(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(item, secrets) for item in value]
+    return value
 
 
 def _shown_env(env: tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -298,13 +319,14 @@ def _step_dict(step: Step, *, exact: bool) -> dict[str, Any]:
     return out
 
 
-def _step_lines(step_id: str, step: Step) -> list[str]:
+def _step_lines(step_id: str, step: Step, redact: Callable[[str], str]) -> list[str]:
     if isinstance(step, WriteFile):
         lines = [f"{step_id}: write {step.path} (mode {step.mode:04o}, uid {step.uid})"]
         lines.extend(f"    | {line}" for line in step.shown.splitlines())
         return lines
     if isinstance(step, RunCommand):
-        lines = [f"{step_id}: run {' '.join(_quote(arg) for arg in step.argv)}"]
+        # Redact each argument before quoting: quoting escapes characters of a secret.
+        lines = [f"{step_id}: run {' '.join(_quote(redact(arg)) for arg in step.argv)}"]
         for name, value in _shown_env(step.env).items():
             lines.append(f"    env {name}={value}")
         lines.append(f"    timeout {step.timeout:g}s" + (f", in {step.cwd}" if step.cwd else ""))
