@@ -1,0 +1,66 @@
+"""Discovery: where a node's peers are.
+
+``params`` parses and checks the go-discover style parameters; ``make_provider`` turns
+them into a ``Provider`` (``mdns``, ``static``, ``file``), whose ``run`` advertises this
+node where it can and sends the endpoints it finds.
+
+The providers (trio, zeroconf) are imported on first use, so that loading and checking a
+config, which imports ``rancherd.discovery.params``, stays quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from rancherd.discovery.params import DiscoveryParams, MdnsParams, StaticParams
+
+if TYPE_CHECKING:
+    from rancherd.discovery.file import FileProvider
+    from rancherd.discovery.mdns import MdnsProvider
+    from rancherd.discovery.provider import Advertisement, Provider
+    from rancherd.discovery.static import StaticProvider
+
+__all__ = [
+    "Advertisement",
+    "DiscoveryParams",
+    "FileProvider",
+    "MdnsProvider",
+    "Provider",
+    "StaticProvider",
+    "make_provider",
+]
+
+_LAZY = {
+    "Advertisement": "rancherd.discovery.provider",
+    "Provider": "rancherd.discovery.provider",
+    "FileProvider": "rancherd.discovery.file",
+    "MdnsProvider": "rancherd.discovery.mdns",
+    "StaticProvider": "rancherd.discovery.static",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_provider(
+    params: DiscoveryParams, *, default_port: int, refresh: float | None = None
+) -> Provider:
+    """The provider ``params`` names. ``default_port`` is the port of addresses given
+    without one (static, file); mDNS learns each peer's port from its SRV record.
+    ``refresh`` (seconds between unchanged answers) defaults to 5."""
+    from rancherd.discovery.file import FileProvider
+    from rancherd.discovery.mdns import MdnsProvider
+    from rancherd.discovery.provider import DEFAULT_REFRESH
+    from rancherd.discovery.static import StaticProvider
+
+    every = DEFAULT_REFRESH if refresh is None else refresh
+    typed = params.typed()
+    if isinstance(typed, MdnsParams):
+        return MdnsProvider(typed, refresh=every)
+    if isinstance(typed, StaticParams):
+        return StaticProvider(typed, default_port=default_port, refresh=every)
+    return FileProvider(typed, default_port=default_port, refresh=every)
