@@ -35,7 +35,7 @@ from rancherd.gossip.messages import Progress
 from rancherd.gossip.messages import Role as WireRole
 from rancherd.install.apply import StepFailed, StepState, apply_plan
 from rancherd.install.builders import PlanOptions, build_plan
-from rancherd.install.plan import PeerWait, Plan, RunCommand, Step, WaitForPeers
+from rancherd.install.plan import PeerWait, Plan, Step, WaitForPeers
 from rancherd.node import Node, Outcome
 from rancherd.state import DataDir, DoneStamp
 
@@ -85,9 +85,13 @@ class GossipHooks:
     join one at a time in node-id order (k3s and rke2 fail on simultaneous server joins).
     """
 
-    def __init__(self, node: Node, poll: float = 0.2) -> None:
+    def __init__(self, node: Node, plan: Plan, poll: float = 0.2) -> None:
         self._node = node
         self._poll = poll
+        # Installing starts after the last wait: before it, the node is still WAITING
+        # (pre-instructions of a joiner run while it waits its turn).
+        waits = [i for i, step in enumerate(plan.steps) if isinstance(step, WaitForPeers)]
+        self._first_install_step = plan.step_ids()[waits[-1] + 1 :][:1] if waits else None
 
     def _init_ready(self) -> bool:
         driver = self._node.driver
@@ -130,7 +134,9 @@ class GossipHooks:
             return
         if state is StepState.FAILED:
             driver.set_progress(Progress.FAILED)
-        elif state is StepState.STARTED and isinstance(step, RunCommand):
+        elif state in (StepState.STARTED, StepState.ALREADY_DONE, StepState.SKIPPED) and (
+            self._first_install_step is None or step_id in self._first_install_step
+        ):
             driver.set_progress(Progress.INSTALLING)
 
 
@@ -199,7 +205,9 @@ async def run_bootstrap(
         assert node.driver is not None
         node.driver.set_progress(Progress.WAITING)
         try:
-            await apply_plan(plan, root=root, state_dir=data_dir.path, hooks=GossipHooks(node))
+            await apply_plan(
+                plan, root=root, state_dir=data_dir.path, hooks=GossipHooks(node, plan)
+            )
         except StepFailed:
             node.driver.set_progress(Progress.FAILED)
             with trio.move_on_after(FAILED_LINGER):

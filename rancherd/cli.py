@@ -162,9 +162,20 @@ def _data_dir_of(config_path: Path | None, data_dir: Path | None) -> Path:
     show_default=True,
     help="Seconds to wait for a decision.",
 )
+@click.option(
+    "--linger",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    help="Seconds to stay up after deciding, answering nodes that start later.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every peer event, not only changes.")
 def discover_command(
-    config_path: Path | None, data_dir: Path | None, as_json: bool, timeout: float, verbose: bool
+    config_path: Path | None,
+    data_dir: Path | None,
+    as_json: bool,
+    timeout: float,
+    linger: float,
+    verbose: bool,
 ) -> None:
     """Find the other nodes, agree on the cluster, print this node's part in it.
 
@@ -190,7 +201,7 @@ def discover_command(
     setup_logging(verbose)
     directory = DataDir(_data_dir(loaded, data_dir))
     try:
-        result = trio.run(run_discover, loaded.config, directory, timeout)
+        result = trio.run(run_discover, loaded.config, directory, timeout, linger)
     except (NodeError, StateError) as exc:
         raise click.ClickException(str(exc)) from None
     if result.outcome is None:

@@ -87,8 +87,11 @@ class DiscoverResult:
     """Every member reported the decision before the node stopped."""
 
 
-async def run_discover(config: Config, data_dir: DataDir, limit: float) -> DiscoverResult:
-    """Run a node until it decides (at most ``limit`` seconds) and its members know."""
+async def run_discover(
+    config: Config, data_dir: DataDir, limit: float, linger: float = 0.0
+) -> DiscoverResult:
+    """Run a node until it decides (at most ``limit`` seconds) and its members know, then
+    ``linger`` seconds more, answering late nodes with the decision as a beacon would."""
     node = Node(config, data_dir)
     outcome: Outcome | None = None
     informed = False
@@ -100,6 +103,8 @@ async def run_discover(config: Config, data_dir: DataDir, limit: float) -> Disco
             with trio.move_on_after(INFORM_WAIT):
                 await node.wait_members_informed()
                 informed = True
+        if outcome is not None and linger > 0:
+            await trio.sleep(linger)
         nursery.cancel_scope.cancel()
     status = node.status
     return DiscoverResult(outcome, "" if status is None else status.text, informed)

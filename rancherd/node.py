@@ -47,8 +47,13 @@ class NodeError(Exception):
 
 
 def runtime_of(config: Config) -> str:
-    version = config.kubernetes_version or ""
-    return "rke2" if "rke2" in version else "k3s"
+    """``k3s`` or ``rke2``, as the installer reads ``kubernetesVersion`` (``:rke2`` too)."""
+    from rancherd.install.runtime import VersionError, resolve_kubernetes_version
+
+    try:
+        return resolve_kubernetes_version(config.kubernetes_version).runtime.value
+    except VersionError:
+        return "rke2" if "rke2" in (config.kubernetes_version or "") else "k3s"
 
 
 def api_port(config: Config) -> int:

@@ -17,6 +17,7 @@ from rancherd.gossip.core import PeerInfo, PersistedState
 from rancherd.gossip.election import JoinRole
 from rancherd.gossip.messages import Decision, Progress, Vote
 from rancherd.gossip.messages import Role as WireRole
+from rancherd.install.builders import build_plan
 from rancherd.state import DataDir
 
 A, B, C, D = ("a" * 32, "b" * 32, "c" * 32, "d" * 32)
@@ -63,7 +64,8 @@ def peer(node_id: str, progress: Progress, *, alive: bool = True) -> PeerInfo:
 
 
 def hooks(me: str, peers: list[PeerInfo]) -> GossipHooks:
-    return GossipHooks(_Node(_Driver(me, peers)))  # type: ignore[arg-type]
+    plan = build_plan(Config(role=Role.SERVER, token=Secret("t")), JoinRole.SERVER, "10.0.0.1")
+    return GossipHooks(_Node(_Driver(me, peers)), plan)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -154,3 +156,29 @@ def test_info_reports_the_data_dir(tmp_path: Path) -> None:
     assert info["decision"]["cluster_id"] == "c1"
     assert info["running"] is False
     assert info["done"] is None
+
+
+class _RecordingDriver(_Driver):
+    def __init__(self) -> None:
+        super().__init__(B, [])
+        self.progress: list[Progress] = []
+
+    def set_progress(self, progress: Progress) -> None:
+        self.progress.append(progress)
+
+
+def test_progress_is_installing_only_after_the_last_wait() -> None:
+    from rancherd.install.apply import StepState
+
+    plan = build_plan(Config(role=Role.SERVER, token=Secret("t")), JoinRole.SERVER, "10.0.0.1")
+    driver = _RecordingDriver()
+    hook = GossipHooks(_Node(driver), plan)  # type: ignore[arg-type]
+    ids = plan.step_ids()
+    last_wait = max(i for i, s in enumerate(plan.steps) if type(s).__name__ == "WaitForPeers")
+    for step_id, step in list(plan.numbered())[: last_wait + 1]:
+        hook.on_step(step_id, step, StepState.STARTED, "")
+    assert driver.progress == []
+    hook.on_step(ids[last_wait + 1], plan.steps[last_wait + 1], StepState.STARTED, "")
+    assert driver.progress == [Progress.INSTALLING]
+    hook.on_step(ids[-1], plan.steps[-1], StepState.FAILED, "boom")
+    assert driver.progress[-1] is Progress.FAILED
