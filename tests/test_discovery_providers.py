@@ -26,7 +26,7 @@ from rancherd.discovery import (
     make_provider,
 )
 from rancherd.discovery.file import MAX_FILE_BYTES, parse_address_list
-from rancherd.discovery.params import DiscoveryParams, FileParams
+from rancherd.discovery.params import DiscoveryParams, FileParams, ParamsError
 from rancherd.discovery.provider import format_endpoint
 
 NODE = "0123456789abcdef0123456789abcdef"
@@ -294,3 +294,8 @@ async def test_file_answers_every_refresh_even_unchanged(
     async with running(file_provider(path, refresh=3.0)) as answers:
         times = [await answer_where(answers, want) - start for _ in range(3)]
     assert times == [0.0, 3.0, 6.0]
+
+
+def test_a_lone_surrogate_is_refused_as_the_string_form_could_not_carry_it() -> None:
+    with pytest.raises(ParamsError, match="lone surrogate"):
+        DiscoveryParams.from_mapping({"provider": "file", "path": "/etc/a\ud800"})

@@ -369,6 +369,7 @@ _BOOLS = {
 
 _SERVICE_NAME = re.compile(r"(?!-)(?!.*--)[a-z0-9-]{1,15}(?<!-)", re.ASCII | re.IGNORECASE)
 _INTERFACE_NAME = re.compile(r"[^\s/:]{1,15}")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +422,9 @@ def _typed(provider: str, values: Mapping[str, str]) -> tuple[TypedParams | None
             issues.append(
                 ParamIssue(name, f"unknown parameter of {provider}{hint} (known: {known})")
             )
+        elif _SURROGATE.search(values[name]):
+            # The string form could not carry it: Go's quoting has no escape for it.
+            issues.append(ParamIssue(name, "is not valid Unicode text (a lone surrogate)"))
     for spec in specs.values():
         if spec.required and not values.get(spec.name):
             issues.append(ParamIssue(spec.name, f"required by provider {provider}: {spec.help}"))
