@@ -255,7 +255,7 @@ _VALID = st.one_of(
     ),
     st.builds(
         lambda name: {"provider": "file", "path": f"/etc/{name}"},
-        st.text(st.characters(blacklist_characters="/\0"), min_size=1),
+        st.text(st.characters(blacklist_characters="/\0", blacklist_categories=["Cs"]), min_size=1),
     ),
 )
 
