@@ -16,8 +16,10 @@ Usage (the test skips with a visible reason when it cannot run)::
         skip_unless_netns()
         with netns_lab(3) as lab:
             a, b, c = lab.namespaces
-            a.run(["ping", "-c1", "-W1", b.address])  # blocking, bounded by a timeout
-            process = await trio.lowlevel.open_process(a.command(["sleep", "1"]))
+            print(a.run(["ip", "-br", "addr"]).stdout)  # blocking, bounded by a timeout
+            process = await a.open_process(["sleep", "60"])  # or trio.run_process(a.command(...))
+            ...
+            await stop_process(process)  # SIGTERM, SIGKILL after a grace period, reap
 
 As a pytest fixture::
 
@@ -342,6 +344,8 @@ class Avahi:
     host_name: str
     process: subprocess.Popen[Any]
     """The shell that holds the mount namespace; its process group is the daemons'."""
+    log: Path
+    """The daemons' standard error."""
 
     def command(self, args: Sequence[str]) -> list[str]:
         """``args`` wrapped to run next to the daemon (its mount and network namespace)."""
@@ -363,9 +367,10 @@ def avahi_daemon(
     namespace: Namespace, workdir: Path, *, ready_timeout: float = 15.0
 ) -> Iterator[Avahi]:
     """Run dbus and avahi-daemon in ``namespace`` until exit; call ``skip_unless_avahi()``
-    first. ``workdir`` (e.g. pytest's ``tmp_path``) holds the daemon's config file."""
+    first. ``workdir`` (e.g. pytest's ``tmp_path``) holds the daemon's config and log."""
     host_name = f"avahi-{namespace.name}"
     config = workdir / f"avahi-{namespace.name}.conf"
+    log = workdir / f"avahi-{namespace.name}.log"
     config.write_text(
         "[server]\n"
         f"host-name={host_name}\n"
@@ -375,29 +380,21 @@ def avahi_daemon(
         "[wide-area]\nenable-wide-area=no\n"
         "[publish]\npublish-hinfo=no\npublish-workstation=no\n"
     )
-    process = namespace.popen(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            _AVAHI_SCRIPT,
-            "sh",
-            str(config),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    avahi = Avahi(namespace, host_name, process)
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    with log.open("wb") as log_file:  # the child keeps its own descriptor
+        process = namespace.popen(
+            [*unshare, "sh", "-c", _AVAHI_SCRIPT, "sh", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=True,
+        )
+    avahi = Avahi(namespace, host_name, process, log)
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
             if process.poll() is not None:
-                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                raise RuntimeError(f"avahi-daemon in {namespace.name} exited: {stderr.strip()}")
+                tail = log.read_text(errors="replace").strip()[-2000:]
+                raise RuntimeError(f"avahi-daemon in {namespace.name} exited: {tail}")
             check = subprocess.run(
                 avahi.command(["avahi-browse", "--all", "--terminate", "--parsable"]),
                 capture_output=True,
@@ -427,5 +424,3 @@ def _stop_group(process: subprocess.Popen[Any]) -> None:
             break
         except subprocess.TimeoutExpired:
             continue
-    if process.stderr is not None:
-        process.stderr.close()
