@@ -1,0 +1,158 @@
+"""``python -m bench``: one click group; each command measures, prints, saves its figures.
+
+Every command adds its series to bench/results.json (a rerun of one configuration replaces
+only its own figures); ``report`` (run at the end of ``all``) writes them into
+docs/PERFORMANCE.md between its markers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import click
+import trio
+
+from bench.results import Series, save_series, stamp
+
+MODES = ("netns-mdns", "loopback-static", "inprocess")
+
+
+def _echo(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _finish(series: Series) -> None:
+    save_series(stamp(series))
+    click.echo(series.describe())
+
+
+def _run(job: Callable[[], Awaitable[Series]]) -> Series:
+    try:
+        return trio.run(job)
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+
+
+def _need_root_for(mode: str) -> None:
+    if mode != "netns-mdns":
+        return
+    from bench.netns import netns_unavailable_reason
+
+    reason = netns_unavailable_reason()
+    if reason is not None:
+        raise click.ClickException(f"--mode netns-mdns {reason}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Benchmarks of real rancherd nodes, and of serf for comparison. Not run in CI."""
+
+
+@cli.command()
+@click.option("--mode", type=click.Choice(MODES), required=True)
+@click.option("--nodes", type=click.IntRange(1, 128), default=3, show_default=True)
+@click.option("--runs", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 128),
+    default=None,
+    help="loopback-static: list only the first K nodes in every config [default: all].",
+)
+@click.option("--limit", type=float, default=60.0, show_default=True, help="Seconds per run.")
+def decide(mode: str, nodes: int, runs: int, preset: str, seeds: int | None, limit: float) -> None:
+    """Time from the last process start until every node has decided."""
+    from bench.rancherd_bench import decide_inprocess, decide_processes
+
+    _need_root_for(mode)
+    if mode == "inprocess":
+        job = partial(decide_inprocess, nodes, runs, preset, limit, _echo)
+    else:
+        job = partial(decide_processes, mode, nodes, runs, preset, limit, seeds, _echo)
+    _finish(_run(job))
+
+
+@cli.command()
+@click.option("--nodes", type=click.IntRange(2, 250), default=50, show_default=True)
+@click.option("--runs", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--limit", type=float, default=120.0, show_default=True, help="Seconds per run.")
+@click.option("--poll", type=float, default=0.1, show_default=True, help="Seconds between asks.")
+def serf(nodes: int, runs: int, limit: float, poll: float) -> None:
+    """serf agents on loopback: time until every agent lists every agent alive."""
+    from bench.serf_bench import membership_serf
+
+    _finish(_run(partial(membership_serf, nodes, runs, limit, poll, _echo)))
+
+
+@cli.command()
+@click.option("--nodes", type=click.IntRange(2, 127), default=50, show_default=True)
+@click.option("--runs", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--limit", type=float, default=120.0, show_default=True, help="Seconds per run.")
+@click.option("--poll", type=float, default=0.1, show_default=True, help="Seconds between asks.")
+def members(nodes: int, runs: int, preset: str, limit: float, poll: float) -> None:
+    """rancherd nodes on loopback: time until every node lists every other node alive."""
+    from bench.rancherd_bench import membership_rancherd
+
+    _finish(_run(partial(membership_rancherd, nodes, runs, preset, limit, poll, _echo)))
+
+
+@cli.command()
+@click.option("--runs", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--settle", type=float, default=10.0, show_default=True, help="Seconds idle.")
+def rss(runs: int, settle: float) -> None:
+    """Resident memory and idle CPU of one idle rancherd node and one idle serf agent."""
+    from bench.rss import idle_rss
+
+    async def job() -> list[Series]:
+        return await idle_rss(runs, settle, _echo)
+
+    try:
+        all_series = trio.run(job)
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    for series in all_series:
+        _finish(series)
+
+
+@cli.command()
+def report() -> None:
+    """Write bench/results.json into docs/PERFORMANCE.md (between its markers)."""
+    from bench.report import write_report
+
+    click.echo(f"wrote {write_report()}")
+
+
+@cli.command("all")
+@click.pass_context
+def all_command(ctx: click.Context) -> None:
+    """Everything, sized to about 15 minutes on 2 vCPU, then ``report``.
+
+    \b
+    decide --mode netns-mdns --nodes 3|5 --preset lan|local --runs 8   (needs root)
+    decide --mode loopback-static --nodes 50 --runs 2 --limit 90
+    decide --mode inprocess --nodes 50 --runs 2 --limit 45
+    members --nodes 50 --runs 2 --limit 90
+    serf --nodes 50 --runs 3 --limit 90
+    rss --runs 2
+    """
+    from bench.netns import netns_unavailable_reason
+
+    reason = netns_unavailable_reason()
+    if reason is None:
+        for nodes in (3, 5):
+            for preset in ("lan", "local"):
+                ctx.invoke(decide, mode="netns-mdns", nodes=nodes, runs=8, preset=preset)
+    else:
+        _echo(f"skipping netns-mdns: {reason}")
+    ctx.invoke(decide, mode="loopback-static", nodes=50, runs=2, limit=90.0)
+    ctx.invoke(decide, mode="inprocess", nodes=50, runs=2, limit=45.0)
+    ctx.invoke(members, nodes=50, runs=2, limit=90.0)
+    ctx.invoke(serf, nodes=50, runs=3, limit=90.0)
+    ctx.invoke(rss, runs=2)
+    ctx.invoke(report)
+
+
+def main() -> None:
+    cli()
