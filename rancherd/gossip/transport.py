@@ -145,7 +145,9 @@ class Transport(abc.ABC):
         the bound addresses (``host:port``; the real port when 0 was asked for).
 
         A connection over ``max_connections_per_address`` or ``max_connections`` is closed
-        with ``CLOSE_TRY_LATER`` before the handler sees it; a transport-level handshake
+        before the handler sees it (with ``CLOSE_TRY_LATER``, or by the websocket transport
+        with a plain TCP close before the upgrade, so a flood never costs a parser or a
+        timer; the dialler gets ``TransportError`` either way); a transport-level handshake
         (the WebSocket upgrade) that takes longer than ``handshake_timeout`` is dropped.
         A misbehaving client never ends ``serve``."""
 
