@@ -11,6 +11,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -432,7 +433,43 @@ async def test_a_failing_handler_is_logged_and_serving_goes_on(
     assert isinstance(error.exc_info[1], ValueError)
 
 
-async def test_cancelling_serve_closes_every_connection_with_going_away() -> None:
+async def test_a_failing_upgrade_ends_that_connection_only(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_wrap = trio_websocket.wrap_server_stream
+    calls = 0
+
+    async def wrap_once_broken(*args: Any, **kwargs: Any) -> trio_websocket.WebSocketRequest:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug on the upgrade path")
+        return await real_wrap(*args, **kwargs)
+
+    monkeypatch.setattr(trio_websocket, "wrap_server_stream", wrap_once_broken)
+    recorder = Server()
+    server = WebSocketTransport(HOST, 0)
+    with trio.fail_after(10):
+        async with WebSocketTransport(HOST, 0) as client, serving(server, recorder.echo) as address:
+            with pytest.raises(TransportError):
+                await client.connect(address)
+            conn = await client.connect(address)
+            assert await round_trip(conn, b"ok") == b"ok"
+            await conn.aclose()
+            await eventually(lambda: server.statistics()["open"] == 0)
+    (error,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "connection from 127.0.0.1:" in error.getMessage()
+
+
+def no_close_timed_out(caplog: pytest.LogCaptureFixture) -> bool:
+    """Every close got the peer's reply (shutdown did not wait out CLOSE_TIMEOUT)."""
+    return not [r for r in caplog.records if "no close reply" in r.getMessage()]
+
+
+async def test_cancelling_serve_closes_every_connection_with_going_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
     recorder = Server()
     server = WebSocketTransport(HOST, 0)
     serve_scope = trio.CancelScope()
@@ -457,6 +494,7 @@ async def test_cancelling_serve_closes_every_connection_with_going_away() -> Non
                     await conn.receive()
                 assert closed.value.code == CLOSE_GOING_AWAY
             await serve_ended.wait()
+            assert no_close_timed_out(caplog)
             assert recorder.cancelled == 3
             assert server.statistics()["open"] == 0
             assert not nursery.child_tasks
@@ -465,7 +503,10 @@ async def test_cancelling_serve_closes_every_connection_with_going_away() -> Non
                 await client.connect(address)
 
 
-async def test_leaving_the_transport_closes_outbound_connections_with_going_away() -> None:
+async def test_leaving_the_transport_closes_outbound_connections_with_going_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
     recorder = Server()
     with trio.fail_after(10):
         async with serving(WebSocketTransport(HOST, 0), recorder.echo) as address:
@@ -474,6 +515,7 @@ async def test_leaving_the_transport_closes_outbound_connections_with_going_away
                 await client.connect(address)
                 await eventually(lambda: recorder.calls == 2)
             assert client.statistics()["open"] == 0
+            assert no_close_timed_out(caplog)
             await eventually(lambda: len(recorder.closed) == 2)
             assert {c.code for c in recorder.closed} == {CLOSE_GOING_AWAY}
 

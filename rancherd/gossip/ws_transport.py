@@ -281,8 +281,12 @@ class WebSocketConnection(FrameConnection):
         if self._ws.closed is None:
             self._local_close = ConnectionClosed(code, reason)
         try:
-            with trio.move_on_after(CLOSE_TIMEOUT):
+            with trio.move_on_after(CLOSE_TIMEOUT) as waited:
                 await self._ws.aclose(code, reason or None)
+            # Not cancelled_caught: trio-websocket swallows the Cancelled when it closes
+            # from a finally block (its _preserve_current_exception).
+            if waited.cancel_called:
+                log.debug("%s: no close reply within %g s", self._remote, CLOSE_TIMEOUT)
         except Exception as exc:  # a broken socket, or a code wsproto refuses to send
             log.debug("closing %s: %r", self._remote, exc)
         finally:
@@ -436,6 +440,9 @@ class WebSocketTransport(Transport):
                 ws = await self._upgrade_inbound(reader, stream, remote)
                 if ws is not None:
                     await self._run_handler(handler, WebSocketConnection(ws, stream, remote))
+        except Exception:
+            # A bug on the upgrade path (ours or trio-websocket's) ends this connection only.
+            log.exception("connection from %s failed", remote)
         finally:
             self._release_inbound(host)
             stream.socket.close()
