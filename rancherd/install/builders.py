@@ -26,6 +26,10 @@ etcd), so DESIGN.md's "cluster-init on the init node" means "no ``server:``" for
 Departure: the original wrote everything but ``extraConfig`` only on the init node and let
 Rancher's system-agent configure the others; we join k3s/rke2 directly, so every node
 gets its full config with ``server: https://<init>:6443`` (k3s) or ``:9345`` (rke2).
+
+Environment hooks for tests and image builds (read by ``PlanOptions.from_env``):
+``$RANCHERD_INSTALL_SCRIPT`` replaces the official install script (a path or a URL);
+``$RANCHERD_SYSTEMCTL`` is the systemctl the plan runs (a fake one, or a wrapper).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,6 +78,7 @@ from rancherd.install.runtime import (
 __all__ = [
     "INSTALL_SCRIPT_ENV",
     "ORIGINAL_SERVER_PORT",
+    "SYSTEMCTL_ENV",
     "PlanError",
     "PlanOptions",
     "build_plan",
@@ -82,6 +87,9 @@ __all__ = [
 
 INSTALL_SCRIPT_ENV = "RANCHERD_INSTALL_SCRIPT"
 """A path or URL that replaces the official install script (mirrors, air gaps, tests)."""
+
+SYSTEMCTL_ENV = "RANCHERD_SYSTEMCTL"
+"""The systemctl command the plan runs (tests and image builds put a fake one here)."""
 
 ORIGINAL_SERVER_PORT = 8443
 """The original's ``server:`` port (Rancher's); k3s and rke2 do not listen on it."""
@@ -120,9 +128,11 @@ class PlanOptions:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlanOptions:
-        """Defaults, with ``$RANCHERD_INSTALL_SCRIPT`` when set."""
+        """Defaults, with ``$RANCHERD_INSTALL_SCRIPT`` and ``$RANCHERD_SYSTEMCTL`` when set."""
         environ = os.environ if environ is None else environ
-        return cls(install_script=environ.get(INSTALL_SCRIPT_ENV) or None)
+        options = cls(install_script=environ.get(INSTALL_SCRIPT_ENV) or None)
+        systemctl = environ.get(SYSTEMCTL_ENV)
+        return replace(options, systemctl=systemctl) if systemctl else options
 
 
 def runtime_server_url(server: str, runtime: Runtime) -> tuple[str, str | None]:

@@ -12,7 +12,13 @@ import click
 
 from rancherd.config import DEFAULT_CONFIG_PATH, Config, Role
 from rancherd.gossip.election import JoinRole
-from rancherd.install.builders import INSTALL_SCRIPT_ENV, PlanError, PlanOptions, build_plan
+from rancherd.install.builders import (
+    INSTALL_SCRIPT_ENV,
+    SYSTEMCTL_ENV,
+    PlanError,
+    PlanOptions,
+    build_plan,
+)
 from rancherd.install.token import GetTokenError, join_token
 
 __all__ = ["get_token_command", "plan_command"]
@@ -35,7 +41,8 @@ Examples:
   rancherd plan --role server --server 10.0.0.5
   rancherd plan --role cluster-init --json | jq '.steps[].id'
 
-${INSTALL_SCRIPT_ENV} replaces the official install script (a path or a URL).
+Hooks for tests and image builds: ${INSTALL_SCRIPT_ENV} replaces the official
+install script (a path or a URL); ${SYSTEMCTL_ENV} is the systemctl to run (e.g. a fake).
 """
 
 
