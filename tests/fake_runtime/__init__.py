@@ -2,10 +2,15 @@
 
 - ``install.sh`` and ``systemctl`` (shell, next to this file) stand in for the official
   install script and systemd; they write under ``$RANCHERD_ROOT`` only.
-- ``make_tls`` makes a CA and a certificate it signs for 127.0.0.1, as k3s has at
-  ``/var/lib/rancher/k3s/server/tls``.
+- ``make_tls`` makes a CA and a certificate it signs for 127.0.0.1 (and more addresses
+  when asked), as k3s has at ``/var/lib/rancher/k3s/server/tls``.
 - ``FakeServer`` serves ``/cacerts``, ``/readyz`` and ``/healthz`` over HTTPS and HTTP on
   127.0.0.1 (trio tasks, ended with the test's nursery).
+- ``python -m fake_runtime.server`` is the fake runtime as a process, for tests whose
+  nodes run in network namespaces: the fake ``systemctl`` starts it when
+  ``$FAKE_RUNTIME_SERVE`` is set (see ``server.py``).
+- The fake scripts append ``<time.time()> <node> <event>`` lines to ``$FAKE_EVENT_LOG``
+  when it is set (see ``read_events``), so a test can order what happened across nodes.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import datetime
 import ipaddress
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,6 +33,30 @@ from cryptography.x509.oid import NameOID
 HERE = Path(__file__).resolve().parent
 INSTALL_SCRIPT = HERE / "install.sh"
 SYSTEMCTL = HERE / "systemctl"
+TESTS_DIR = HERE.parent
+"""Put it on ``PYTHONPATH`` to run ``python -m fake_runtime.server``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of ``$FAKE_EVENT_LOG``."""
+
+    time: float
+    node: str
+    name: str
+
+
+def read_events(path: Path) -> list[Event]:
+    """The events of the log at ``path`` in time order (none if it does not exist yet)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    events = []
+    for line in text.splitlines():
+        stamp, node, name = line.split(" ", 2)
+        events.append(Event(float(stamp), node, name))
+    return sorted(events, key=lambda event: event.time)
 
 
 @dataclass(frozen=True)
@@ -50,6 +80,17 @@ class Tls:
     def key_file(self) -> Path:
         return self.directory / "client-kube-apiserver.key"
 
+    @classmethod
+    def load(cls, directory: Path) -> Tls:
+        """The files ``make_tls`` wrote (or a copy of them) in ``directory``."""
+        tls = cls(directory, b"", b"", b"")
+        return cls(
+            directory,
+            tls.ca_file.read_bytes(),
+            tls.cert_file.read_bytes(),
+            tls.key_file.read_bytes(),
+        )
+
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.cert_file, self.key_file)
@@ -60,8 +101,9 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_tls(directory: Path, name: str = "k3s-server-ca") -> Tls:
-    """A self-signed CA and a certificate for 127.0.0.1/localhost signed by it.
+def make_tls(directory: Path, name: str = "k3s-server-ca", *, addresses: Sequence[str] = ()) -> Tls:
+    """A self-signed CA and a certificate for 127.0.0.1/localhost (and ``addresses``)
+    signed by it.
 
     The files are named like k3s's (``server-ca.crt``, ``client-kube-apiserver.crt``
     and ``.key``) so the fake systemctl can copy the directory into the root.
@@ -106,7 +148,13 @@ def make_tls(directory: Path, name: str = "k3s-server-ca") -> Tls:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    *(
+                        x509.IPAddress(ipaddress.ip_address(address))
+                        for address in ("127.0.0.1", *addresses)
+                    ),
+                ]
             ),
             critical=False,
         )
@@ -133,13 +181,18 @@ def make_tls(directory: Path, name: str = "k3s-server-ca") -> Tls:
 
 @dataclass
 class FakeServer:
-    """HTTPS and HTTP on 127.0.0.1 answering fixed routes; records the paths asked."""
+    """HTTPS and HTTP answering fixed routes; records the paths asked.
+
+    Both listen on 127.0.0.1 on free ports unless told otherwise (``https_host``, the
+    ports); after ``start`` the ports are the ones bound.
+    """
 
     tls: Tls
     routes: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     https_port: int = 0
     http_port: int = 0
+    https_host: str = "127.0.0.1"
 
     @property
     def https_url(self) -> str:
@@ -154,15 +207,15 @@ class FakeServer:
             partial(
                 trio.serve_ssl_over_tcp,
                 self.handle,
-                0,
+                self.https_port,
                 self.tls.server_context(),
-                host="127.0.0.1",
+                host=self.https_host,
                 https_compatible=True,
             )
         )
         self.https_port = tls_listeners[0].transport_listener.socket.getsockname()[1]
         tcp_listeners = await nursery.start(
-            partial(trio.serve_tcp, self.handle, 0, host="127.0.0.1")
+            partial(trio.serve_tcp, self.handle, self.http_port, host="127.0.0.1")
         )
         self.http_port = tcp_listeners[0].socket.getsockname()[1]
 

@@ -3,9 +3,18 @@
 # get.k3s.io / get.rke2.io scripts do that the plan relies on, under $RANCHERD_ROOT:
 # it installs a "binary" that answers --version. It also records its runs and its
 # INSTALL_* environment under $RANCHERD_ROOT/fake/, prints some output, and fails when
-# $RANCHERD_ROOT/fake/fail-install exists.
+# $RANCHERD_ROOT/fake/fail-install exists. It takes $FAKE_INSTALL_SECONDS (default 0),
+# and appends "install-start" and "install-end" to $FAKE_EVENT_LOG when that is set
+# ("<time> <node> <event>" lines; the node is $FAKE_NODE or the root's name).
 set -eu
 root=${RANCHERD_ROOT:?RANCHERD_ROOT is not set}
+event() {
+    if [ -n "${FAKE_EVENT_LOG:-}" ]; then
+        printf '%s %s %s\n' "$(date +%s.%N)" "${FAKE_NODE:-$(basename "$root")}" "$1" \
+            >>"$FAKE_EVENT_LOG"
+    fi
+}
+event install-start
 mkdir -p "$root/fake"
 echo run >> "$root/fake/install-runs"
 env | grep -E '^INSTALL_(K3S|RKE2)_' | sort > "$root/fake/install-env" || true
@@ -29,6 +38,9 @@ if [ -e "$root/fake/fail-install" ]; then
     exit 1
 fi
 
+if [ -n "${FAKE_INSTALL_SECONDS:-}" ]; then
+    sleep "$FAKE_INSTALL_SECONDS"
+fi
 mkdir -p "$root/usr/local/bin"
 cat > "$root/usr/local/bin/$runtime" <<SCRIPT
 #!/bin/sh
@@ -37,3 +49,4 @@ echo "go version go1.22.0 (fake)"
 SCRIPT
 chmod 755 "$root/usr/local/bin/$runtime"
 echo "[INFO] installed $runtime $version"
+event install-end
