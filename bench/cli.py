@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import TypeVar
 
 import click
 import trio
 
 from bench.results import Series, save_series, stamp
 
+T = TypeVar("T")
 MODES = ("netns-mdns", "loopback-static", "inprocess")
 
 
@@ -27,11 +29,16 @@ def _finish(series: Series) -> None:
     click.echo(series.describe())
 
 
-def _run(job: Callable[[], Awaitable[Series]]) -> Series:
+def _run(job: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run(job)``; Ctrl-C (after everything was cleaned up) ends with "Aborted!"."""
     try:
         return trio.run(job)
     except KeyboardInterrupt:
         raise click.Abort() from None
+    except BaseExceptionGroup as group:
+        if group.subgroup(KeyboardInterrupt) is not None:
+            raise click.Abort() from None
+        raise
 
 
 def _need_root_for(mode: str) -> None:
@@ -105,14 +112,7 @@ def rss(runs: int, settle: float) -> None:
     """Resident memory and idle CPU of one idle rancherd node and one idle serf agent."""
     from bench.rss import idle_rss
 
-    async def job() -> list[Series]:
-        return await idle_rss(runs, settle, _echo)
-
-    try:
-        all_series = trio.run(job)
-    except KeyboardInterrupt:
-        raise click.Abort() from None
-    for series in all_series:
+    for series in _run(partial(idle_rss, runs, settle, _echo)):
         _finish(series)
 
 

@@ -286,7 +286,7 @@ async def decide_processes(
     where = "netns mDNS" if mode == "netns-mdns" else f"loopback static ({seeds or nodes} seeds)"
     series = Series(
         key=f"decide/{mode}/n{nodes}/{preset}",
-        label=f"rancherd decision, {nodes} processes, {where}, preset {preset}",
+        label=f"rancherd decision, {nodes} process{'es' * (nodes != 1)}, {where}, preset {preset}",
         limit=limit,
         load_before=os.getloadavg()[0],
     )
