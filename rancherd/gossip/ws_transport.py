@@ -520,7 +520,9 @@ class WebSocketTransport(Transport):
                 with trio.move_on_after(self.limits.handshake_timeout) as deadline:
                     with reader.cancel_when_done():
                         try:
-                            stream = await trio.open_tcp_stream(host, port)
+                            stream = await trio.open_tcp_stream(
+                                host, port, local_address=self._source_address(host)
+                            )
                             remote = _peer(stream)[1]
                             ws = await trio_websocket.wrap_client_stream(
                                 reader.as_nursery(),
@@ -545,6 +547,21 @@ class WebSocketTransport(Transport):
                 stream.socket.close()
         if failure is not None:
             raise TransportError(failure)
+
+    def _source_address(self, host: str) -> str | None:
+        """Dial from the listen address when it is one specific IP of the right family.
+
+        The peer then sees the address this node is known by, as a fleet of machines
+        would: on loopback every connection would otherwise come from 127.0.0.1, and
+        ``max_connections_per_address`` would refuse all but the first few nodes."""
+        try:
+            listen = ipaddress.ip_address(self._listen_host)
+            target = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        if listen.is_unspecified or listen.version != target.version:
+            return None
+        return self._listen_host
 
     def _upgrade_failure(
         self, address: Address, deadline: trio.CancelScope, reader: _ReaderTasks
