@@ -36,10 +36,17 @@ from rancherd.gossip.messages import Role as WireRole
 from rancherd.install.apply import StepFailed, StepState, apply_plan
 from rancherd.install.builders import PlanOptions, build_plan
 from rancherd.install.plan import PeerWait, Plan, Step, WaitForPeers
-from rancherd.node import Node, Outcome
+from rancherd.node import Node, Outcome, single_errors
 from rancherd.state import DataDir, DoneStamp
 
-__all__ = ["BootstrapError", "Decision", "GossipHooks", "decide_statically", "run_bootstrap"]
+__all__ = [
+    "BootstrapError",
+    "Decision",
+    "GossipHooks",
+    "Stopped",
+    "decide_statically",
+    "run_bootstrap",
+]
 
 log = logging.getLogger("rancherd")
 
@@ -49,6 +56,10 @@ FAILED_LINGER = 3.0
 
 class BootstrapError(Exception):
     """The bootstrap cannot go on; the message says why."""
+
+
+class Stopped(BootstrapError):
+    """SIGTERM or SIGINT arrived before the node finished its plan."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +172,21 @@ async def run_bootstrap(
     options: PlanOptions | None = None,
 ) -> tuple[Decision, Plan | None]:
     """The whole flow; returns (decision, plan) for ``--dry-run`` and for tests
-    (``beacon=False`` returns after the done stamp instead of serving forever)."""
+    (``beacon=False`` returns after the done stamp instead of serving forever). Errors
+    come out one at a time (``StepFailed``, ``NodeError``...), not in exception groups."""
+    with single_errors():
+        return await _run_bootstrap(config, data_dir, root, force, dry_run, beacon, options)
+
+
+async def _run_bootstrap(
+    config: Config,
+    data_dir: DataDir,
+    root: Path,
+    force: bool,
+    dry_run: bool,
+    beacon: bool,
+    options: PlanOptions | None,
+) -> tuple[Decision, Plan | None]:
     options = options or PlanOptions.from_env()
     stamp = data_dir.load_done()
     if stamp is not None and not force and not dry_run:
@@ -186,10 +211,25 @@ async def run_bootstrap(
         log.info("done: this node runs %s as %s", plan.runtime, decision.role)
         return decision, plan
 
+    return await _elect_and_apply(config, data_dir, root, dry_run, beacon, options)
+
+
+async def _elect_and_apply(
+    config: Config,
+    data_dir: DataDir,
+    root: Path,
+    dry_run: bool,
+    beacon: bool,
+    options: PlanOptions,
+) -> tuple[Decision, Plan | None]:
     node = Node(config, data_dir)
+    decision: Decision | None = None
+    plan: Plan | None = None
+    phase = "starting"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
         await nursery.start(node.run)
+        phase = "waiting for the election"
         outcome = await node.wait_decided()
         decision = _from_outcome(outcome)
         log.info(
@@ -204,6 +244,7 @@ async def run_bootstrap(
             return decision, plan
         assert node.driver is not None
         node.driver.set_progress(Progress.WAITING)
+        phase = "applying the plan"
         try:
             await apply_plan(
                 plan, root=root, state_dir=data_dir.path, hooks=GossipHooks(node, plan)
@@ -215,13 +256,16 @@ async def run_bootstrap(
             raise
         data_dir.save_done(_stamp_for(decision, plan))
         node.driver.set_progress(Progress.READY)
+        phase = "beacon"
         log.info("done: this node runs %s as %s; serving as beacon", plan.runtime, decision.role)
         if not beacon:
             # Let gossip carry READY before going (a joiner may be waiting for it).
             with trio.move_on_after(1.0):
                 await trio.sleep_forever()
             nursery.cancel_scope.cancel()
-            return decision, plan
+    if phase != "beacon" or decision is None or plan is None:
+        # A signal ended the node before its plan was done; a rerun resumes.
+        raise Stopped(f"stopped by a signal while {phase}; the next start resumes from there")
     return decision, plan
 
 

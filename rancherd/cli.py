@@ -383,7 +383,7 @@ def bootstrap_command(
     """
     import trio
 
-    from rancherd.bootstrap import BootstrapError, run_bootstrap
+    from rancherd.bootstrap import BootstrapError, Stopped, run_bootstrap
     from rancherd.discover import setup_logging
     from rancherd.install.apply import StepFailed
     from rancherd.install.builders import PlanError
@@ -400,6 +400,10 @@ def bootstrap_command(
     except StepFailed as exc:
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None
+    except Stopped as exc:
+        # 128 + SIGTERM, as a shell reports it; the unit counts it as a clean stop.
+        click.echo(str(exc), err=True)
+        raise SystemExit(143) from None
     except (BootstrapError, NodeError, StateError, PlanError) as exc:
         raise click.ClickException(str(exc)) from None
     join = "" if decision.server_url is None else f", joining {decision.server_url}"

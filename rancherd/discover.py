@@ -18,7 +18,7 @@ from typing import ClassVar
 import trio
 
 from rancherd.config import Config
-from rancherd.node import Node, Outcome
+from rancherd.node import Node, Outcome, single_errors
 from rancherd.state import DataDir
 
 __all__ = ["DiscoverResult", "cancel_on_signals", "run_discover", "setup_logging"]
@@ -95,16 +95,17 @@ async def run_discover(
     node = Node(config, data_dir)
     outcome: Outcome | None = None
     informed = False
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
-        await nursery.start(node.run)
-        with trio.move_on_after(limit):
-            outcome = await node.wait_decided()
-            with trio.move_on_after(INFORM_WAIT):
-                await node.wait_members_informed()
-                informed = True
-        if outcome is not None and linger > 0:
-            await trio.sleep(linger)
-        nursery.cancel_scope.cancel()
+    with single_errors():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
+            await nursery.start(node.run)
+            with trio.move_on_after(limit):
+                outcome = await node.wait_decided()
+                with trio.move_on_after(INFORM_WAIT):
+                    await node.wait_members_informed()
+                    informed = True
+            if outcome is not None and linger > 0:
+                await trio.sleep(linger)
+            nursery.cancel_scope.cancel()
     status = node.status
     return DiscoverResult(outcome, "" if status is None else status.text, informed)

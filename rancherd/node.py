@@ -8,13 +8,14 @@ discovery provider, and the control socket that ``rancherd peers`` reads. ``disc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import trio
@@ -34,7 +35,14 @@ from rancherd.gossip.security import TokenKeys
 from rancherd.gossip.transport import Transport, TransportLimits
 from rancherd.state import DataDir
 
-__all__ = ["Node", "NodeError", "api_port", "own_addresses", "server_url"]
+__all__ = [
+    "Node",
+    "NodeError",
+    "api_port",
+    "own_addresses",
+    "server_url",
+    "single_errors",
+]
 
 log = logging.getLogger("rancherd")
 
@@ -234,10 +242,14 @@ class Node:
         async with transport, trio.open_nursery() as nursery:
             try:
                 await nursery.start(links.run)
-            except OSError as exc:
+            except (OSError, BaseExceptionGroup) as exc:
+                # The bind error comes out of the transport's nursery in a group.
+                error = _os_error_in(exc)
+                if error is None:
+                    raise
                 raise NodeError(
                     f"cannot listen on {discovery.listen_address}:{discovery.port}: "
-                    f"{exc.strerror or exc}"
+                    f"{error.strerror or error}"
                 ) from None
             await nursery.start(driver.run, links)
             control = ControlServer(self.data_dir.control_socket, self)
@@ -319,6 +331,34 @@ class Node:
         while not self.members_informed():
             with trio.move_on_after(poll):
                 await self.driver.wait_changed()
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error_in(inner)
+            if found is not None:
+                return found
+    return None
+
+
+@contextlib.contextmanager
+def single_errors() -> Iterator[None]:
+    """Let a lone error out of trio's exception groups.
+
+    A nursery wraps whatever its body raises in an ``ExceptionGroup``; for a command, a
+    ``NodeError`` or a failed plan step is one error with one message, not a traceback."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, BaseExceptionGroup) or not isinstance(leaf, Exception):
+            raise
+        raise leaf from None
 
 
 def wall_clock() -> float:

@@ -10,10 +10,12 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -290,3 +292,48 @@ def test_hosts_other_than_127_0_0_1_are_on_loopback() -> None:
         sock.bind(("127.0.0.5", 0))
     finally:
         sock.close()
+
+
+async def test_bootstrap_stopped_during_the_election_exits_143_and_says_so(
+    tmp_path: Path,
+) -> None:
+    fleet = Fleet(tmp_path, 1, expected=3)
+    argv = [
+        sys.executable,
+        "-m",
+        "rancherd",
+        "bootstrap",
+        "--config",
+        str(fleet.config(0)),
+        "--data-dir",
+        str(fleet.data_dir(0)),
+        "--root",
+        str(tmp_path / "root"),
+    ]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(
+                partial(trio.run_process, argv, check=False, env=ENV, stderr=subprocess.PIPE)
+            )
+            snapshot = await _peers_json(fleet.data_dir(0), ENV)
+            assert "waiting for 2 more servers" in str(snapshot["status"])
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 143
+    assert not (tmp_path / "root").exists()
+
+
+async def test_a_node_that_cannot_listen_says_why_without_a_traceback(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml", "192.0.2.1", 8443, ["192.0.2.1"], expected=1
+    )  # TEST-NET-1: never an address of this machine
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            discover_argv(config, tmp_path / "d"),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=ENV,
+        )
+    assert result.returncode == 1
+    assert b"cannot listen on 192.0.2.1:8443" in result.stderr
+    assert b"Traceback" not in result.stderr
