@@ -58,6 +58,11 @@ class GossipConfig:
     # --- gossip ------------------------------------------------------------------------
     gossip_interval: float = 0.2
     """Period of the gossip tick: heartbeat + one Gossip to each of ``fanout`` peers."""
+    decided_gossip_interval: float = 1.0
+    """The tick once this node knows the decision: a decided node (a beacon, for months)
+    only keeps its freshness up and relays the decision, and late joiners learn it from
+    the full state a contact gets in reply, not from the tick. Five times less traffic
+    and CPU for a fleet at rest; ``server_cache_duration`` stays far above it."""
     gossip_jitter: float = 0.25
     """Each tick lands within ``+-gossip_jitter * gossip_interval`` of its period, so
     machines booted together do not tick in lockstep."""
@@ -106,7 +111,12 @@ class GossipConfig:
                 problems.append(f"{field.name} must not be negative")
         if not 1 <= self.expected_servers <= MAX_VIEW:
             problems.append(f"expected_servers must be in 1..{MAX_VIEW} (a view's limit)")
-        for name in ("server_cache_duration", "gossip_interval", "push_pull_interval"):
+        for name in (
+            "server_cache_duration",
+            "gossip_interval",
+            "decided_gossip_interval",
+            "push_pull_interval",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
         if not 0 <= self.gossip_jitter < 1:
@@ -144,6 +154,7 @@ class GossipConfig:
             round_timeout=1.5,
             backoff_max=0.5,
             gossip_interval=0.05,
+            decided_gossip_interval=0.25,
             push_on_change_interval=0.01,
             push_pull_interval=2.5,
             contact_interval=0.5,
@@ -166,6 +177,7 @@ class GossipConfig:
             round_timeout=10.0,
             backoff_max=3.0,
             gossip_interval=2.0,
+            decided_gossip_interval=2.0,
             push_on_change_interval=0.1,
             push_pull_interval=30.0,
             max_records_per_push_pull=48,

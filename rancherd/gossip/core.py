@@ -419,9 +419,12 @@ class GossipCore:
         config = self._config
         if now >= self._next_gossip:
             self._gossip_tick(now)
-            self._next_gossip = now + jittered(
-                config.gossip_interval, config.gossip_jitter, self._rng.random()
+            interval = (
+                config.gossip_interval
+                if self._election.decision is None
+                else config.decided_gossip_interval
             )
+            self._next_gossip = now + jittered(interval, config.gossip_jitter, self._rng.random())
         if now >= self._next_push_pull:
             self._push_pull(now)
             self._next_push_pull = now + jittered(
