@@ -113,6 +113,9 @@ async def run_all(argvs: list[list[str]]) -> list[trio.CompletedProcess[bytes]]:
 def outcomes(results: list[trio.CompletedProcess[bytes]]) -> list[dict[str, object]]:
     for result in results:
         assert result.returncode == 0, result.stderr.decode()[-2000:]
+        # One line per state change, and never the token.
+        assert TOKEN.encode() not in result.stderr + result.stdout
+        assert b"decided: " in result.stderr
     return [json.loads(r.stdout) for r in results]
 
 
