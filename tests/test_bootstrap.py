@@ -182,3 +182,27 @@ def test_progress_is_installing_only_after_the_last_wait() -> None:
     assert driver.progress == [Progress.INSTALLING]
     hook.on_step(ids[-1], plan.steps[-1], StepState.FAILED, "boom")
     assert driver.progress[-1] is Progress.FAILED
+
+
+def test_bootstrap_dry_run_without_discovery_prints_decision_and_plan(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "role: server\nserver: https://10.0.0.5:6443\ntoken: dry-run-token\n"
+        "kubernetesVersion: v1.31.4+rke2r1\n"
+    )
+    result = _invoke(
+        "bootstrap",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--root",
+        str(tmp_path / "root"),
+        "--dry-run",
+    )
+    assert result.exit_code == 0, result.output
+    assert "decision (config): server, joining https://10.0.0.5:6443" in result.output
+    assert "/etc/rancher/rke2/config.yaml.d/40-rancherd.yaml" in result.output
+    assert "dry-run-token" not in result.output
+    assert not (tmp_path / "root").exists()
+    assert not (tmp_path / "d" / "done.json").exists()
