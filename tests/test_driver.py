@@ -18,6 +18,7 @@ from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.core import Decided, Persist, ProtocolViolation
 from rancherd.gossip.election import JoinRole
 from rancherd.gossip.messages import Role
+from rancherd.gossip.transport import ConnectionClosed, FrameConnection
 
 # Each test takes pytest-trio's ``autojump_clock``: MockClock(autojump_threshold=0).
 
@@ -176,8 +177,6 @@ async def test_garbage_messages_from_a_peer_do_not_stop_the_node(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Frames that fail to open close that connection; the node keeps serving."""
-    from rancherd.gossip.transport import ConnectionClosed
-
     with trio.fail_after(30):
         async with fleet(expected_servers=2) as f:
             a, b = f.add("a"), f.add("b")
@@ -213,3 +212,56 @@ async def test_a_decided_fleet_gossips_at_the_slower_decided_interval(
         busy = await _frames_per_second_at_rest(0.2)
         rest = await _frames_per_second_at_rest(1.0)
     assert rest < busy / 3, (busy, rest)
+
+
+async def test_an_authenticated_but_silent_connection_is_closed_at_the_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer that completes the handshake and then says nothing is dropped after
+    ``idle_timeout``, not before."""
+    from driver_harness import TOKEN_KEYS
+
+    from rancherd.gossip.security import SecureChannel
+    from rancherd.gossip.transport import TransportLimits
+
+    limits = TransportLimits(idle_timeout=20.0)
+    with trio.fail_after(120):
+        async with fleet(expected_servers=2, limits=limits) as f:
+            node = f.add("a")
+            await f.start(node, seeds=[])
+            probe = f.network.transport("10.0.0.50:1", limits)
+            connection = await probe.connect(node.address)
+            channel = SecureChannel(TOKEN_KEYS, "e" * 32, 1, initiator=True, random_bytes=bytes)
+            await connection.send(channel.start())
+            channel.receive(await connection.receive())
+            assert channel.established
+            opened = trio.current_time()
+            await _drain_until_closed(connection)
+            assert trio.current_time() - opened >= limits.idle_timeout
+            assert node.links is not None
+            assert node.links.statistics.idle_closed == 1
+
+
+async def _drain_until_closed(connection: FrameConnection) -> None:
+    """Read (the node may still say something) until the node hangs up."""
+    while True:
+        try:
+            await connection.receive()
+        except ConnectionClosed:
+            return
+
+
+async def test_failed_dials_back_off_instead_of_hammering_the_address(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A discovered address where nobody listens: dials are spaced by a growing backoff,
+    so a minute costs a handful of dials, not one per gossip tick."""
+    with trio.fail_after(120):
+        async with fleet(expected_servers=2) as f:
+            node = f.add("a")
+            await f.start(node, seeds=["10.0.0.99:8443"])
+            await trio.sleep(60)
+            assert node.links is not None
+            dials = node.links.statistics.dials
+            assert 3 <= dials <= 60 / f.limits.connect_backoff_max * 2 + 5, dials
+            assert node.links.statistics.dial_failures == dials

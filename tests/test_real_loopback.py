@@ -340,3 +340,21 @@ async def test_a_node_that_cannot_listen_says_why_without_a_traceback(tmp_path: 
     assert result.returncode == 1
     assert b"cannot listen on 192.0.2.1:8443" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+async def test_demo_the_readmes_first_command_decides_and_cleans_up() -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-m", "rancherd", "demo", "--nodes", "3", "--seed", "7"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=ENV,
+        )
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    assert "all 3 nodes decided" in out
+    assert out.count("): cluster-init") == 1  # the "== node-N (address): role" headers
+    assert out.count(", joins https://127.0.0.") == 2
+    root = out.split("data dirs in ", 1)[1].split()[0]
+    assert not await trio.Path(root).exists()
