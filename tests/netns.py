@@ -29,6 +29,8 @@ As a pytest fixture::
         with netns_lab(3) as lab:
             yield lab
 
+The benchmarks (``bench/netns.py``) load this same file; it imports pytest only to skip.
+
 ``avahi_daemon(ns, tmp_path)`` starts dbus and avahi-daemon inside a namespace, in a
 private mount namespace with its own ``/run`` so that several daemons (one per namespace)
 never meet; ``Avahi.command([...])`` runs ``avahi-browse``/``avahi-publish`` next to it.
@@ -55,7 +57,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 __all__ = [
@@ -103,6 +104,8 @@ def skip_unless_netns() -> None:
     """Skip the calling test, with the reason, unless namespaces can be built here."""
     reason = netns_unavailable_reason()
     if reason is not None:
+        import pytest  # here, so the benchmarks can use this kit without pytest
+
         pytest.skip(reason)
 
 
@@ -132,6 +135,8 @@ def skip_unless_avahi() -> None:
     """Skip the calling test, with the reason, unless avahi can run in a namespace."""
     reason = avahi_unavailable_reason()
     if reason is not None:
+        import pytest  # here, so the benchmarks can use this kit without pytest
+
         pytest.skip(reason)
 
 
