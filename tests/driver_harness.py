@@ -140,6 +140,13 @@ class Fleet:
             driver.discovered_nowait(addresses)
             started.set()
 
+    async def start_servers(self, count: int) -> list[TestNode]:
+        """Add ``count`` servers (s0, s1, ...), start them all, return them."""
+        nodes = [self.add(f"s{i}") for i in range(count)]
+        for node in nodes:
+            await self.start(node)
+        return nodes
+
     async def stop(self, node: TestNode) -> None:
         assert node.cancel is not None
         node.cancel.cancel()

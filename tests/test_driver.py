@@ -29,9 +29,7 @@ async def test_servers_elect_exactly_one_init(
 ) -> None:
     with trio.fail_after(30):
         async with fleet(expected_servers=servers) as f:
-            nodes = [f.add(f"s{i}") for i in range(servers)]
-            for node in nodes:
-                await f.start(node)
+            nodes = await f.start_servers(servers)
             await f.wait_all_decided()
             assert len(f.decisions()) == 1
             (decision,) = f.decisions()
@@ -46,9 +44,7 @@ async def test_votes_are_stored_before_acks_leave(autojump_clock: trio.testing.M
     """Every voter's store holds its vote, and the decision, when all have decided."""
     with trio.fail_after(30):
         async with fleet() as f:
-            nodes = [f.add(f"s{i}") for i in range(3)]
-            for node in nodes:
-                await f.start(node)
+            nodes = await f.start_servers(3)
             await f.wait_all_decided()
             for node in nodes:
                 last = node.store.last
@@ -112,9 +108,7 @@ async def test_late_joiner_learns_the_decision_and_does_not_propose(
 ) -> None:
     with trio.fail_after(60):
         async with fleet(expected_servers=3) as f:
-            nodes = [f.add(f"s{i}") for i in range(3)]
-            for node in nodes:
-                await f.start(node)
+            nodes = await f.start_servers(3)
             await f.wait_all_decided()
             (decision,) = f.decisions()
             await trio.sleep(30)
@@ -131,9 +125,7 @@ async def test_restarted_node_resumes_its_decision_from_the_store(
 ) -> None:
     with trio.fail_after(60):
         async with fleet(expected_servers=3) as f:
-            nodes = [f.add(f"s{i}") for i in range(3)]
-            for node in nodes:
-                await f.start(node)
+            nodes = await f.start_servers(3)
             await f.wait_all_decided()
             (decision,) = f.decisions()
             victim = nodes[2]
@@ -149,9 +141,7 @@ async def test_more_servers_than_expected_is_not_a_stall(
 ) -> None:
     with trio.fail_after(30):
         async with fleet(expected_servers=3) as f:
-            nodes = [f.add(f"s{i}") for i in range(5)]
-            for node in nodes:
-                await f.start(node)
+            await f.start_servers(5)
             await f.wait_all_decided()
             assert len(f.decisions()) == 1
 
@@ -195,9 +185,7 @@ async def test_garbage_messages_from_a_peer_do_not_stop_the_node(
 async def _frames_per_second_at_rest(decided_interval: float) -> float:
     config = dataclasses.replace(GossipConfig.lan(), decided_gossip_interval=decided_interval)
     async with fleet(expected_servers=3, config=config) as f:
-        nodes = [f.add(f"s{i}") for i in range(3)]
-        for node in nodes:
-            await f.start(node)
+        await f.start_servers(3)
         await f.wait_all_decided()
         await trio.sleep(5)
         before = f.network.frames_sent
