@@ -250,13 +250,16 @@ class Links:
         self._backoff.pop(address, None)
         assert channel.peer_id is not None
         assert channel.peer_boot_id is not None
-        link = self._register(
-            connection, channel, Peer(channel.peer_id, channel.peer_boot_id, address), True
-        )
-        if link is None:
-            return None
+        peer = Peer(channel.peer_id, channel.peer_boot_id, address)
+        link = self._register(connection, channel, peer, True)
         for message in received.messages:
-            self._deliver(message, link.peer)
+            self._deliver(message, peer)
+        if link is None:
+            # The peer's own dial won the race: what waited for this dial goes over that
+            # link instead of being lost.
+            link = self._links.get(peer.node_id)
+            if link is None or link.closing:
+                return None
         parked = self._dials.pop(key, deque())
         for message in parked:
             self._enqueue(link, message)
