@@ -227,7 +227,9 @@ def discover_command(
 @_config_option
 @_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
-@click.option("--watch", is_flag=True, help="Print again at every change, until Ctrl-C.")
+@click.option(
+    "--watch", is_flag=True, help="Reprint at every change (and each second) until Ctrl-C."
+)
 def peers_command(
     config_path: Path | None, data_dir: Path | None, as_json: bool, watch: bool
 ) -> None:
