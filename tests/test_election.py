@@ -9,9 +9,9 @@ import pytest
 
 from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.election import (
+    Decided,
     Effect,
     Election,
-    Join,
     JoinRole,
     Phase,
     Split,
@@ -122,9 +122,9 @@ def test_nobody_else_proposes(setup: str) -> None:
 def test_a_single_server_fleet_commits_alone() -> None:
     node = election(A, config=dataclasses.replace(CONFIG, expected_servers=1))
     effects = node.evaluate((A,), 1.0, random.Random(0))
-    assert kinds(effects) == ["Store", "Store", "Join"]
+    assert kinds(effects) == ["Store", "Store", "Decided"]
     assert node.decision is not None
-    assert effects[-1] == Join(node.decision, JoinRole.CLUSTER_INIT)
+    assert effects[-1] == Decided(node.decision, JoinRole.CLUSTER_INIT)
 
 
 # --- rule 2: vote
@@ -193,13 +193,13 @@ def test_commit_needs_an_ack_from_every_member_for_the_current_round() -> None:
     assert proposer.on_ack(Ack(A, vote.round, vote.nonce, B), 1.2, rng) == []
     assert proposer.on_ack(Ack(A, vote.round, vote.nonce, B), 1.2, rng) == []  # duplicate
     effects = proposer.on_ack(Ack(A, vote.round, vote.nonce, C), 1.3, rng)
-    assert kinds(effects) == ["Store", "Commit", "Commit", "Join"]
+    assert kinds(effects) == ["Store", "Commit", "Commit", "Decided"]
     decision = proposer.decision
     assert decision is not None
     assert (decision.init_node, decision.members, decision.round) == (A, V, 0)
     assert isinstance(effects[0], Store)
     assert effects[0].decision == decision
-    assert effects[-1] == Join(decision, JoinRole.CLUSTER_INIT)
+    assert effects[-1] == Decided(decision, JoinRole.CLUSTER_INIT)
     assert proposer.phase is Phase.DECIDED
 
 
@@ -255,9 +255,9 @@ def test_hearing_of_a_decision_mid_round_releases_and_joins_in_one_persisted_sta
     proposer, vote = start_round()
     theirs = Decision("beef", D, "10.0.0.4", 3, (B, D))
     effects = proposer.on_decision(theirs, D, 2.0)
-    assert kinds(effects) == ["Store", "Release", "Release", "Join"]
+    assert kinds(effects) == ["Store", "Release", "Release", "Decided"]
     assert effects[0] == Store(None, 1, (vote,), theirs)
-    assert effects[-1] == Join(theirs, JoinRole.SERVER)
+    assert effects[-1] == Decided(theirs, JoinRole.SERVER)
 
 
 def test_refuse_decided_joins_that_decision() -> None:
@@ -265,7 +265,7 @@ def test_refuse_decided_joins_that_decision() -> None:
     refuse = Refuse(A, vote.round, vote.nonce, B, RefuseReason.DECIDED, None, DECISION)
     effects = proposer.on_refuse(refuse, 2.0, random.Random(0))
     assert proposer.decision == DECISION
-    assert kinds(effects)[-1] == "Join"
+    assert kinds(effects)[-1] == "Decided"
 
 
 # --- rule 5: release

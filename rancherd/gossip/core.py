@@ -32,6 +32,7 @@ from rancherd.gossip.codec import MAX_RECORDS
 from rancherd.gossip.config import GossipConfig, jittered, retransmit_limit
 from rancherd.gossip.election import (
     Abandoned,
+    Decided,
     Effect,
     Election,
     JoinRole,
@@ -144,12 +145,6 @@ class Persist:
 
     generation: int
     state: PersistedState
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    decision: Decision
-    role: JoinRole
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,7 +724,7 @@ class GossipCore:
                 assert ours is not None
                 self._emit(SplitDetected(ours, effect.theirs, effect.source))
             else:
-                self._emit(Decided(effect.decision, effect.role))
+                self._emit(effect)  # Decided: the election's effect is the core's event
         self._status_dirty = True
         if stored:
             self._bump()

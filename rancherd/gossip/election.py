@@ -50,9 +50,9 @@ from rancherd.gossip.messages import (
 
 __all__ = [
     "Abandoned",
+    "Decided",
     "Effect",
     "Election",
-    "Join",
     "JoinRole",
     "Phase",
     "Round",
@@ -103,7 +103,7 @@ class Transmit:
 
 
 @dataclass(frozen=True, slots=True)
-class Join:
+class Decided:
     """This node learned (or made) its decision and acts on it in ``role``."""
 
     decision: Decision
@@ -118,7 +118,7 @@ class Split:
     source: NodeId
 
 
-Effect = Store | Transmit | Join | Split
+Effect = Store | Transmit | Decided | Split
 
 
 # --- State ---------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ class Election:
             self.round = None
         self.decision = decision
         self.backoff_until = None
-        return [self.durable(), *releases, Join(decision, self.role_in(decision))]
+        return [self.durable(), *releases, Decided(decision, self.role_in(decision))]
 
     def on_member_lost(self, node_id: NodeId, now: float, rng: random.Random) -> list[Effect]:
         """Rule 4: a member of the round's view left the table."""
@@ -451,7 +451,7 @@ class Election:
         return [
             self.durable(),
             *(Transmit(m, commit) for m in current.view if m != self.node_id),
-            Join(decision, JoinRole.CLUSTER_INIT),
+            Decided(decision, JoinRole.CLUSTER_INIT),
         ]
 
     def _abandon(self, now: float, rng: random.Random, abandoned: Abandoned) -> list[Effect]:
