@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import os
 import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -38,7 +37,6 @@ from rancherd.state import DataDir
 __all__ = [
     "Node",
     "NodeError",
-    "api_port",
     "own_addresses",
     "server_url",
     "single_errors",
@@ -46,33 +44,23 @@ __all__ = [
 
 log = logging.getLogger("rancherd")
 
-K3S_API_PORT = 6443
-RKE2_SUPERVISOR_PORT = 9345
-
 
 class NodeError(Exception):
     """The node cannot start; the message says why and what to do."""
 
 
-def runtime_of(config: Config) -> str:
-    """``k3s`` or ``rke2``, as the installer reads ``kubernetesVersion`` (``:rke2`` too)."""
-    from rancherd.install.runtime import VersionError, resolve_kubernetes_version
+def server_url(config: Config, decision: Decision) -> str:
+    """Where the other nodes join ``decision``'s init node, as the installer writes it in
+    ``server:`` (the runtime's supervisor port: 6443 k3s, 9345 rke2)."""
+    from rancherd.install.builders import runtime_server_url
+    from rancherd.install.runtime import Runtime, VersionError, resolve_kubernetes_version
 
     try:
-        return resolve_kubernetes_version(config.kubernetes_version).runtime.value
-    except VersionError:
-        return "rke2" if "rke2" in (config.kubernetes_version or "") else "k3s"
-
-
-def api_port(config: Config) -> int:
-    """The port joining nodes use: k3s serves joins on 6443, rke2 on its supervisor 9345."""
-    return RKE2_SUPERVISOR_PORT if runtime_of(config) == "rke2" else K3S_API_PORT
-
-
-def server_url(config: Config, decision: Decision) -> str:
-    host = decision.init_host
-    host = f"[{host}]" if ":" in host else host
-    return f"https://{host}:{api_port(config)}"
+        runtime = resolve_kubernetes_version(config.kubernetes_version).runtime
+    except VersionError:  # `rancherd plan` says what is wrong with it
+        runtime = Runtime.RKE2 if "rke2" in (config.kubernetes_version or "") else Runtime.K3S
+    url, _ = runtime_server_url(decision.init_host, runtime)
+    return url
 
 
 def _interface_addresses() -> list[str]:
@@ -359,8 +347,3 @@ def single_errors() -> Iterator[None]:
         if isinstance(leaf, BaseExceptionGroup) or not isinstance(leaf, Exception):
             raise
         raise leaf from None
-
-
-def wall_clock() -> float:
-    """Unix time, for the few outputs that show a date (never for protocol decisions)."""
-    return time.time()
