@@ -13,7 +13,7 @@ import random
 import socket
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -156,4 +156,4 @@ async def run_demo(
             seconds = trio.current_time() - started
             outcomes = [node.outcome() for node in nodes]
             nursery.cancel_scope.cancel()
-    return DemoResult([replace(c) for c in configs], outcomes, seconds)
+    return DemoResult(configs, outcomes, seconds)

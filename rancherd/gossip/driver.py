@@ -9,6 +9,7 @@ log and to whoever waits on them, and messages go to ``Links.send_nowait``. The 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -80,8 +81,6 @@ class Driver:
         self._changed = trio.Event()
         self._decided = trio.Event()
         self._status = core.status(trio.current_time())
-        self.dropped_inputs = 0
-        self.violations = 0
 
     # --- inputs (synchronous: callable from any trio task)
 
@@ -92,10 +91,8 @@ class Driver:
         self._put(Discovered(frozenset(addresses)))
 
     def _put(self, item: Received | Discovered) -> None:
-        try:
+        with contextlib.suppress(trio.WouldBlock):  # the core expects loss
             self._inputs_send.send_nowait(item)
-        except trio.WouldBlock:
-            self.dropped_inputs += 1
 
     def set_progress(self, progress: Progress) -> None:
         self.core.set_progress(progress, trio.current_time())
@@ -181,7 +178,6 @@ class Driver:
                 ", ".join(event.addresses) or "an unknown address",
             )
         elif isinstance(event, ProtocolViolation):
-            self.violations += 1
             log.warning("peer %s broke the protocol: %s", event.peer, event.reason)
         elif isinstance(event, PeerAlive):
             log.debug("peer %s (%s) alive at %s", event.node_id, event.role, event.addresses)

@@ -159,9 +159,6 @@ class Links:
             for _, link in sorted(self._links.items())
         ]
 
-    def connected(self, node_id: NodeId) -> bool:
-        return node_id in self._links
-
     # --- sending
 
     def send_nowait(self, send: Send) -> None:

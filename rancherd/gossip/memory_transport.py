@@ -81,10 +81,6 @@ class MemoryConnection(FrameConnection):
     def remote(self) -> str:
         return self._remote
 
-    @property
-    def close_code(self) -> int | None:
-        return self._pipe.code
-
     async def send(self, frame: bytes) -> None:
         await trio.lowlevel.checkpoint()
         if self._pipe.closed.is_set():
@@ -124,7 +120,7 @@ class MemoryNetwork:
         self._blocked: set[tuple[str, str]] = set()
         self._pipes: set[_Pipe] = set()
         self.frames_sent = 0
-        self.connections_made = 0
+        """Frames sent on all connections (tests measure traffic with it)."""
 
     def transport(self, address: Address, limits: TransportLimits | None = None) -> MemoryTransport:
         return MemoryTransport(self, address, limits or TransportLimits())
@@ -164,7 +160,6 @@ class MemoryNetwork:
         if not dialer._admit(pipe, dialer.address, outbound=True):
             pipe.close(CLOSE_TRY_LATER, "too many connections")
             raise TransportError(f"connect to {address}: too many connections here")
-        self.connections_made += 1
         listener._accept(MemoryConnection(pipe, 1, listener.limits, self), dialer.address)
         return MemoryConnection(pipe, 0, dialer.limits, self)
 
@@ -180,32 +175,22 @@ class MemoryTransport(Transport):
         self.address = address
         self.limits = limits
         self._incoming: trio.MemorySendChannel[MemoryConnection] | None = None
-        self._by_host: dict[str, int] = {}
-        self._open = 0
         self._hosts_of: dict[int, str | None] = {}
-        """Open connections (by id of their pipe) and the remote host counted for each."""
-        self.refused = 0
+        """Open connections (by id of their pipe): the remote host of an inbound one."""
 
     def _admit(self, pipe: _Pipe, remote: Address, *, outbound: bool) -> bool:
-        host = _host(remote)
-        if self._open >= self.limits.max_connections:
+        host = None if outbound else _host(remote)
+        if len(self._hosts_of) >= self.limits.max_connections:
             return False
-        if not outbound and self._by_host.get(host, 0) >= self.limits.max_connections_per_address:
+        from_host = sum(1 for h in self._hosts_of.values() if h is not None and h == host)
+        if from_host >= self.limits.max_connections_per_address:
             return False
-        self._open += 1
-        if not outbound:
-            self._by_host[host] = self._by_host.get(host, 0) + 1
         pipe.released.append(self)
-        self._hosts_of[id(pipe)] = None if outbound else host
+        self._hosts_of[id(pipe)] = host
         return True
 
     def _release(self, pipe: _Pipe) -> None:
-        host = self._hosts_of.pop(id(pipe), None)
-        self._open -= 1
-        if host is not None:
-            self._by_host[host] -= 1
-            if not self._by_host[host]:
-                del self._by_host[host]
+        self._hosts_of.pop(id(pipe), None)
         self.network._forget(pipe)
 
     def _accept(self, connection: MemoryConnection, remote: Address) -> None:
@@ -213,7 +198,6 @@ class MemoryTransport(Transport):
             connection._pipe.close(CLOSE_GOING_AWAY, "not listening")
             return
         if not self._admit(connection._pipe, remote, outbound=False):
-            self.refused += 1
             connection._pipe.close(CLOSE_TRY_LATER, "too many connections")
             return
         try:
@@ -250,6 +234,3 @@ class MemoryTransport(Transport):
         with trio.move_on_after(self.limits.handshake_timeout):
             return await self.network._dial(self, address)
         raise TransportError(f"connect to {address}: timed out")
-
-    def statistics(self) -> dict[str, int]:
-        return {"open": self._open, "refused": self.refused}
