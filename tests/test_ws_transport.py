@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio_websocket
 
+from rancherd.discovery.provider import format_endpoint
 from rancherd.gossip.messages import Address
 from rancherd.gossip.transport import (
     CLOSE_GOING_AWAY,
@@ -31,7 +32,6 @@ from rancherd.gossip.transport import (
 from rancherd.gossip.ws_transport import (
     DEFAULT_PATH,
     WebSocketTransport,
-    format_address,
     parse_address,
 )
 
@@ -110,7 +110,7 @@ async def round_trip(conn: FrameConnection, frame: bytes) -> bytes:
 )
 def test_parse_address(address: str, expected: tuple[str, int]) -> None:
     assert parse_address(address) == expected
-    assert format_address(*expected) == address
+    assert format_endpoint(*expected) == address
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,7 @@ import trio
 import trio_websocket
 from wsproto.utilities import LocalProtocolError as WsprotoLocalProtocolError
 
+from rancherd.discovery.provider import format_endpoint
 from rancherd.gossip.messages import Address
 from rancherd.gossip.transport import (
     CLOSE_GOING_AWAY,
@@ -71,7 +72,6 @@ __all__ = [
     "DROP_LOG_INTERVAL",
     "WebSocketConnection",
     "WebSocketTransport",
-    "format_address",
     "parse_address",
 ]
 
@@ -93,11 +93,6 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
     for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
     if hasattr(errno, name)
 )
-
-
-def format_address(host: str, port: int) -> Address:
-    """``host:port``, with an IPv6 host in brackets: ``[::1]:9444``."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_address(address: Address) -> tuple[str, int]:
@@ -123,11 +118,11 @@ def _peer(stream: trio.SocketStream) -> tuple[str, Address]:
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
-        return host, format_address(host, port)
+        return host, format_endpoint(host, port)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         host = str(ip.ipv4_mapped)
-        return host, format_address(host, port)
-    return str(ip), format_address(host, port)
+        return host, format_endpoint(host, port)
+    return str(ip), format_endpoint(host, port)
 
 
 class _ReaderTasks:
@@ -382,7 +377,7 @@ class WebSocketTransport(Transport):
                 bound = []
                 for listener in listeners:
                     host, port = listener.socket.getsockname()[:2]
-                    bound.append(format_address(host, port))
+                    bound.append(format_endpoint(host, port))
                     nursery.start_soon(self._accept_loop, listener, handler, nursery)
                 log.info("serving gossip on %s", ", ".join(bound))
                 task_status.started(bound)
@@ -527,7 +522,7 @@ class WebSocketTransport(Transport):
                             ws = await trio_websocket.wrap_client_stream(
                                 reader.as_nursery(),
                                 stream,
-                                format_address(host, port),
+                                format_endpoint(host, port),
                                 self._path,
                                 max_message_size=self.limits.max_frame,
                                 receive_buffer_size=_RECEIVE_SIZE,
