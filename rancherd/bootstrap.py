@@ -101,8 +101,11 @@ class GossipHooks:
         self._poll = poll
         # Installing starts after the last wait: before it, the node is still WAITING
         # (pre-instructions of a joiner run while it waits its turn).
-        waits = [i for i, step in enumerate(plan.steps) if isinstance(step, WaitForPeers)]
-        self._first_install_step = plan.step_ids()[waits[-1] + 1 :][:1] if waits else None
+        self._step_index = {step_id: index for index, step_id in enumerate(plan.step_ids())}
+        self._installing_from = max(
+            (i + 1 for i, step in enumerate(plan.steps) if isinstance(step, WaitForPeers)),
+            default=0,
+        )
 
     def _init_ready(self) -> bool:
         driver = self._node.driver
@@ -145,8 +148,9 @@ class GossipHooks:
             return
         if state is StepState.FAILED:
             driver.set_progress(Progress.FAILED)
-        elif state in (StepState.STARTED, StepState.ALREADY_DONE, StepState.SKIPPED) and (
-            self._first_install_step is None or step_id in self._first_install_step
+        elif (
+            state in (StepState.STARTED, StepState.ALREADY_DONE, StepState.SKIPPED)
+            and self._step_index[step_id] >= self._installing_from
         ):
             driver.set_progress(Progress.INSTALLING)
 

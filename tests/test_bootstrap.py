@@ -18,6 +18,7 @@ from rancherd.gossip.election import JoinRole
 from rancherd.gossip.messages import Decision, Progress, Vote
 from rancherd.gossip.messages import Role as WireRole
 from rancherd.install.builders import build_plan
+from rancherd.install.plan import WaitForPeers
 from rancherd.state import DataDir
 
 A, B, C, D = ("a" * 32, "b" * 32, "c" * 32, "d" * 32)
@@ -174,7 +175,7 @@ def test_progress_is_installing_only_after_the_last_wait() -> None:
     driver = _RecordingDriver()
     hook = GossipHooks(_Node(driver), plan)  # type: ignore[arg-type]
     ids = plan.step_ids()
-    last_wait = max(i for i, s in enumerate(plan.steps) if type(s).__name__ == "WaitForPeers")
+    last_wait = max(i for i, s in enumerate(plan.steps) if isinstance(s, WaitForPeers))
     for step_id, step in list(plan.numbered())[: last_wait + 1]:
         hook.on_step(step_id, step, StepState.STARTED, "")
     assert driver.progress == []
