@@ -67,18 +67,16 @@ class ProcSet:
         markers: Mapping[str, str] | None = None,
         *,
         capture: bool = True,
-        extra_env: Mapping[str, str] | None = None,
     ) -> Proc:
         """Start ``argv``; with ``capture`` read its stdout and its stderr lines."""
         pipe = subprocess.PIPE if capture else subprocess.DEVNULL
-        env = self._env if not extra_env else {**self._env, **extra_env}
         started = trio.current_time()
         process = await trio.lowlevel.open_process(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=pipe,
             stderr=pipe,
-            env=env,
+            env=self._env,
             start_new_session=True,
         )
         proc = Proc(name, process, started, dict(markers or {}))

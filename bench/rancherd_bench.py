@@ -51,15 +51,12 @@ __all__ = [
     "write_config",
 ]
 
-REPO = Path(__file__).resolve().parent.parent
 PYCACHE = Path(tempfile.gettempdir()) / "rdbench-pycache"
 ENV = {
     **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
     "RANCHERD_IMPLICIT_PATHS": "",
     # Byte code as an installed package has it, kept outside the work tree.
     "PYTHONPYCACHEPREFIX": str(PYCACHE),
-    # bench.node_shim: rancherd with outbound connections bound to the node's address.
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
 }
 MARKERS = {"ready": " starting: gossip on ", "decided": "decided: "}
 EXIT_WAIT = 20.0
@@ -72,8 +69,7 @@ async def warm_up() -> None:
     ships it)."""
     modules = (
         "rancherd.cli, rancherd.discover, rancherd.node, rancherd.control, "
-        "rancherd.gossip.ws_transport, rancherd.discovery.mdns, rancherd.discovery.static, "
-        "bench.node_shim"
+        "rancherd.gossip.ws_transport, rancherd.discovery.mdns, rancherd.discovery.static"
     )
     with trio.fail_after(120):
         await trio.run_process([sys.executable, "-c", f"import {modules}"], env=ENV)
@@ -109,7 +105,7 @@ def discover_argv(config: Path, data_dir: Path, timeout: float) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "bench.node_shim",
+        "rancherd",
         "discover",
         "--config",
         str(config),
@@ -136,12 +132,6 @@ class Fleet:
     params: list[str]
     listen: list[str]
     address: list[str | None]
-
-    def env(self, index: int) -> dict[str, str]:
-        """Loopback: outbound connections from the node's own 127.0.0.x (bench.node_shim)."""
-        if self.wrappers[index] is _same:
-            return {"RDBENCH_SOURCE_ADDRESS": self.hosts[index]}
-        return {}
 
 
 def loopback_fleet(count: int, seeds: int) -> Fleet:
@@ -231,9 +221,7 @@ async def one_decide_run(
     async with open_procs(ENV) as procs:
         with trio.move_on_after(limit) as scope:
             for i, argv in enumerate(argvs):
-                await procs.spawn(
-                    argv, f"node{i}@{fleet.hosts[i]}", MARKERS, extra_env=fleet.env(i)
-                )
+                await procs.spawn(argv, f"node{i}@{fleet.hosts[i]}", MARKERS)
             await wait_until(
                 procs,
                 lambda: all("decided" in p.marks or p.exited is not None for p in procs.procs),
@@ -464,10 +452,10 @@ async def membership_rancherd(
             ]
             async with open_procs(ENV) as procs:
                 with trio.move_on_after(limit) as scope:
-                    seed = await procs.spawn(argvs[0], "seed", MARKERS, extra_env=fleet.env(0))
+                    seed = await procs.spawn(argvs[0], "seed", MARKERS)
                     await wait_until(procs, marked(seed, "ready"))
                     for i in range(1, nodes):
-                        await procs.spawn(argvs[i], f"node{i}", MARKERS, extra_env=fleet.env(i))
+                        await procs.spawn(argvs[i], f"node{i}", MARKERS)
                     seen = await poll_members(
                         nodes,
                         partial(_control_alive_peers, root),

@@ -6,7 +6,6 @@ The rancherd node expects 3 servers and is alone, so it gathers forever (``--tim
 heap and stacks) from ``/proc/PID/status``, and the CPU time the process used over the
 last half of that time (idle cost: timers, gossip ticks with nobody to talk to). All
 daemons of one run are started together and are idle, so they do not disturb each other.
-rancherd runs as plain ``python -m rancherd`` (not through ``bench.node_shim``).
 """
 
 from __future__ import annotations
