@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import trio
 
 from rancherd.install.cacerts import ServerCAError, check_server_ca
-from rancherd.install.http import HttpError, http_get
+from rancherd.install.http import HttpError, describe_error, http_get
 from rancherd.install.plan import (
     BinaryPresent,
     Plan,
@@ -252,7 +252,9 @@ class _Runner:
         try:
             await trio.to_thread.run_sync(_write_atomic, target, step.content, step.mode, owner)
         except OSError as exc:
-            raise self.fail(step_id, step, f"cannot write {target}: {_strerror(exc)}") from None
+            raise self.fail(
+                step_id, step, f"cannot write {target}: {describe_error(exc)}"
+            ) from None
         if owner is None and (step.uid, step.gid) != (os.geteuid(), os.getegid()):
             self.notes.append(
                 f"not root: {step.path} is owned by uid {os.geteuid()}, not {step.uid}"
@@ -277,7 +279,9 @@ class _Runner:
         except trio.TooSlowError:
             reason = f"{step.argv[0]} did not finish within {step.timeout:g}s"
         except OSError as exc:
-            raise self.fail(step_id, step, f"cannot run {step.argv[0]}: {_strerror(exc)}") from None
+            raise self.fail(
+                step_id, step, f"cannot run {step.argv[0]}: {describe_error(exc)}"
+            ) from None
         else:
             reason = None if returncode == 0 else f"{step.argv[0]} exited with status {returncode}"
         text = self.plan.redact(output.value().decode("utf-8", "replace"))
@@ -336,13 +340,13 @@ class _Runner:
         try:
             context = self.probe_context(step) if step.url.startswith("https:") else None
         except (OSError, ssl.SSLError) as exc:
-            return f"certificates not ready: {_strerror(exc)}"
+            return f"certificates not ready: {describe_error(exc)}"
         response = None
         with trio.move_on_after(_PROBE_ATTEMPT):
             try:
                 response = await http_get(step.url, ssl_context=context)
             except (OSError, trio.BrokenResourceError, HttpError) as exc:
-                return _strerror(exc)
+                return describe_error(exc)
         if response is None:
             return f"no answer within {_PROBE_ATTEMPT:g}s"
         if response.status != step.expect_status:
@@ -520,13 +524,3 @@ async def _save_progress(
         data["failed"] = {"step": failed.step_id, "reason": failed.reason}
     payload = (json.dumps(data, indent=2) + "\n").encode()
     await trio.to_thread.run_sync(_write_atomic, path, payload, 0o600, None)
-
-
-def _strerror(exc: BaseException) -> str:
-    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
-        exc = exc.__cause__  # trio's wrapping of a TLS error
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__

@@ -30,7 +30,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from rancherd.install.http import HttpError, http_get, url_host_port
+from rancherd.install.http import (
+    HttpError,
+    describe_error,
+    http_get,
+    unwrap_error,
+    url_host_port,
+)
 
 __all__ = [
     "CA_HASH_LENGTH",
@@ -240,7 +246,7 @@ async def _attempt(server_url: str, url: str, expected_hash: str | None) -> Serv
     try:
         response = await http_get(url, ssl_context=_insecure_context())
     except (OSError, trio.BrokenResourceError, HttpError) as exc:
-        return f"{url}: {_describe(exc)}"
+        return f"{url}: {describe_error(exc)}"
     if response.status != 200:
         return f"{url}: HTTP status {response.status}"
     bundle = response.body
@@ -254,32 +260,16 @@ async def _attempt(server_url: str, url: str, expected_hash: str | None) -> Serv
     except ssl.SSLError as exc:
         raise ServerNotVerified(
             f"refusing to join {server_url}: the CA it serves at {url} cannot be loaded "
-            f"({_describe(exc)})"
+            f"({describe_error(exc)})"
         ) from None
     try:
         await http_get(url, ssl_context=context)
     except (OSError, trio.BrokenResourceError, HttpError) as exc:
-        cause = _unwrap(exc)
+        cause = unwrap_error(exc)
         if isinstance(cause, ssl.SSLCertVerificationError):
             raise ServerNotVerified(
                 f"refusing to join {server_url}: its TLS certificate does not verify against "
-                f"the CA it serves at {url} ({cause.verify_message or _describe(cause)})"
+                f"the CA it serves at {url} ({cause.verify_message or describe_error(cause)})"
             ) from None
-        return f"{url}: {_describe(exc)}"
+        return f"{url}: {describe_error(exc)}"
     return ServerCA(bundle, actual, verified=expected_hash is not None)
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """trio reports TLS failures as ``BrokenResourceError`` caused by the ``SSLError``."""
-    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
-        return exc.__cause__
-    return exc
-
-
-def _describe(exc: BaseException) -> str:
-    exc = _unwrap(exc)
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__

@@ -19,7 +19,15 @@ from urllib.parse import urlsplit
 
 import trio
 
-__all__ = ["MAX_RESPONSE", "HttpError", "HttpResponse", "http_get", "url_host_port"]
+__all__ = [
+    "MAX_RESPONSE",
+    "HttpError",
+    "HttpResponse",
+    "describe_error",
+    "http_get",
+    "unwrap_error",
+    "url_host_port",
+]
 
 MAX_RESPONSE = 1 << 20
 """Responses larger than this (headers and body) are refused: a CA bundle is kilobytes."""
@@ -116,3 +124,20 @@ def _is_ipv6(host: str) -> bool:
         return ipaddress.ip_address(host).version == 6
     except ValueError:
         return False
+
+
+def unwrap_error(exc: BaseException) -> BaseException:
+    """trio reports TLS failures as ``BrokenResourceError`` caused by the ``SSLError``."""
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason for people: the TLS reason, the OS's ``strerror``, or the message."""
+    exc = unwrap_error(exc)
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
