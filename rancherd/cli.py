@@ -77,6 +77,26 @@ def _cloud_note(path: Path) -> str:
     return "  (cloud-config: only its rancherd: key)" if path in CLOUD_CONFIG_PATHS else ""
 
 
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
+)
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The node's data dir. [default: dataDir from the config, /var/lib/rancher/rancherd]",
+)
+
+
+def _data_dir_of(config_path: Path | None, data_dir: Path | None) -> Path:
+    """``--data-dir``, else the config's (loading the config only when needed)."""
+    return data_dir if data_dir is not None else load_config_or_exit(config_path).config.data_dir
+
+
 _CONFIG_HELP = f"""Check the config and print it as rancherd will use it.
 
 Prints the effective config, merged from every file rancherd reads, with the file each
@@ -109,13 +129,7 @@ See docs/CONFIG.md for every key.
 
 
 @cli.command("config", help=_CONFIG_HELP)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
-)
+@_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: config, sources and files.")
 def config_command(config_path: Path | None, as_json: bool) -> None:
     loaded = load_config_or_exit(config_path)
@@ -126,29 +140,6 @@ def config_command(config_path: Path | None, as_json: bool) -> None:
 
 
 # --- discover ---------------------------------------------------------------------------
-
-_config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
-)
-_data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="The node's data dir. [default: dataDir from the config, /var/lib/rancher/rancherd]",
-)
-
-
-def _data_dir(loaded: LoadedConfig, data_dir: Path | None) -> Path:
-    return data_dir if data_dir is not None else loaded.config.data_dir
-
-
-def _data_dir_of(config_path: Path | None, data_dir: Path | None) -> Path:
-    """``--data-dir``, else the config's (loading the config only when needed)."""
-    return data_dir if data_dir is not None else load_config_or_exit(config_path).config.data_dir
 
 
 @cli.command("discover")
@@ -199,7 +190,7 @@ def discover_command(
 
     loaded = load_config_or_exit(config_path)
     setup_logging(verbose)
-    directory = DataDir(_data_dir(loaded, data_dir))
+    directory = DataDir(data_dir or loaded.config.data_dir)
     try:
         result = trio.run(run_discover, loaded.config, directory, timeout, linger)
     except (NodeError, StateError) as exc:
@@ -246,11 +237,9 @@ def peers_command(
 
     from rancherd.control import ControlError, fetch_snapshots
     from rancherd.peers_view import render
+    from rancherd.state import DataDir
 
-    directory = data_dir
-    if directory is None:
-        directory = load_config_or_exit(config_path).config.data_dir
-    socket_path = directory / "control.sock"
+    socket_path = DataDir(_data_dir_of(config_path, data_dir)).control_socket
 
     async def show() -> None:
         first = True
@@ -394,7 +383,7 @@ def bootstrap_command(
 
     loaded = load_config_or_exit(config_path)
     setup_logging(verbose)
-    directory = DataDir(_data_dir(loaded, data_dir))
+    directory = DataDir(data_dir or loaded.config.data_dir)
     try:
         decision, plan = trio.run(
             lambda: run_bootstrap(loaded.config, directory, root=root, force=force, dry_run=dry_run)
@@ -442,9 +431,7 @@ def reset_command(
     """
     from rancherd.state import DataDir, DataDirBusy, StateError
 
-    directory = DataDir(
-        data_dir if data_dir is not None else load_config_or_exit(config_path).config.data_dir
-    )
+    directory = DataDir(_data_dir_of(config_path, data_dir))
     try:
         directory.lock()
     except DataDirBusy:
@@ -510,9 +497,7 @@ def info_command(config_path: Path | None, data_dir: Path | None, as_json: bool)
     from rancherd.gossip.messages import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
     from rancherd.state import DataDir, StateError
 
-    directory = DataDir(
-        data_dir if data_dir is not None else load_config_or_exit(config_path).config.data_dir
-    )
+    directory = DataDir(_data_dir_of(config_path, data_dir))
     info: dict[str, object] = {
         "rancherd": __version__,
         "python": platform.python_version(),
