@@ -14,7 +14,6 @@ import base64
 import contextlib
 import os
 import secrets
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,15 +22,13 @@ from pathlib import Path
 import trio
 
 from bench.netns import BenchNamespace, bench_lab, netns_unavailable_reason
-from bench.procs import Proc, open_procs
-from bench.rancherd_bench import ENV, warm_up, write_config
+from bench.procs import Proc, cpu_seconds, open_procs
+from bench.rancherd_bench import ENV, discover_argv, warm_up, write_config
 from bench.results import Series
 from bench.serf_bench import agent_argv, ensure_serf, serf_version
 from rancherd.demo import free_port
 
 __all__ = ["ProcessFootprint", "footprint", "idle_rss"]
-
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,30 +45,12 @@ def footprint(pid: int) -> ProcessFootprint:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, value = line.partition(":")
         fields[name] = value.strip()
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    after_name = stat.rsplit(")", 1)[1].split()
-    cpu = (int(after_name[11]) + int(after_name[12])) / _TICKS
     return ProcessFootprint(
         int(fields["VmRSS"].split()[0]) / 1024,
         int(fields["RssAnon"].split()[0]) / 1024,
         int(fields["Threads"]),
-        cpu,
+        cpu_seconds(pid),
     )
-
-
-def _rancherd_argv(config: Path, data_dir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "rancherd",
-        "discover",
-        "--config",
-        str(config),
-        "--data-dir",
-        str(data_dir),
-        "--timeout",
-        "3600",
-    ]
 
 
 async def idle_rss(runs: int, settle: float, report: Callable[[str], None]) -> list[Series]:
@@ -129,11 +108,11 @@ async def idle_rss(runs: int, settle: float, report: Callable[[str], None]) -> l
                 async with open_procs(ENV) as procs:
                     started: dict[str, Proc] = {}
                     started["rancherd-static"] = await procs.spawn(
-                        _rancherd_argv(static, root / "d-static"), "rancherd-static"
+                        discover_argv(static, root / "d-static", 3600), "rancherd-static"
                     )
                     if namespaces:
                         started["rancherd-mdns"] = await procs.spawn(
-                            namespaces[0].command(_rancherd_argv(mdns, root / "d-mdns")),
+                            namespaces[0].command(discover_argv(mdns, root / "d-mdns", 3600)),
                             "rancherd-mdns",
                         )
                     key = base64.b64encode(secrets.token_bytes(32)).decode()
