@@ -41,7 +41,6 @@ from rancherd.install.http import (
 __all__ = [
     "CA_HASH_LENGTH",
     "K10_PREFIX",
-    "CACertsUnavailable",
     "CAHashMismatch",
     "JoinToken",
     "ServerCA",
@@ -172,10 +171,6 @@ class CAHashMismatch(ServerCAError):
 
 class ServerNotVerified(ServerCAError):
     """The server's TLS certificate does not verify against the CA it serves."""
-
-
-class CACertsUnavailable(ServerCAError):
-    """``/cacerts`` did not answer within the time allowed."""
 
 
 def cacerts_url(server_url: str) -> str:
