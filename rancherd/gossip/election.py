@@ -367,11 +367,7 @@ class Election:
         current = self.round
         if current is not None:
             # Abandon our round first, in the same persisted state as the decision.
-            self.vote = None
-            self.released = (*self.released, current.vote)[-self._config.released_kept :]
-            self.last_abandoned = Abandoned(current.vote, "decided", (source,))
-            releases = self._releases(current)
-            self.round = None
+            releases = self._drop_round(current, Abandoned(current.vote, "decided", (source,)))
         self.decision = decision
         self.backoff_until = None
         return [self.durable(), *releases, Decided(decision, self.role_in(decision))]
@@ -458,12 +454,18 @@ class Election:
         """Rule 4: persist "no vote" and the released round, then tell the members."""
         current = self.round
         assert current is not None
+        releases = self._drop_round(current, abandoned)
+        self.backoff_until = now + backoff_delay(self._config.backoff_max, rng.random())
+        return [self.durable(), *releases]
+
+    def _drop_round(self, current: Round, abandoned: Abandoned) -> list[Effect]:
+        """Give up ``current``: no vote, its round released; the Releases to send once the
+        caller's ``Store`` is persisted."""
         self.round = None
         self.vote = None
         self.released = (*self.released, current.vote)[-self._config.released_kept :]
-        self.backoff_until = now + backoff_delay(self._config.backoff_max, rng.random())
         self.last_abandoned = abandoned
-        return [self.durable(), *self._releases(current)]
+        return self._releases(current)
 
     def _releases(self, current: Round) -> list[Effect]:
         vote = current.vote
