@@ -32,8 +32,6 @@ class GetTokenError(Exception):
 @dataclass(frozen=True, slots=True)
 class JoinTokenAnswer:
     token: str = field(repr=False)
-    source: str
-    """Where it came from, for people: "the config, with the CA of ..."."""
     warnings: tuple[str, ...] = ()
 
 
@@ -68,7 +66,7 @@ def join_token(
             raise GetTokenError(f"cannot read {path}: {exc.strerror or exc}") from None
         if not generated:
             raise GetTokenError(f"{path} is empty")
-        return JoinTokenAnswer(generated, f"written by {runtime} in {path}")
+        return JoinTokenAnswer(generated)
     token = config.token.reveal()
     try:
         parsed = parse_token(token)
@@ -79,7 +77,6 @@ def join_token(
     except FileNotFoundError:
         return JoinTokenAnswer(
             token,
-            "the config",
             (f"{ca_path} does not exist yet, so the token is not in the secure K10 form",),
         )
     except OSError as exc:
@@ -91,8 +88,7 @@ def join_token(
             f"the configured token names CA sha256 {parsed.ca_hash}, but this node's CA "
             f"({ca_path}) is {local_hash}: the token printed carries this node's",
         )
-    source = f"the config, with the CA {ca_path}"
-    return JoinTokenAnswer(format_k10(bundle, token), source, warnings)
+    return JoinTokenAnswer(format_k10(bundle, token), warnings)
 
 
 def _owner(path: Path) -> int | None:
