@@ -42,6 +42,7 @@ from bench.procs import Proc, ProcSet, cpu_seconds, open_procs
 from bench.results import Series
 
 __all__ = [
+    "add_convergence",
     "decide_inprocess",
     "decide_processes",
     "marked",
@@ -400,6 +401,24 @@ async def poll_members(
     return seen_at
 
 
+def add_convergence(
+    series: Series, procs: Sequence[Proc], seen: Sequence[float], cpu: float, member: str
+) -> None:
+    """Add one converged membership run: ``seen[i]`` is when ``procs[i]`` saw everyone,
+    ``cpu`` the CPU seconds all of them used until then; ``member`` names one ("node",
+    "agent") in the CPU figure's label."""
+    last_start = max(p.started for p in procs)
+    last_ready = max(p.marks.get("ready", last_start) for p in procs)
+    series.primary.append(max(seen) - last_start)
+    series.secondary.append(max(seen) - last_ready)
+    series.add_extra("start-up (last exec to last ready)", last_ready - last_start)
+    series.add_extra("median node converged", sorted(seen)[len(seen) // 2] - last_start)
+    series.add_extra(
+        f"CPU use of all {member}s until converged, in cores",
+        cpu / (max(seen) - procs[0].started),
+    )
+
+
 async def _control_alive_peers(root: Path, index: int) -> int | None:
     return await rancherd_alive_peers(root / f"d{index}" / "control.sock")
 
@@ -466,15 +485,6 @@ async def membership_rancherd(
                 if scope.cancelled_caught:
                     series.failures.append(f"not converged after {limit:g}s")
                 else:
-                    last_start = max(p.started for p in procs.procs)
-                    last_ready = max(p.marks.get("ready", last_start) for p in procs.procs)
-                    series.primary.append(max(seen) - last_start)
-                    series.secondary.append(max(seen) - last_ready)
-                    series.add_extra("start-up (last exec to last ready)", last_ready - last_start)
-                    series.add_extra("median node converged", sorted(seen)[nodes // 2] - last_start)
-                    series.add_extra(
-                        "CPU use of all nodes until converged, in cores",
-                        cpu / (max(seen) - procs.procs[0].started),
-                    )
+                    add_convergence(series, procs.procs, seen, cpu, "node")
             report(f"  run {run + 1}/{runs}: {_last(series, failed)}")
     return series

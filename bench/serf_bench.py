@@ -26,7 +26,7 @@ import msgpack
 import trio
 
 from bench.procs import cpu_seconds, open_procs
-from bench.rancherd_bench import marked, poll_members, wait_until
+from bench.rancherd_bench import add_convergence, marked, poll_members, wait_until
 from bench.results import Series
 
 __all__ = ["SerfRpc", "ensure_serf", "membership_serf", "serf_alive_members", "serf_version"]
@@ -197,16 +197,7 @@ async def membership_serf(
             elif scope.cancelled_caught:
                 series.failures.append(f"not converged after {limit:g}s")
             else:
-                last_start = max(p.started for p in procs.procs)
-                last_ready = max(p.marks.get("ready", last_start) for p in procs.procs)
-                series.primary.append(max(seen) - last_start)
-                series.secondary.append(max(seen) - last_ready)
-                series.add_extra("start-up (last exec to last ready)", last_ready - last_start)
-                series.add_extra("median node converged", sorted(seen)[nodes // 2] - last_start)
-                series.add_extra(
-                    "CPU use of all agents until converged, in cores",
-                    cpu / (max(seen) - procs.procs[0].started),
-                )
+                add_convergence(series, procs.procs, seen, cpu, "agent")
         if len(series.failures) > failed:
             report(f"  run {run + 1}/{runs}: failed: {series.failures[-1]}")
         else:
