@@ -339,10 +339,11 @@ def _ips(text: str) -> list[str]:
 def _yaml_file(
     name: str, path: str, real: Any, shown: Any, mode: int, *, stream: bool = False
 ) -> WriteFile:
-    header = "# Written by rancherd; it is rewritten when rancherd applies its plan.\n"
     dump = yaml.safe_dump_all if stream else yaml.safe_dump
-    content = header + dump(real, sort_keys=False)
-    return WriteFile(name, path, content.encode(), header + dump(shown, sort_keys=False), mode=mode)
+    content = _HEADER + dump(real, sort_keys=False)
+    return WriteFile(
+        name, path, content.encode(), _HEADER + dump(shown, sort_keys=False), mode=mode
+    )
 
 
 def _init_manifests(
