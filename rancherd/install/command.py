@@ -23,6 +23,15 @@ from rancherd.install.token import GetTokenError, join_token
 
 __all__ = ["get_token_command", "plan_command"]
 
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
+)
+"""The same ``--config`` as ``rancherd.cli``'s commands (not imported: cli imports us)."""
+
 _PLAN_HELP = f"""Print the plan this node would apply, without applying anything.
 
 The plan is the ordered list of steps that turn this node into a k3s or rke2 node: the
@@ -47,13 +56,7 @@ install script (a path or a URL); ${SYSTEMCTL_ENV} is the systemctl to run (e.g.
 
 
 @click.command("plan", help=_PLAN_HELP)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
-)
+@_config_option
 @click.option(
     "--role",
     type=click.Choice([role.value for role in JoinRole]),
@@ -114,13 +117,7 @@ that sets the token. Exit status 1 when no token can be given.
 
 
 @click.command("get-token", help=_GET_TOKEN_HELP)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
-)
+@_config_option
 @click.option(
     "--root",
     type=click.Path(path_type=Path, file_okay=False),
