@@ -65,25 +65,21 @@ class ProcSet:
         argv: Sequence[str],
         name: str,
         markers: Mapping[str, str] | None = None,
-        *,
-        capture: bool = True,
     ) -> Proc:
-        """Start ``argv``; with ``capture`` read its stdout and its stderr lines."""
-        pipe = subprocess.PIPE if capture else subprocess.DEVNULL
+        """Start ``argv``; read its stdout and its stderr lines."""
         started = trio.current_time()
         process = await trio.lowlevel.open_process(
             list(argv),
             stdin=subprocess.DEVNULL,
-            stdout=pipe,
-            stderr=pipe,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=self._env,
             start_new_session=True,
         )
         proc = Proc(name, process, started, dict(markers or {}))
         self.procs.append(proc)
-        if capture:
-            self._nursery.start_soon(self._read_stdout, proc)
-            self._nursery.start_soon(self._read_stderr, proc)
+        self._nursery.start_soon(self._read_stdout, proc)
+        self._nursery.start_soon(self._read_stderr, proc)
         self._nursery.start_soon(self._reap, proc)
         return proc
 
