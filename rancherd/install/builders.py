@@ -47,6 +47,7 @@ import yaml
 from rancherd.config import Config, Instruction, Role, Secret, config_to_dict
 from rancherd.gossip.election import JoinRole
 from rancherd.install.cacerts import TokenError, parse_token
+from rancherd.install.http import bracketed
 from rancherd.install.plan import (
     REDACTED,
     BinaryPresent,
@@ -150,8 +151,7 @@ def runtime_server_url(server: str, runtime: Runtime) -> tuple[str, str | None]:
         except ValueError:
             text = f"https://{text}"
         else:
-            host = f"[{address}]" if address.version == 6 else str(address)
-            return f"https://{host}:{port}", None
+            return f"https://{bracketed(str(address))}:{port}", None
     try:
         parts = urlsplit(text)
         given_port = parts.port
@@ -159,7 +159,6 @@ def runtime_server_url(server: str, runtime: Runtime) -> tuple[str, str | None]:
         raise PlanError(f"server {server!r} is not a host or an https:// URL") from None
     if parts.scheme != "https" or not parts.hostname:
         raise PlanError(f"server {server!r} is not a host or an https:// URL")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     note = None
     if given_port == ORIGINAL_SERVER_PORT:
         note = (
@@ -168,7 +167,7 @@ def runtime_server_url(server: str, runtime: Runtime) -> tuple[str, str | None]:
         )
     elif given_port is not None:
         port = given_port
-    return f"https://{host}:{port}", note
+    return f"https://{bracketed(parts.hostname)}:{port}", note
 
 
 def build_plan(

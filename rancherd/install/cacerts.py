@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from rancherd.install.http import (
     HttpError,
+    bracketed,
     describe_error,
     http_get,
     unwrap_error,
@@ -177,8 +178,7 @@ def cacerts_url(server_url: str) -> str:
     scheme, host, port = url_host_port(server_url)
     if scheme != "https":
         raise ValueError(f"{server_url!r}: only https:// servers are joined")
-    shown = f"[{host}]" if ":" in host else host
-    return f"https://{shown}:{port}/cacerts"
+    return f"https://{bracketed(host)}:{port}/cacerts"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ no keep-alive).
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ __all__ = [
     "MAX_RESPONSE",
     "HttpError",
     "HttpResponse",
+    "bracketed",
     "describe_error",
     "http_get",
     "unwrap_error",
@@ -45,6 +45,11 @@ class HttpResponse:
     body: bytes
 
 
+def bracketed(host: str) -> str:
+    """``host`` as a URL or ``Host:`` header writes it: an IPv6 literal in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def url_host_port(url: str) -> tuple[str, str, int]:
     """``(scheme, host, port)`` of an http(s) URL; ``ValueError`` for anything else."""
     parts = urlsplit(url)
@@ -62,7 +67,7 @@ async def http_get(
     scheme, host, port = url_host_port(url)
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = f"[{host}]" if _is_ipv6(host) else host
+    host_header = bracketed(host)
     if parts.port is not None:
         host_header += f":{parts.port}"
     request = (
@@ -117,13 +122,6 @@ def _parse(url: str, data: bytes) -> HttpResponse:
         elif name == b"transfer-encoding" and value.strip().lower() != b"identity":
             raise HttpError(f"{url}: unexpected Transfer-Encoding in an HTTP/1.0 answer")
     return HttpResponse(status, body)
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).version == 6
-    except ValueError:
-        return False
 
 
 def unwrap_error(exc: BaseException) -> BaseException:
