@@ -167,7 +167,6 @@ class Node:
         self.links: Links | None = None
         self.node_id: str | None = None
         self.started_at = 0.0
-        self.decided_at: float | None = None
         self._running = trio.Event()
 
     # --- lifecycle
@@ -244,7 +243,6 @@ class Node:
             await nursery.start(control.serve)
             nursery.start_soon(self._feed_answers, answers, driver)
             await nursery.start(provider.run, advertisement, answers_send)
-            nursery.start_soon(self._watch_decision, driver)
             self._running.set()
             task_status.started()
 
@@ -264,11 +262,11 @@ class Node:
         async for answer in answers:
             driver.discovered_nowait(answer)
 
-    async def _watch_decision(self, driver: Driver) -> None:
-        await driver.wait_decided()
-        self.decided_at = trio.current_time()
-
     # --- what the node knows
+
+    @property
+    def decided_at(self) -> float | None:
+        return None if self.driver is None else self.driver.decided_at
 
     @property
     def status(self) -> Status | None:
@@ -284,7 +282,7 @@ class Node:
         decision = driver.core.decision
         role = driver.core.join_role()
         assert role is not None
-        decided_at = self.decided_at if self.decided_at is not None else trio.current_time()
+        decided_at = driver.decided_at if driver.decided_at is not None else trio.current_time()
         return Outcome(
             role,
             None if role is JoinRole.CLUSTER_INIT else server_url(self.config, decision),
@@ -321,15 +319,17 @@ class Node:
                 await self.driver.wait_changed()
 
 
-def _os_error_in(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``exc``'s (nested) groups, or ``exc`` itself."""
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _os_error_in(inner)
-            if found is not None:
-                return found
-    return None
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    return next((leaf for leaf in _leaves(exc) if isinstance(leaf, OSError)), None)
 
 
 @contextlib.contextmanager
@@ -341,9 +341,7 @@ def single_errors() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        leaf: BaseException = group
-        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
-            leaf = leaf.exceptions[0]
-        if isinstance(leaf, BaseExceptionGroup) or not isinstance(leaf, Exception):
+        leaves = list(_leaves(group))
+        if len(leaves) != 1 or not isinstance(leaves[0], Exception):
             raise
-        raise leaf from None
+        raise leaves[0] from None

@@ -80,6 +80,8 @@ class Driver:
         )
         self._changed = trio.Event()
         self._decided = trio.Event()
+        self.decided_at: float | None = None
+        """When this driver first learned the decision (trio time)."""
         self._status = core.status(trio.current_time())
 
     # --- inputs (synchronous: callable from any trio task)
@@ -162,6 +164,8 @@ class Driver:
                 event.decision.init_node,
                 event.decision.init_host,
             )
+            if self.decided_at is None:
+                self.decided_at = trio.current_time()
             self._decided.set()
         elif isinstance(event, SplitDetected):
             log.error(
