@@ -549,14 +549,14 @@ class GossipCore:
             self._violation(src.node_id, "Gossip.want_reply is not a bool")
             return
         table = self._table
-        known = table.ids
+        known = table.entries
         ours = self._election.decision
         ours_id = ours.cluster_id if ours is not None else None
         vote = self._election.vote
         watched = vote.proposer if vote is not None else None
         sender = src.node_id
         table_full = not self._is_server and len(table) >= self._config.max_relayed_agents
-        held_entry = table.entries.get
+        held_entry = known.get
         my_id = self._id
         fresh: list[NodeRecord] = []
         for index, record in enumerate(records):
@@ -658,7 +658,7 @@ class GossipCore:
     def _on_election_message(
         self, message: Propose | Ack | Refuse | Release | Commit, src: Peer, now: float
     ) -> None:
-        problem = election_message_problem(message, src.node_id, self._table.ids)
+        problem = election_message_problem(message, src.node_id, self._table.entries)
         if problem is not None:
             self._violation(src.node_id, problem)
             return

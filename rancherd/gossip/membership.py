@@ -461,13 +461,9 @@ class PeerTable:
         return iter(sorted(self._entries))
 
     @property
-    def ids(self) -> Container[str]:
-        """Ids held alive: a fast membership test for the validators."""
-        return self._entries
-
-    @property
     def entries(self) -> Mapping[NodeId, PeerEntry]:
-        """Every peer held alive, by id (read only; for hot loops that look up many ids)."""
+        """Every peer held alive, by id (read only): a fast membership test for the
+        validators, and lookups for hot loops."""
         return self._entries
 
     def get(self, node_id: NodeId) -> PeerEntry | None:
