@@ -28,7 +28,6 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import logging
-import math
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from rancherd.discovery.provider import (
     AnswerSender,
     OnceLogger,
     Provider,
+    emit_while_changing,
     format_endpoint,
     send_answer,
 )
@@ -436,6 +436,10 @@ def _run_soon(token: trio.lowlevel.TrioToken, function: Callable[[], object]) ->
 # --- The provider -----------------------------------------------------------------------
 
 
+class _Rebuild(Exception):
+    """The interfaces or addresses changed: close the session and open a new one."""
+
+
 @dataclass(slots=True)
 class _Session:
     zc: Zeroconf
@@ -552,11 +556,11 @@ class MdnsProvider(Provider):
         self, session: _Session, advertisement: Advertisement, answers: AnswerSender
     ) -> bool:
         """Send answers until the plan changes (True: rebuild) or the consumer leaves."""
-        last: frozenset[str] | None = None
-        sent_at = -math.inf
         next_check = trio.current_time() + self.refresh
-        while True:
-            with trio.move_on_at(min(sent_at + self.refresh, next_check)):
+
+        async def wait_change(deadline: float) -> frozenset[str]:
+            nonlocal next_check
+            with trio.move_on_at(min(deadline, next_check)):
                 await self._changed.wait()
             self._changed = trio.Event()
             now = trio.current_time()
@@ -565,19 +569,21 @@ class MdnsProvider(Provider):
                 try:
                     plan = plan_sockets(self.params, advertisement.addresses, self._interfaces())
                 except MdnsSetupError:
-                    return True  # reopening says why
+                    raise _Rebuild from None  # reopening says why
                 if plan != session.plan:
                     log.info("mdns: interfaces or addresses changed; advertising again")
-                    return True
+                    raise _Rebuild
                 loop = session.zc.loop
                 if loop is not None:
                     with contextlib.suppress(RuntimeError):  # closed: the next rebuild tells
                         loop.call_soon_threadsafe(session.browser.revalidate)
-            answer = session.browser.answer()
-            if answer != last or now >= sent_at + self.refresh:
-                if not await send_answer(answers, answer):
-                    return False
-                last, sent_at = answer, trio.current_time()
+            return session.browser.answer()
+
+        try:
+            await emit_while_changing(answers, self.refresh, wait_change)
+        except _Rebuild:
+            return True
+        return False
 
     def _wake(self) -> None:
         self._changed.set()
