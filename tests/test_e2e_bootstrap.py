@@ -39,8 +39,9 @@ POLL = 0.1
 STOP_GRACE = 30.0
 """Seconds a node may take to exit after SIGTERM (under load, interpreter exit is slow)."""
 DECIDE_AND_INSTALL = 120.0
-"""Seconds for the three servers to decide and install (some 15 s on an idle machine;
-the limits are generous because other work may load the machine: no speed is asserted)."""
+"""Seconds for the three servers to decide and install (12 s from the first node id to
+the last done stamp, measured twice on an idle 2-core machine; the limits are generous
+because other work may load the machine: no speed is asserted)."""
 INSTALL_SECONDS = 1
 """How long the fake install takes: long enough that overlapping joins would show."""
 READY_SECONDS = 1
