@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 import trio
 import wsproto
 import wsproto.events
+from cli_harness import ENV, discover_argv, rancherd_argv
 
 from rancherd.demo import free_port
 
@@ -53,25 +53,6 @@ def write_config(
         "  preset: local\n"
     )
     return path
-
-
-def discover_argv(config: Path, data_dir: Path, timeout: float = 30) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "rancherd",
-        "discover",
-        "--config",
-        str(config),
-        "--data-dir",
-        str(data_dir),
-        "--json",
-        "--timeout",
-        str(timeout),
-    ]
-
-
-ENV = {**os.environ, "RANCHERD_IMPLICIT_PATHS": ""}
 
 
 class Fleet:
@@ -145,7 +126,7 @@ async def test_wrong_token_node_with_lowest_id_is_never_counted(tmp_path: Path) 
     intruder.mkdir(mode=0o700)
     (intruder / "node-id").write_text("0" * 32 + "\n")
     argvs = [discover_argv(fleet.config(i), fleet.data_dir(i)) for i in range(3)]
-    argvs.append(discover_argv(fleet.config(3, token="a wrong guess"), intruder, timeout=8))
+    argvs.append(discover_argv(fleet.config(3, token="a wrong guess"), intruder, wait=8))
     with trio.fail_after(60):
         results = await run_all(argvs)
     decided = outcomes(results[:3])
@@ -169,7 +150,7 @@ async def test_peers_shows_what_a_waiting_node_waits_for(tmp_path: Path) -> None
             assert await first.wait() == 0
             assert await second.wait() == 0
     table = await trio.run_process(
-        [sys.executable, "-m", "rancherd", "peers", "--data-dir", str(fleet.data_dir(0))],
+        rancherd_argv("peers", "--data-dir", str(fleet.data_dir(0))),
         capture_stdout=True,
         capture_stderr=True,
         check=False,
@@ -197,7 +178,7 @@ async def _peers_json(data_dir: Path, env: dict[str, str]) -> dict[str, object]:
     """``rancherd peers --json`` once the node answers (it needs a moment to start)."""
     while True:
         result = await trio.run_process(
-            [sys.executable, "-m", "rancherd", "peers", "--json", "--data-dir", str(data_dir)],
+            rancherd_argv("peers", "--json", "--data-dir", str(data_dir)),
             capture_stdout=True,
             capture_stderr=True,
             check=False,
@@ -301,10 +282,7 @@ async def test_bootstrap_stopped_during_the_election_exits_143_and_says_so(
     tmp_path: Path,
 ) -> None:
     fleet = Fleet(tmp_path, 1, expected=3)
-    argv = [
-        sys.executable,
-        "-m",
-        "rancherd",
+    argv = rancherd_argv(
         "bootstrap",
         "--config",
         str(fleet.config(0)),
@@ -312,7 +290,7 @@ async def test_bootstrap_stopped_during_the_election_exits_143_and_says_so(
         str(fleet.data_dir(0)),
         "--root",
         str(tmp_path / "root"),
-    ]
+    )
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             process: trio.Process = await nursery.start(
@@ -345,7 +323,7 @@ async def test_a_node_that_cannot_listen_says_why_without_a_traceback(tmp_path: 
 async def test_demo_the_readmes_first_command_decides_and_cleans_up() -> None:
     with trio.fail_after(60):
         result = await trio.run_process(
-            [sys.executable, "-m", "rancherd", "demo", "--nodes", "3", "--seed", "7"],
+            rancherd_argv("demo", "--nodes", "3", "--seed", "7"),
             capture_stdout=True,
             capture_stderr=True,
             check=False,

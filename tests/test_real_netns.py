@@ -9,20 +9,18 @@ the reason elsewhere.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+from cli_harness import ENV, discover_argv
 from netns import Lab, Namespace, netns_lab, skip_unless_netns
 
 pytestmark = pytest.mark.real
 
 TOKEN = "netns test token"
-ENV = {**os.environ, "RANCHERD_IMPLICIT_PATHS": ""}
 
 
 @pytest.fixture
@@ -54,21 +52,7 @@ async def discover(
     linger: float = 0,
 ) -> trio.CompletedProcess[bytes]:
     """Run ``discover`` to completion; ``wait`` is its ``--timeout`` for a decision."""
-    argv = [
-        sys.executable,
-        "-m",
-        "rancherd",
-        "discover",
-        "--config",
-        str(config),
-        "--data-dir",
-        str(data_dir),
-        "--json",
-        "--timeout",
-        str(wait),
-        "--linger",
-        str(linger),
-    ]
+    argv = discover_argv(config, data_dir, wait=wait, linger=linger)
     return await namespace.run_process(
         argv, capture_stdout=True, capture_stderr=True, check=False, env=ENV
     )
