@@ -60,6 +60,7 @@ __all__ = [
     "IMPLICIT_PATHS",
     "MAX_ADVERTISE_ADDRESSES",
     "MAX_EXPECTED_SERVERS",
+    "REDACTED",
     "Config",
     "ConfigError",
     "ConfigIssue",
@@ -71,6 +72,7 @@ __all__ = [
     "Role",
     "Secret",
     "config_to_dict",
+    "is_secret_name",
     "load_config",
 ]
 
@@ -124,6 +126,11 @@ _SECRET_KEY = re.compile(
 """Keys whose values are never shown, in messages or in ``rancherd config``."""
 
 REDACTED = "<redacted>"
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a key or variable name (``K3S_TOKEN``, ``password``) holds a secret."""
+    return bool(_SECRET_KEY.search(name))
 
 
 # --- The config -----------------------------------------------------------------------
@@ -408,7 +415,7 @@ class _Issues:
 
 def _is_secret(path: str) -> bool:
     last = path.rsplit(".", 1)[-1].split("[", 1)[0]
-    return bool(_SECRET_KEY.search(last))
+    return is_secret_name(last)
 
 
 def _join(path: str, key: str) -> str:
@@ -1581,7 +1588,7 @@ def _instruction(instruction: Instruction, redact: bool) -> dict[str, Any]:
     env = list(instruction.env)
     if redact:
         env = [
-            f"{e.partition('=')[0]}={REDACTED}" if _SECRET_KEY.search(e.partition("=")[0]) else e
+            f"{e.partition('=')[0]}={REDACTED}" if is_secret_name(e.partition("=")[0]) else e
             for e in env
         ]
     _put(out, "env", env)
@@ -1602,9 +1609,7 @@ def _resource(resource: Mapping[str, JsonValue], redact: bool) -> Any:
 def _plain(value: JsonValue, redact: bool, secret: bool = False) -> Any:
     """Read-only values back to dicts and lists; secrets under secret-looking keys hidden."""
     if isinstance(value, Mapping):
-        return {
-            k: _plain(v, redact, secret or bool(_SECRET_KEY.search(k))) for k, v in value.items()
-        }
+        return {k: _plain(v, redact, secret or is_secret_name(k)) for k, v in value.items()}
     if isinstance(value, tuple):
         return [_plain(v, redact, secret) for v in value]
     if redact and secret and value is not None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeAlias
 
-from rancherd.config import Secret
+from rancherd.config import REDACTED, Secret, is_secret_name
 from rancherd.gossip.election import JoinRole
 from rancherd.install.runtime import RuntimeVersion
 
@@ -48,20 +48,6 @@ __all__ = [
     "redact_text",
     "redact_tree",
 ]
-
-REDACTED = "<redacted>"
-
-_SECRET_NAME = re.compile(
-    r"(token|password|passwd|passphrase|secret|secret.?(access.?)?key|private.?key|credentials?)$"
-    r"|^(auth|datastore-endpoint)$",
-    re.IGNORECASE,
-)
-"""Names whose values are never shown; the same rule as ``rancherd config``."""
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a key or variable name (``K3S_TOKEN``, ``password``) holds a secret."""
-    return bool(_SECRET_NAME.search(name))
 
 
 @dataclass(frozen=True, slots=True)
