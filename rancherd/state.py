@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rancherd.files import write_atomic
 from rancherd.gossip.core import PersistedState
 from rancherd.gossip.messages import Decision, Vote, is_node_id
 
@@ -154,26 +155,6 @@ def decode_persisted(data: bytes) -> PersistedState:
         released=tuple(_vote(v, f"released[{i}]") for i, v in enumerate(released)),
         decision=None if decision is None else _decision(decision),
     )
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view) :]
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class DataDir:

@@ -25,8 +25,7 @@ import os
 import signal
 import ssl
 import subprocess
-import tempfile
-from contextlib import AbstractContextManager, nullcontext, suppress
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 
 import trio
 
+from rancherd.files import write_atomic
 from rancherd.install.cacerts import ServerCAError, check_server_ca
 from rancherd.install.http import HttpError, describe_error, http_get
 from rancherd.install.plan import (
@@ -210,7 +210,7 @@ async def apply_plan(
     if done_stamp is not None:
         stamp = {"runtime": plan.runtime, "role": plan.role.value, "server": plan.server_url}
         data = (json.dumps(stamp, indent=2) + "\n").encode()
-        await trio.to_thread.run_sync(_write_atomic, done_stamp, data, 0o644, None)
+        await trio.to_thread.run_sync(write_atomic, done_stamp, data, 0o644, None)
     return ApplyResult(tuple(ran), tuple(skipped), tuple(already), tuple(notes))
 
 
@@ -250,7 +250,7 @@ class _Runner:
         target = under_root(self.root, step.path)
         owner = (step.uid, step.gid) if os.geteuid() == 0 else None
         try:
-            await trio.to_thread.run_sync(_write_atomic, target, step.content, step.mode, owner)
+            await trio.to_thread.run_sync(write_atomic, target, step.content, step.mode, owner)
         except OSError as exc:
             raise self.fail(
                 step_id, step, f"cannot write {target}: {describe_error(exc)}"
@@ -287,7 +287,7 @@ class _Runner:
         text = self.plan.redact(output.value().decode("utf-8", "replace"))
         if step.save_output:
             path = self.state_dir / "output" / f"{step_id}.log"
-            await trio.to_thread.run_sync(_write_atomic, path, text.encode(), 0o600, None)
+            await trio.to_thread.run_sync(write_atomic, path, text.encode(), 0o600, None)
         if reason is not None:
             tail = "\n".join(text.splitlines()[-OUTPUT_TAIL_LINES:])
             raise self.fail(step_id, step, reason, returncode=returncode, output_tail=tail)
@@ -484,30 +484,6 @@ async def _run(argv: tuple[str, ...], env: dict[str, str], cwd: Path | None, tai
 # --- Files ----------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
-    """Temp file in the same directory, fsync, mode and owner, rename, fsync the dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fchmod(file.fileno(), mode)
-            if owner is not None:
-                os.fchown(file.fileno(), *owner)
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def _load_progress(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -523,4 +499,4 @@ async def _save_progress(
     if failed is not None:
         data["failed"] = {"step": failed.step_id, "reason": failed.reason}
     payload = (json.dumps(data, indent=2) + "\n").encode()
-    await trio.to_thread.run_sync(_write_atomic, path, payload, 0o600, None)
+    await trio.to_thread.run_sync(write_atomic, path, payload, 0o600, None)
