@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from rancherd import __version__
+from rancherd.cli_options import config_option, data_dir_option
 from rancherd.config import (
     CLOUD_CONFIG_PATHS,
     DEFAULT_CONFIG_PATH,
@@ -77,21 +78,6 @@ def _cloud_note(path: Path) -> str:
     return "  (cloud-config: only its rancherd: key)" if path in CLOUD_CONFIG_PATHS else ""
 
 
-_config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
-)
-_data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="The node's data dir. [default: dataDir from the config, /var/lib/rancher/rancherd]",
-)
-
-
 def _data_dir_of(config_path: Path | None, data_dir: Path | None) -> Path:
     """``--data-dir``, else the config's (loading the config only when needed)."""
     return data_dir if data_dir is not None else load_config_or_exit(config_path).config.data_dir
@@ -129,7 +115,7 @@ See docs/CONFIG.md for every key.
 
 
 @cli.command("config", help=_CONFIG_HELP)
-@_config_option
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: config, sources and files.")
 def config_command(config_path: Path | None, as_json: bool) -> None:
     loaded = load_config_or_exit(config_path)
@@ -143,8 +129,8 @@ def config_command(config_path: Path | None, as_json: bool) -> None:
 
 
 @cli.command("discover")
-@_config_option
-@_data_dir_option
+@config_option
+@data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @click.option(
     "--timeout",
@@ -215,8 +201,8 @@ def discover_command(
 
 
 @cli.command("peers")
-@_config_option
-@_data_dir_option
+@config_option
+@data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.option(
     "--watch", is_flag=True, help="Reprint at every change (and each second) until Ctrl-C."
@@ -335,8 +321,8 @@ def demo_command(nodes: int, loss: float, timeout: float, seed: int | None, verb
 
 
 @cli.command("bootstrap")
-@_config_option
-@_data_dir_option
+@config_option
+@data_dir_option
 @click.option(
     "--root",
     type=click.Path(path_type=Path, file_okay=False),
@@ -407,8 +393,8 @@ def bootstrap_command(
 
 
 @cli.command("reset")
-@_config_option
-@_data_dir_option
+@config_option
+@data_dir_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--forget-install",
@@ -487,8 +473,8 @@ def _reset(directory: DataDir, yes: bool, forget_install: bool) -> None:
 
 
 @cli.command("info")
-@_config_option
-@_data_dir_option
+@config_option
+@data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info_command(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """Versions, this node's id and its state in the data dir (nothing is started)."""

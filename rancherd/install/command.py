@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from rancherd.config import DEFAULT_CONFIG_PATH, Config, Role
+from rancherd.cli_options import config_option
+from rancherd.config import Config, Role
 from rancherd.gossip.election import JoinRole
 from rancherd.install.builders import (
     INSTALL_SCRIPT_ENV,
@@ -22,15 +23,6 @@ from rancherd.install.builders import (
 from rancherd.install.token import GetTokenError, join_token
 
 __all__ = ["get_token_command", "plan_command"]
-
-_config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"The explicit config file; it must exist. [default: {DEFAULT_CONFIG_PATH}]",
-)
-"""The same ``--config`` as ``rancherd.cli``'s commands (not imported: cli imports us)."""
 
 _PLAN_HELP = f"""Print the plan this node would apply, without applying anything.
 
@@ -56,7 +48,7 @@ install script (a path or a URL); ${SYSTEMCTL_ENV} is the systemctl to run (e.g.
 
 
 @click.command("plan", help=_PLAN_HELP)
-@_config_option
+@config_option
 @click.option(
     "--role",
     type=click.Choice([role.value for role in JoinRole]),
@@ -117,7 +109,7 @@ that sets the token. Exit status 1 when no token can be given.
 
 
 @click.command("get-token", help=_GET_TOKEN_HELP)
-@_config_option
+@config_option
 @click.option(
     "--root",
     type=click.Path(path_type=Path, file_okay=False),
