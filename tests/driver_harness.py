@@ -162,6 +162,21 @@ class Fleet:
         return {n.decision for n in self.nodes.values() if n.decision is not None}
 
 
+async def frames_per_node_second_at_rest(
+    servers: int, decided_interval: float, *, window: float = 60.0
+) -> float:
+    """Frames each node of a decided ``lan`` fleet sends per second once it has settled
+    (5 s after the last decision), with ``decided_gossip_interval`` set as given."""
+    config = replace(GossipConfig.lan(), decided_gossip_interval=decided_interval)
+    async with fleet(expected_servers=servers, config=config) as f:
+        await f.start_servers(servers)
+        await f.wait_all_decided()
+        await trio.sleep(5.0)
+        before = f.network.frames_sent
+        await trio.sleep(window)
+        return (f.network.frames_sent - before) / window / servers
+
+
 @asynccontextmanager
 async def fleet(**kwargs: object) -> AsyncIterator[Fleet]:
     async with trio.open_nursery() as nursery:

@@ -7,14 +7,11 @@ task waits, so a five-node election takes milliseconds of wall time, and each te
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import trio
 import trio.testing
-from driver_harness import WRONG_KEYS, fleet
+from driver_harness import WRONG_KEYS, fleet, frames_per_node_second_at_rest
 
-from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.core import Decided, Persist, ProtocolViolation
 from rancherd.gossip.election import JoinRole
 from rancherd.gossip.messages import Role
@@ -182,23 +179,12 @@ async def test_garbage_messages_from_a_peer_do_not_stop_the_node(
             assert not [e for e in a.events if isinstance(e, ProtocolViolation)]
 
 
-async def _frames_per_second_at_rest(decided_interval: float) -> float:
-    config = dataclasses.replace(GossipConfig.lan(), decided_gossip_interval=decided_interval)
-    async with fleet(expected_servers=3, config=config) as f:
-        await f.start_servers(3)
-        await f.wait_all_decided()
-        await trio.sleep(5)
-        before = f.network.frames_sent
-        await trio.sleep(30)
-        return (f.network.frames_sent - before) / 30
-
-
 async def test_a_decided_fleet_gossips_at_the_slower_decided_interval(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(120):
-        busy = await _frames_per_second_at_rest(0.2)
-        rest = await _frames_per_second_at_rest(1.0)
+        busy = await frames_per_node_second_at_rest(3, 0.2, window=30)
+        rest = await frames_per_node_second_at_rest(3, 1.0, window=30)
     assert rest < busy / 3, (busy, rest)
 
 
