@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 from collections.abc import Sequence
 from functools import partial
@@ -267,15 +266,6 @@ async def _receive_or_reset(stream: trio.SocketStream) -> bool:
         return bool(await stream.receive_some(65536))
     except trio.BrokenResourceError:
         return False
-
-
-def test_hosts_other_than_127_0_0_1_are_on_loopback() -> None:
-    """The tests above need 127.0.0.2+ to be bindable (Linux: all of 127/8 is on lo)."""
-    sock = socket.socket()
-    try:
-        sock.bind(("127.0.0.5", 0))
-    finally:
-        sock.close()
 
 
 async def test_bootstrap_stopped_during_the_election_exits_143_and_says_so(
