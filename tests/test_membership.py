@@ -261,6 +261,27 @@ def test_record_problem_rejects_what_the_core_must_not_act_on() -> None:
         assert record_problem(value) is not None, value
 
 
+def test_record_problem_shortcuts_still_check_what_changed() -> None:
+    """The shortcuts (fields equal to a previous good record's, decisions already found
+    good) skip only what was checked before: a changed bad field is still caught."""
+    good_decision = Decision("ab", IDS[0], "10.0.0.1", 0, (IDS[0],))
+    previous = record(IDS[0], view=(IDS[0],), decision=good_decision)
+    checked: dict[Decision, None] = {}
+    assert record_problem(previous, checked=checked) is None
+    assert good_decision in checked
+    fresher = dataclasses.replace(previous, heartbeat=2)
+    assert record_problem(fresher, checked=checked, previous=previous) is None
+    bad = [
+        dataclasses.replace(fresher, view=(IDS[1], IDS[0])),
+        dataclasses.replace(fresher, addresses=("",)),
+        dataclasses.replace(fresher, api_host=""),
+        dataclasses.replace(fresher, released=(Vote(IDS[1], 0, 0),)),
+        dataclasses.replace(fresher, decision=Decision("ab", IDS[1], "h", 0, (IDS[0],))),
+    ]
+    for value in bad:
+        assert record_problem(value, checked=checked, previous=previous) is not None, value
+
+
 @given(node_records(max_view=7, max_released=8, max_addresses=4))
 def test_size_estimate_is_never_below_the_encoded_size(value: NodeRecord) -> None:
     actual = len(codec.encode(Gossip((value,), False))) - len(codec.encode(Gossip((), False)))
