@@ -41,9 +41,12 @@ from rancherd.gossip.errors import LocalProtocolError, RemoteProtocolError
 from rancherd.gossip.messages import (
     MESSAGE_TYPES,
     NODE_ID_LENGTH,
+    VIEW_DIGEST_SIZE,
+    Gossip,
     Hello,
     Message,
     NodeRecord,
+    Tag,
 )
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "MAX_VERSION",
     "MAX_VIEW",
     "NONCE_SIZE",
+    "RecordFilter",
     "decode",
     "encode",
     "encoded_size",
@@ -134,12 +138,16 @@ _TUPLE_LIMITS: dict[str, tuple[int, bool]] = {
 }
 
 # Exact byte lengths of each bytes field, by (message, field).
-_BYTES_LENGTHS: dict[tuple[type, str], int] = {(Hello, "nonce"): NONCE_SIZE}
+_BYTES_LENGTHS: dict[tuple[type, str], int] = {
+    (Hello, "nonce"): NONCE_SIZE,
+    (NodeRecord, "view_digest"): VIEW_DIGEST_SIZE,
+}
 
 # Int fields whose range is not the default 0 .. MAX_UINT.
 _INT_RANGES: dict[tuple[type, str], tuple[int, int]] = {
     (Hello, "min_version"): _VERSION_RANGE,
     (Hello, "max_version"): _VERSION_RANGE,
+    (NodeRecord, "view_size"): (0, MAX_VIEW),
 }
 
 # Text rules. Hosts end up in the runtime's config files and in URLs
@@ -464,16 +472,80 @@ def _refuse_ext(code: int, data: bytes) -> object:
 # --- Public API ---------------------------------------------------------------------------
 
 
+RecordFilter = Callable[[str, int, int, "str | None"], bool]
+"""``keep(node_id, incarnation, heartbeat, cluster_id)``: whether a relayed record of a
+Gossip is worth converting (the receiver's freshness test; ``cluster_id`` is that of the
+record's decision, or None). Only a cheap pre-filter: what it keeps is checked in full."""
+
+_GOSSIP_TAG = int(Tag.GOSSIP)
+_RECORD_FIELDS = [field.name for field in dataclasses.fields(NodeRecord)]
+_RECORD_ARITY = len(_RECORD_FIELDS)
+_ID_AT = _RECORD_FIELDS.index("node_id")
+_INCARNATION_AT = _RECORD_FIELDS.index("incarnation")
+_HEARTBEAT_AT = _RECORD_FIELDS.index("heartbeat")
+_DECISION_AT = _RECORD_FIELDS.index("decision")
+
+_RECORD_CACHE_SIZE = 8192
+"""Encoded records remembered. A record is immutable and relayed many times (to several
+targets per tick, by several ticks), so its bytes are made once while it is current."""
+_record_cache: dict[int, tuple[NodeRecord, bytes]] = {}
+
+
+def _array_header(length: int) -> bytes:
+    if length < 16:
+        return bytes((0x90 | length,))
+    return b"\xdc" + length.to_bytes(2, "big")  # array16: MAX_RECORDS fits
+
+
+def _record_bytes(record: NodeRecord) -> bytes:
+    """msgpack of one (checked) record, from the cache while the object lives in it. The
+    cache keeps the object itself, so an id is never mistaken for a newer object's."""
+    key = id(record)
+    hit = _record_cache.get(key)
+    if hit is not None and hit[0] is record:
+        return hit[1]
+    data: bytes = msgpack.packb(_RECORD.to_wire(record), use_bin_type=True)
+    if len(_record_cache) >= _RECORD_CACHE_SIZE:
+        del _record_cache[next(iter(_record_cache))]
+    _record_cache[key] = (record, data)
+    return data
+
+
+def _encode_gossip(message: Gossip) -> bytes | None:
+    """A Gossip as the concatenation of its records' cached bytes; None when a rule is
+    broken (``encode``'s general path then names it)."""
+    records, want_reply = message.records, message.want_reply
+    if type(records) is not tuple or len(records) > MAX_RECORDS or type(want_reply) is not bool:
+        return None
+    try:
+        body = b"".join([_record_bytes(record) for record in records])
+    except _Invalid:
+        return None
+    return b"".join(
+        (
+            b"\x93",  # [tag, records, want_reply]
+            bytes((_GOSSIP_TAG,)),
+            _array_header(len(records)),
+            body,
+            b"\xc3" if want_reply else b"\xc2",
+        )
+    )
+
+
 def encode(message: Message) -> bytes:
     """The msgpack bytes of ``message``; ``LocalProtocolError`` if it breaks a rule."""
-    converter = _BY_TYPE.get(type(message))
-    if converter is None:
-        raise LocalProtocolError(f"not a message type: {type(message).__name__}")
-    try:
-        wire = converter.to_wire(message)
-    except _Invalid as error:
-        raise LocalProtocolError(f"cannot encode: {error}") from None
-    data: bytes = msgpack.packb(wire, use_bin_type=True)
+    data: bytes | None = None
+    if type(message) is Gossip:
+        data = _encode_gossip(message)
+    if data is None:
+        converter = _BY_TYPE.get(type(message))
+        if converter is None:
+            raise LocalProtocolError(f"not a message type: {type(message).__name__}")
+        try:
+            wire = converter.to_wire(message)
+        except _Invalid as error:
+            raise LocalProtocolError(f"cannot encode: {error}") from None
+        data = msgpack.packb(wire, use_bin_type=True)
     if len(data) > MAX_MESSAGE_SIZE:
         raise LocalProtocolError(
             f"{type(message).__name__} of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}; "
@@ -482,8 +554,42 @@ def encode(message: Message) -> bytes:
     return data
 
 
-def decode(data: bytes) -> Message:
-    """The message in ``data``; ``RemoteProtocolError`` for anything else."""
+def _cluster_id_of(raw_record: tuple[Any, ...]) -> str | None:
+    decision = raw_record[_DECISION_AT]
+    if type(decision) is tuple and decision and type(decision[0]) is str:
+        return decision[0]
+    return None
+
+
+def _filter_records(wire: tuple[Any, ...], keep: RecordFilter) -> tuple[Any, ...]:
+    """``wire`` (an unpacked Gossip) without the relayed records ``keep`` declines. The
+    first record (the sender's own) always stays; anything malformed stays too, so the
+    converters below reject it with the usual reason."""
+    if len(wire) != 3 or type(wire[1]) is not tuple or len(wire[1]) < 2:
+        return wire
+    records = wire[1]
+    kept = [records[0]]
+    for raw in records[1:]:
+        if (
+            type(raw) is tuple
+            and len(raw) == _RECORD_ARITY
+            and type(raw[_ID_AT]) is str
+            and type(raw[_INCARNATION_AT]) is int
+            and type(raw[_HEARTBEAT_AT]) is int
+            and not keep(raw[_ID_AT], raw[_INCARNATION_AT], raw[_HEARTBEAT_AT], _cluster_id_of(raw))
+        ):
+            continue
+        kept.append(raw)
+    if len(kept) == len(records):
+        return wire
+    return (wire[0], tuple(kept), wire[2])
+
+
+def decode(data: bytes, keep: RecordFilter | None = None) -> Message:
+    """The message in ``data``; ``RemoteProtocolError`` for anything else.
+
+    ``keep``: for a Gossip, skip (unconverted, unchecked) the relayed records it declines.
+    """
     if len(data) > MAX_MESSAGE_SIZE:
         raise RemoteProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
     try:
@@ -507,6 +613,8 @@ def decode(data: bytes) -> Message:
     if converter is None:
         shown = tag if type(tag) is int else f"of type {type(tag).__name__}"
         raise RemoteProtocolError(f"unknown message tag {shown}")
+    if keep is not None and tag == _GOSSIP_TAG:
+        wire = _filter_records(wire, keep)
     try:
         message: Message = converter.from_wire(wire)
     except _Invalid as error:

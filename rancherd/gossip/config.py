@@ -71,27 +71,40 @@ class GossipConfig:
     do not grow with the fleet."""
     server_fanout: int = 1
     """Of those, how many a server picks among servers: keeps servers' views converging
-    fast when agents outnumber them a hundred to one."""
+    fast when agents outnumber them a hundred to one. Also the servers a server keeps
+    among its partners."""
+    partners: int = 4
+    """Peers a node gossips with (ticks and pushes; see ``partners.py``): twice the fanout,
+    so ticks still pick at random, while a node holds about this many connections (plus
+    those its peers open to it) whatever the size of the fleet."""
     retransmit_mult: int = 4
     """A changed record is relayed about ``retransmit_mult * ceil(log2(n + 1))`` times
     (memberlist's ``RetransmitMult``; see ``retransmit_limit``)."""
-    max_records_per_gossip: int = 8
+    max_records_per_gossip: int = 16
     """Records in a periodic Gossip: own record plus this many minus one relayed ones."""
-    push_on_change_interval: float = 0.05
-    """Least time between two pushes of a server's own record to every known server (view,
-    vote or decision changed); a change within it is pushed when it ends."""
+    push_on_change_interval: float = 0.2
+    """When a server's own record changes (view, vote or decision), its next tick comes
+    early, but never sooner than this after the last one: a fleet booting together changes
+    views many times a second, and each tick costs ``fanout`` frames. Equal to the gossip
+    interval, a change moves the tick's phase, never its rate."""
     push_pull_interval: float = 10.0
     """Period of the full-state exchange with one random peer (memberlist's push-pull), so
     that no node lags behind for long whatever gossip dropped."""
+    gathering_push_pull_interval: float = 1.0
+    """The full-state exchange's period while a server has no decision yet: two frames a
+    second fill in the servers that relayed records missed, within a second or two in a
+    fleet of a hundred servers."""
     max_records_per_push_pull: int = 256
     """Records in a full-state Gossip (servers first); the frame size may bind first."""
     max_message_bytes: int = MAX_MESSAGE_SIZE
     """Encoded size a Gossip must fit in; records are sized conservatively against it."""
     contact_interval: float = 2.0
     """A discovered address that has not answered is contacted again after this long."""
-    max_contacts_per_round: int = 16
+    max_contacts_per_round: int = 3
     """New addresses contacted at once; the rest wait a gossip interval. Once gossip has
-    named an address's owner, nobody needs to contact it."""
+    named an address's owner, nobody needs to contact it, and the first answer (a full
+    state) names every server: contacting every discovered address at once would cost
+    two frames each in a fleet where discovery lists a hundred servers."""
     max_relayed_agents: int = 1024
     """An agent stores records of other agents that were only relayed to it while its table
     holds fewer peers than this (servers, and agents that talk to it directly, are always
@@ -116,6 +129,7 @@ class GossipConfig:
             "gossip_interval",
             "decided_gossip_interval",
             "push_pull_interval",
+            "gathering_push_pull_interval",
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
@@ -123,6 +137,8 @@ class GossipConfig:
             problems.append("gossip_jitter must be in [0, 1)")
         if self.fanout < 1 or self.server_fanout > self.fanout:
             problems.append("fanout must be at least 1 and at least server_fanout")
+        if self.partners < self.fanout:
+            problems.append("partners must be at least fanout")
         if not 1 <= self.max_released <= MAX_RELEASED:
             problems.append(f"max_released must be in 1..{MAX_RELEASED}")
         if self.released_kept < self.max_released:
@@ -155,8 +171,9 @@ class GossipConfig:
             backoff_max=0.5,
             gossip_interval=0.05,
             decided_gossip_interval=0.25,
-            push_on_change_interval=0.01,
+            push_on_change_interval=0.05,
             push_pull_interval=2.5,
+            gathering_push_pull_interval=0.25,
             contact_interval=0.5,
         )
 
@@ -178,8 +195,9 @@ class GossipConfig:
             backoff_max=3.0,
             gossip_interval=2.0,
             decided_gossip_interval=2.0,
-            push_on_change_interval=0.1,
+            push_on_change_interval=2.0,
             push_pull_interval=30.0,
+            gathering_push_pull_interval=10.0,
             max_records_per_push_pull=48,
             max_relayed_agents=64,
             contact_interval=5.0,

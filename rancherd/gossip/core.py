@@ -49,6 +49,7 @@ from rancherd.gossip.membership import (
     PeerTable,
     estimate_record_size,
     id_problem,
+    is_fresher,
     is_uint,
     record_problem,
 )
@@ -70,6 +71,7 @@ from rancherd.gossip.messages import (
     Role,
     Vote,
 )
+from rancherd.gossip.partners import Partners
 
 __all__ = [
     "Decided",
@@ -285,6 +287,7 @@ class GossipCore:
         self._table = PeerTable(
             identity.node_id, self._is_server, config.server_cache_duration, config.max_tombstones
         )
+        self._partners = Partners(config.partners, config.server_fanout, self._is_server)
         self._election = Election(
             config,
             identity.node_id,
@@ -303,9 +306,8 @@ class GossipCore:
         self._events: deque[tuple[int, Event]] = deque()
         # Gossip timers. The first tick comes within one interval, at a random phase.
         self._next_gossip = now + config.gossip_interval * rng.random()
-        self._next_push_pull = now + config.push_pull_interval * (0.5 + 0.5 * rng.random())
-        self._push_due: float | None = None
-        self._last_push = -math.inf
+        self._next_push_pull = now + self._push_pull_interval() * (0.5 + 0.5 * rng.random())
+        self._last_tick = -math.inf
         # Discovery.
         self._own_addresses = frozenset(identity.addresses)
         self._discovered: dict[Address, float] = {}  # address -> last seen in an answer
@@ -366,7 +368,8 @@ class GossipCore:
         answer = list(addresses)
         if not all(type(a) is str and a for a in answer):
             raise LocalProtocolError("discovered() takes address strings")
-        for address in answer:
+        new: list[Address] = []
+        for address in sorted(answer):
             if address in self._own_addresses:
                 continue
             self._discovered.pop(address, None)
@@ -374,8 +377,13 @@ class GossipCore:
             if len(self._discovered) > _MAX_DISCOVERED:
                 del self._discovered[next(iter(self._discovered))]
             if address not in self._contacts and self._table.node_at(address) is None:
-                self._contacts[address] = now
-                self._contact_queue.append((now, address))
+                new.append(address)
+        # Each node contacts the fleet in its own order: nodes that discovered the same
+        # list would otherwise all contact its first few addresses.
+        self._rng.shuffle(new)
+        for address in new:
+            self._contacts[address] = now
+            self._contact_queue.append((now, address))
         self._contact_due(now)
         self._settle(now)
 
@@ -413,6 +421,7 @@ class GossipCore:
         now = self._advance(now)
         config = self._config
         if now >= self._next_gossip:
+            self._last_tick = now
             self._gossip_tick(now)
             interval = (
                 config.gossip_interval
@@ -423,10 +432,8 @@ class GossipCore:
         if now >= self._next_push_pull:
             self._push_pull(now)
             self._next_push_pull = now + jittered(
-                config.push_pull_interval, config.gossip_jitter, self._rng.random()
+                self._push_pull_interval(), config.gossip_jitter, self._rng.random()
             )
-        if self._push_due is not None and now >= self._push_due:
-            self._push(now)
         self._contact_due(now)
         for record in self._table.expire(now):
             self._emit(PeerExpired(record.node_id))
@@ -444,9 +451,6 @@ class GossipCore:
         timer = self._next_gossip
         if self._next_push_pull < timer:
             timer = self._next_push_pull
-        push_due = self._push_due
-        if push_due is not None and push_due < timer:
-            timer = push_due
         if self._contact_queue:
             contact = max(self._contact_queue[0][0], self._contacts_ready)
             if contact < timer:
@@ -476,6 +480,21 @@ class GossipCore:
             self._progress = progress
             self._bump()
 
+    def wants_record(
+        self, node_id: NodeId, incarnation: int, heartbeat: int, cluster_id: str | None
+    ) -> bool:
+        """Whether a relayed record with these fields could change anything here: the
+        codec's pre-filter (``decode(keep=...)``), so that stale copies are never converted
+        or checked. The same test as the shortcut in ``_on_gossip``; never a reason to act."""
+        decision = self._election.decision
+        if cluster_id is not None and (decision is None or cluster_id != decision.cluster_id):
+            return True
+        vote = self._election.vote
+        if vote is not None and vote.proposer == node_id:
+            return True
+        held = self._table.get(node_id)
+        return held is None or is_fresher(incarnation, heartbeat, held.record)
+
     # --- outputs
 
     def messages_to_send(self) -> list[Send]:
@@ -498,7 +517,7 @@ class GossipCore:
     def peers(self, now: float) -> list[PeerInfo]:
         """Every peer held alive, then those forgotten (``alive=False``), by node id."""
         table = self._table
-        view = table.view
+        digest = table.view_digest
         rows: list[PeerInfo] = []
         for node_id in table:
             entry = table.get(node_id)
@@ -512,7 +531,7 @@ class GossipCore:
                     True,
                     max(0.0, now - entry.last_grew),
                     self._learned(node_id, record.addresses, entry.direct),
-                    record.view == view,
+                    record.view_digest == digest,
                     record.vote,
                     record.decision,
                     record.progress,
@@ -528,7 +547,7 @@ class GossipCore:
                     False,
                     max(0.0, now - tombstone.last_grew),
                     self._learned(record.node_id, record.addresses, False),
-                    record.view == view,
+                    record.view_digest == digest,
                     record.vote,
                     record.decision,
                     record.progress,
@@ -584,10 +603,7 @@ class GossipCore:
                     if (
                         type(incarnation) is int
                         and type(heartbeat) is int
-                        and (
-                            incarnation < old.incarnation
-                            or (incarnation == old.incarnation and heartbeat <= old.heartbeat)
-                        )
+                        and not is_fresher(incarnation, heartbeat, old)
                     ):
                         continue
             problem = record_problem(record, known, self._checked_decisions, old)
@@ -605,6 +621,7 @@ class GossipCore:
             storable = not table_full or record.role is Role.SERVER or record.node_id == src.node_id
             self._take_record(record, now, storable)
         table.mark_direct(src.node_id)
+        self._partners.called(src.node_id, table)
         if message.want_reply and src.node_id != self._id:
             records = table.full_state(
                 self._own,
@@ -782,7 +799,8 @@ class GossipCore:
             role=identity.role,
             addresses=identity.addresses,
             api_host=identity.api_host,
-            view=self._table.view,
+            view_digest=self._table.view_digest,
+            view_size=len(self._table.view),
             vote=election.vote,
             released=election.record_released(),
             decision=election.decision,
@@ -810,33 +828,27 @@ class GossipCore:
 
     def _gossip_tick(self, now: float) -> None:
         self._bump()
-        table = self._table
         config = self._config
-        targets = table.sample(config.fanout, self._rng)
-        if self._is_server and config.server_fanout and table.server_count:
-            servers_picked = sum(1 for t in targets if self._is_server_peer(t))
-            for _ in range(config.server_fanout - servers_picked):
-                server = table.random_server(self._rng)
-                if server is None or server in targets:
-                    break
-                if len(targets) < config.fanout:
-                    targets.append(server)
-                else:
-                    for index in range(len(targets) - 1, -1, -1):
-                        if not self._is_server_peer(targets[index]):
-                            targets[index] = server
-                            break
+        servers = config.server_fanout if self._is_server else 0
+        targets = self._partners.targets(self._table, config.fanout, servers, self._rng)
         if not targets:
             return
         gossip = Gossip(self._piggyback(targets), want_reply=False)
         for target in targets:
             self._send_to(target, gossip)
 
-    def _is_server_peer(self, node_id: NodeId) -> bool:
-        entry = self._table.get(node_id)
-        return entry is not None and entry.record.role is Role.SERVER
+    def _push_pull_interval(self) -> float:
+        """A server still gathering exchanges full states more often: the existence of a
+        server that few peers have heard of spreads slowly as relayed records (each is sent
+        a limited number of times), while one full state carries every server."""
+        if self._is_server and self._election.decision is None:
+            return self._config.gathering_push_pull_interval
+        return self._config.push_pull_interval
 
     def _push_pull(self, now: float) -> None:
+        """Full state with one random peer of the whole table (not only the partners),
+        and a new partner in place of an old one: the fleet keeps mixing."""
+        self._partners.rotate(self._table, self._rng)
         targets = self._table.sample(1, self._rng)
         if not targets:
             return
@@ -850,22 +862,15 @@ class GossipCore:
         self._send_to(targets[0], Gossip(records, want_reply=True))
 
     def _changed(self, now: float) -> None:
-        """Our view, vote or decision changed: servers tell every known server (rate-limited)."""
+        """Our view, vote or decision changed: a server ticks early (at most one tick per
+        ``push_on_change_interval``), so the change leaves at once, as an epidemic through
+        its partners and their relay queues. An early tick replaces the next regular one,
+        so a change costs no frames beyond the tick's, whatever the size of the fleet."""
         if not self._is_server or not self._table.server_count:
             return
-        due = self._last_push + self._config.push_on_change_interval
-        if now >= due:
-            self._push(now)
-        elif self._push_due is None:
-            self._push_due = due
-
-    def _push(self, now: float) -> None:
-        self._last_push = now
-        self._push_due = None
-        servers = list(self._table.servers)
-        gossip = Gossip(self._piggyback(servers), want_reply=False)
-        for server in servers:
-            self._send_to(server, gossip)
+        due = max(now, self._last_tick + self._config.push_on_change_interval)
+        if due < self._next_gossip:
+            self._next_gossip = due
 
     def _contact_due(self, now: float) -> None:
         """Say hello (a Gossip wanting a reply) to discovered addresses nobody answered from."""
@@ -889,8 +894,12 @@ class GossipCore:
                 queue.popleft()
                 del contacts[address]
                 continue
-            if sent >= config.max_contacts_per_round:
-                self._contacts_ready = now + config.gossip_interval
+            if sent >= self._contact_budget():
+                self._contacts_ready = now + (
+                    config.gossip_interval
+                    if len(self._table) < config.partners
+                    else config.contact_interval
+                )
                 break
             queue.popleft()
             contacts[address] = now + config.contact_interval
@@ -904,6 +913,14 @@ class GossipCore:
                 )
             self._sends.append((self._generation, Send(None, (address,), Gossip(records, True))))
             sent += 1
+
+    def _contact_budget(self) -> int:
+        """Contacts per round: a node still looking for the fleet contacts a few addresses
+        at once; one that already has its partners' worth of peers is in the fleet, whose
+        gossip will soon name the owners of the rest, so it contacts one at a time."""
+        if len(self._table) < self._config.partners:
+            return self._config.max_contacts_per_round
+        return 1
 
     # --- explaining
 

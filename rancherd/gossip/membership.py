@@ -34,11 +34,14 @@ from rancherd.gossip.codec import (
     MAX_ADDRESS_LENGTH,
     MAX_ADDRESSES,
     MAX_HOST_LENGTH,
+    MAX_RECORDS,
     MAX_RELEASED,
     MAX_UINT,
     MAX_VIEW,
 )
 from rancherd.gossip.messages import (
+    EMPTY_VIEW_DIGEST,
+    VIEW_DIGEST_SIZE,
     Address,
     Decision,
     NodeId,
@@ -46,6 +49,7 @@ from rancherd.gossip.messages import (
     Progress,
     Role,
     Vote,
+    view_digest,
 )
 
 __all__ = [
@@ -57,10 +61,20 @@ __all__ = [
     "estimate_record_size",
     "id_problem",
     "ids_problem",
+    "is_fresher",
     "is_uint",
     "record_problem",
     "vote_problem",
 ]
+
+
+def is_fresher(incarnation: int, heartbeat: int, than: NodeRecord) -> bool:
+    """Whether a copy with this freshness replaces ``than`` (the one rule of freshness:
+    ``(incarnation, heartbeat)`` compared as a pair of counters)."""
+    return incarnation > than.incarnation or (
+        incarnation == than.incarnation and heartbeat > than.heartbeat
+    )
+
 
 # --- Checks of peer input ------------------------------------------------------------------
 #
@@ -175,16 +189,15 @@ def record_problem(
         type(api_host) is not str or not 0 < len(api_host) <= MAX_HOST_LENGTH
     ):
         return "malformed api host"
-    view = record.view
-    if type(view) is not tuple:
-        return "view is not a tuple"
-    if view:
-        if role is not Role.SERVER:
-            return "an agent's record carries a view"
-        if previous is None or view != previous.view:
-            problem = ids_problem(view, known, MAX_VIEW)
-            if problem is not None:
-                return "view: " + problem
+    digest, view_size = record.view_digest, record.view_size
+    if type(digest) is not bytes or len(digest) != VIEW_DIGEST_SIZE:
+        return "malformed view digest"
+    if type(view_size) is not int or not 0 <= view_size <= MAX_VIEW:
+        return f"view size outside 0..{MAX_VIEW}"
+    if role is Role.SERVER and view_size == 0:
+        return "a server's view does not count the server itself"
+    if role is not Role.SERVER and view_size:
+        return "an agent's record carries a view"
     vote = record.vote
     if vote is not None and (previous is None or vote != previous.vote):
         problem = vote_problem(vote, known)
@@ -226,7 +239,10 @@ GOSSIP_ENVELOPE_BYTES = 8
 """Bytes of a Gossip besides its records (array headers, tag, want_reply), rounded up."""
 
 
-_RECORD_BASE_BYTES = _ARRAY_BYTES + _ID_BYTES + 5 * _UINT_BYTES + 2 * _ARRAY_BYTES + 2
+_DIGEST_BYTES = 2 + VIEW_DIGEST_SIZE  # bin8 header + digest
+_RECORD_BASE_BYTES = (
+    _ARRAY_BYTES + _ID_BYTES + 6 * _UINT_BYTES + _DIGEST_BYTES + 2 * _ARRAY_BYTES + 2
+)
 _DECISION_BASE_BYTES = 2 * _ARRAY_BYTES + 4 + _ID_BYTES + _UINT_BYTES
 
 
@@ -242,7 +258,6 @@ def estimate_record_size(record: NodeRecord) -> int:
         + len(record.api_host)
         + 2 * len(addresses)
         + sum(map(len, addresses))
-        + (2 + _ID_BYTES) * len(record.view)
         + _VOTE_BYTES * (1 + len(record.released))
     )
     decision = record.decision
@@ -252,14 +267,41 @@ def estimate_record_size(record: NodeRecord) -> int:
     return size
 
 
-# --- The transmit-limited queue ------------------------------------------------------------
+# --- The transmit-limited queue ---
+
+CHANGED_SERVER = 0
+"""A server's record that says something new (view, vote, decision, ...): what elections
+wait for, relayed first."""
+CHANGED_AGENT = 1
+REFRESHED = 2
+"""A copy that only grew the heartbeat: it keeps the node alive in tables but changes
+nothing else, so it goes last. Every node refreshes its record every tick; relayed at the
+same rank as changes, refreshes of a hundred servers crowd out the one change an
+agreement waits for."""
+
+
+def record_priority(record: NodeRecord, old: NodeRecord | None) -> int:
+    """The rank of ``record`` in the relay queue, given the copy it replaces."""
+    if (
+        old is not None
+        and record.incarnation == old.incarnation
+        and record.view_digest == old.view_digest
+        and record.vote == old.vote
+        and record.decision == old.decision
+        and record.progress is old.progress
+        and record.role is old.role
+        and record.released == old.released
+        and record.addresses == old.addresses
+    ):
+        return REFRESHED
+    return CHANGED_SERVER if record.role is Role.SERVER else CHANGED_AGENT
 
 
 @dataclass(slots=True)
 class _Pending:
     record: NodeRecord
     priority: int
-    """0 for servers, 1 for agents: servers' records are what elections wait for."""
+    """``CHANGED_SERVER``, ``CHANGED_AGENT`` or ``REFRESHED`` (see ``record_priority``)."""
     transmits: int
     seq: int
     size: int = -1
@@ -281,7 +323,7 @@ class BroadcastQueue:
     def __init__(self) -> None:
         self._entries: dict[NodeId, _Pending] = {}
         # _levels[priority][transmits] is a stack of (seq, node_id), newest on top.
-        self._levels: tuple[list[list[tuple[int, NodeId]]], ...] = ([], [])
+        self._levels: tuple[list[list[tuple[int, NodeId]]], ...] = ([], [], [])
         self._seq = 0
         self._stacked = 0
 
@@ -291,14 +333,17 @@ class BroadcastQueue:
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._entries
 
-    def push(self, record: NodeRecord, server: bool) -> None:
+    def push(self, record: NodeRecord, priority: int) -> None:
+        """Queue ``record`` (replacing a pending older version of its node). A version
+        that only refreshes keeps the rank of a pending change it replaces: the newer copy
+        carries that change too, and must spread as fast."""
         self._seq = seq = self._seq + 1
-        priority = 0 if server else 1
         node_id = record.node_id
         pending = self._entries.get(node_id)
         if pending is None:
             self._entries[node_id] = _Pending(record, priority, 0, seq)
         else:
+            priority = min(priority, pending.priority)
             pending.record = record
             pending.priority = priority
             pending.transmits = 0
@@ -387,7 +432,7 @@ class BroadcastQueue:
         self._stacked += 1
 
     def _compact(self) -> None:
-        self._levels = ([], [])
+        self._levels = ([], [], [])
         self._stacked = 0
         for node_id, pending in sorted(self._entries.items(), key=lambda item: item[1].seq):
             self._stack_push(pending.priority, pending.transmits, pending.seq, node_id)
@@ -442,6 +487,7 @@ class PeerTable:
         self._cursor = 0
         self.queue = BroadcastQueue()
         self.view: tuple[NodeId, ...] = (self_id,) if self_is_server else ()
+        self.view_digest = view_digest(self.view) if self_is_server else EMPTY_VIEW_DIGEST
         self.view_changed = False
         """Set when the view changes; the owner clears it after acting on it."""
         self.servers_changed = False
@@ -501,12 +547,12 @@ class PeerTable:
     def disagreeing(self) -> tuple[NodeId, ...]:
         """Members of the view whose freshest record reports another view."""
         if self._disagreeing is None:
-            view = self.view
+            digest = self.view_digest
             entries = self._entries
             self._disagreeing = tuple(
                 member
-                for member in view
-                if member != self.self_id and entries[member].record.view != view
+                for member in self.view
+                if member != self.self_id and entries[member].record.view_digest != digest
             )
         return self._disagreeing
 
@@ -525,10 +571,7 @@ class PeerTable:
         if entry is None:
             tombstone = self._tombstones.get(node_id)
             if tombstone is not None:
-                dead = tombstone.record
-                if record.incarnation < dead.incarnation or (
-                    record.incarnation == dead.incarnation and record.heartbeat <= dead.heartbeat
-                ):
+                if not is_fresher(record.incarnation, record.heartbeat, tombstone.record):
                     return Applied.STALE
                 del self._tombstones[node_id]
             entry = PeerEntry(record, now)
@@ -539,12 +582,10 @@ class PeerTable:
             self._schedule(node_id, now + self._cache_duration)
             if record.role is Role.SERVER:
                 self._add_server(node_id)
-            self.queue.push(record, record.role is Role.SERVER)
+            self.queue.push(record, record_priority(record, None))
             return Applied.NEW
         old = entry.record
-        if record.incarnation < old.incarnation or (
-            record.incarnation == old.incarnation and record.heartbeat <= old.heartbeat
-        ):
+        if not is_fresher(record.incarnation, record.heartbeat, old):
             return Applied.STALE
         entry.record = record
         entry.last_grew = now
@@ -556,10 +597,10 @@ class PeerTable:
                 self._add_server(node_id)
             else:
                 self._remove_server(node_id)
-        elif record.role is Role.SERVER and record.view != old.view:
+        elif record.role is Role.SERVER and record.view_digest != old.view_digest:
             self.servers_changed = True
             self._disagreeing = None
-        self.queue.push(record, record.role is Role.SERVER)
+        self.queue.push(record, record_priority(record, old))
         return Applied.FRESHER
 
     def mark_direct(self, node_id: NodeId) -> None:
@@ -598,6 +639,13 @@ class PeerTable:
             return list(ids)
         return [ids[i] for i in rng.sample(range(len(ids)), count)]
 
+    def sample_servers(self, count: int, rng: random.Random) -> list[NodeId]:
+        """Up to ``count`` distinct random server peers (seeded; O(count))."""
+        servers = self._servers
+        if count >= len(servers):
+            return list(servers)
+        return [servers[i] for i in rng.sample(range(len(servers)), count)]
+
     def random_server(self, rng: random.Random) -> NodeId | None:
         return self._servers[rng.randrange(len(self._servers))] if self._servers else None
 
@@ -609,12 +657,16 @@ class PeerTable:
         byte_budget: int,
         skip: NodeId | None = None,
     ) -> tuple[NodeRecord, ...]:
-        """Own record, every server, then a rotating window of the others, within bounds."""
+        """Own record, every server, then a rotating window of the others, within bounds.
+
+        ``max_records`` bounds the agents only: every server is in, so that one full state
+        is enough for a server to know all the others (the codec's ``MAX_RECORDS`` and the
+        byte budget still bind; a record without a view list is a few hundred bytes)."""
         records = [own]
         used = GOSSIP_ENVELOPE_BYTES + own_size
         entries = self._entries
         for node_id in self._servers:
-            if len(records) >= max_records:
+            if len(records) >= MAX_RECORDS:
                 return tuple(records)
             if node_id == skip:
                 continue
@@ -677,6 +729,7 @@ class PeerTable:
             view = tuple(members[:MAX_VIEW])
             if view != self.view:
                 self.view = view
+                self.view_digest = view_digest(view)
                 self.view_changed = True
 
     def _forget(self, node_id: NodeId, now: float) -> None:

@@ -16,19 +16,29 @@ in brackets) and are never used for ordering.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 
-PROTOCOL_VERSION = 1
-"""The version this build speaks; peers agree on ``min(max_a, max_b)`` in the hello."""
-MIN_PROTOCOL_VERSION = 1
-"""The oldest version this build still speaks."""
+PROTOCOL_VERSION = 2
+"""The version this build speaks; peers agree on ``min(max_a, max_b)`` in the hello.
+
+2: a record carries a digest of its view (``view_digest``, ``view_size``) instead of the
+list of ids, so a record's size no longer grows with the number of servers."""
+MIN_PROTOCOL_VERSION = 2
+"""The oldest version this build still speaks. Version 1 records carry the whole view,
+which this build no longer reads: a version 1 peer is refused at the hello."""
 
 NodeId = str
 Address = str
 
 NODE_ID_LENGTH = 32
 """Hex characters in a node id."""
+
+VIEW_DIGEST_SIZE = 8
+"""Bytes of ``NodeRecord.view_digest``. Agreement compares digests, so a collision could at
+worst make a proposer believe in an agreement that is not there; its round then fails
+(voters check the ``Propose.view`` list itself), which safety never depends on."""
 
 
 class Tag(IntEnum):
@@ -124,8 +134,12 @@ class NodeRecord:
     """Gossip endpoints of this node."""
     api_host: str
     """Host at which this node would serve the Kubernetes API."""
-    view: tuple[NodeId, ...]
-    """The servers this node counts, itself included (sorted); empty for agents."""
+    view_digest: bytes
+    """``view_digest(view)`` of the servers this node counts, itself included: two records
+    agree on a view when their digests are equal. The list itself travels only in
+    ``Propose``, where a voter must see it."""
+    view_size: int
+    """How many servers the view counts; 0 for agents."""
     vote: Vote | None
     released: tuple[Vote, ...]
     """The last rounds this node released as a proposer (newest last, a few at most), so a
@@ -223,6 +237,16 @@ MESSAGE_TYPES: dict[Tag, type[Message]] = {
     Tag.COMMIT: Commit,
 }
 TAGS: dict[type[Message], Tag] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}
+
+
+def view_digest(view: tuple[NodeId, ...]) -> bytes:
+    """The digest a record carries for ``view`` (sorted node ids, fixed length each, so
+    their concatenation is unambiguous)."""
+    return hashlib.blake2b("".join(view).encode(), digest_size=VIEW_DIGEST_SIZE).digest()
+
+
+EMPTY_VIEW_DIGEST = view_digest(())
+"""An agent's record carries this digest (and ``view_size`` 0)."""
 
 
 def is_node_id(value: str) -> bool:
