@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import ipaddress
 import logging
 import os
@@ -208,6 +209,7 @@ class Node:
             driver.deliver,
             rng=random.Random(rng.getrandbits(64)),
             random_bytes=self._random_bytes,
+            keep=driver.wants_record,
         )
         self.driver, self.links = driver, links
         provider = self._provider or make_provider(discovery.params, default_port=discovery.port)
@@ -243,6 +245,9 @@ class Node:
             await nursery.start(control.serve)
             nursery.start_soon(self._feed_answers, answers, driver)
             await nursery.start(provider.run, advertisement, answers_send)
+            # Everything imported and built so far lives as long as the process: keep the
+            # collector from walking it again at every collection of the oldest generation.
+            gc.freeze()
             self._running.set()
             task_status.started()
 

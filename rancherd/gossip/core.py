@@ -471,6 +471,16 @@ class GossipCore:
             )
         self._confirmed = max(self._confirmed, generation)
 
+    def set_slowness(self, factor: float) -> None:
+        """Stretch the election's timeouts and the peer expiry by ``factor`` (>= 1): the
+        driver's local health awareness, when this node serves its inputs late. A round
+        that times out, or a peer forgotten, only because this node was slow would make
+        more work for the node that is already behind."""
+        if not (type(factor) is float and 1.0 <= factor <= 100.0):
+            raise LocalProtocolError(f"set_slowness({factor!r}): a float in 1..100")
+        self._election.slowness = factor
+        self._table.slowness = factor
+
     def set_progress(self, progress: Progress, now: float) -> None:
         """The installer's progress, carried in this node's record."""
         if type(progress) is not Progress:

@@ -1,17 +1,18 @@
 """The trio shell around a ``GossipCore``: feed it, transmit its output, re-arm its timer.
 
 As small as aioquic's asyncio protocol. Inputs (messages from ``Links``, answers from a
-discovery provider) arrive on one channel; after each input or timer the driver drains the
-core: ``Persist`` is written through the ``Store`` and confirmed, other events go to the
-log and to whoever waits on them, and messages go to ``Links.send_nowait``. The clock is
-``trio.current_time()``, so the same driver runs on a ``MockClock`` in tests.
+discovery provider) wait in the driver's queues (see ``Driver``); after each batch of
+inputs or a timer the driver drains the core: ``Persist`` is written through the ``Store``
+and confirmed, other events go to the log and to whoever waits on them, and messages go to
+``Links.send_nowait``. The clock is ``trio.current_time()``, so the same driver runs on a
+``MockClock`` in tests.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,14 +36,26 @@ from rancherd.gossip.core import (
     Status,
     StatusChanged,
 )
-from rancherd.gossip.messages import Address, Message, Progress
+from rancherd.gossip.messages import Address, Gossip, Message, Progress
 
-__all__ = ["Discovered", "Driver", "Received", "Sender", "Store"]
+__all__ = ["Discovered", "Driver", "DriverStatistics", "Received", "Sender", "Store"]
 
 log = logging.getLogger("rancherd.gossip")
 
-_INPUT_QUEUE = 1024
-"""Inputs buffered for the core; beyond it messages are dropped (the core expects loss)."""
+_ELECTION_QUEUE = 4096
+"""Election messages buffered for the core. They are few (a round is one message per
+member, retransmitted every ``retransmit_interval``); this bound is only a last resort."""
+_GOSSIP_SENDERS = 1024
+"""Senders whose latest Gossip waits for the core; beyond it the oldest waiting is dropped
+(the core expects loss: gossip repairs itself)."""
+_GOSSIP_BATCH = 64
+"""Gossip messages handled before the driver lets other tasks run (election messages and
+timers never wait behind more than this)."""
+_LAG_BEHIND = 0.1
+"""A timer served this late (seconds), or a batch that left gossip waiting, counts as a
+sign the node is behind; a timer served on time counts as a sign it is not."""
+MAX_HEALTH_SCORE = 8
+"""memberlist's ``AwarenessMaxMultiplier``: timeouts stretch up to nine times."""
 
 
 class Store(Protocol):
@@ -64,9 +77,29 @@ class Discovered:
     addresses: frozenset[Address]
 
 
+@dataclass(slots=True)
+class DriverStatistics:
+    received: int = 0
+    gossip_coalesced: int = 0
+    """Gossip replaced by a newer one of the same sender before the core saw it."""
+    gossip_dropped: int = 0
+    election_dropped: int = 0
+    health_score: int = 0
+    """0 (on time) to ``MAX_HEALTH_SCORE`` (far behind): the core's timeouts are
+    ``1 + health_score`` times their configured length."""
+
+
 class Driver:
     """Runs one core. Create, hand ``deliver``/``discovered_nowait`` to the producers,
-    ``await nursery.start(driver.run)``."""
+    ``await nursery.start(driver.run)``.
+
+    Inputs wait in two queues, so that an overloaded node slows down instead of stalling:
+    election messages (first, in order) and gossip (coalesced: one Gossip per sender, its
+    newest, with the older one's request for a reply kept). A node that serves its timers
+    late, or that cannot keep up with gossip, raises a health score (memberlist's local
+    health awareness) that stretches the core's timeouts, so a late timer does not abandon
+    a round, or forget a peer, that only waited for this node.
+    """
 
     def __init__(
         self, core: GossipCore, store: Store, *, on_event: Callable[[Event], None] | None = None
@@ -75,11 +108,13 @@ class Driver:
         self._store = store
         self._sender: Sender | None = None
         self._on_event = on_event
-        self._inputs_send, self._inputs = trio.open_memory_channel[Received | Discovered](
-            _INPUT_QUEUE
-        )
+        self._election: deque[Received] = deque()
+        self._gossip: dict[tuple[str, int], Received] = {}
+        self._discovered: Discovered | None = None
+        self._wakeup = trio.Event()
         self._changed = trio.Event()
         self._decided = trio.Event()
+        self.statistics = DriverStatistics()
         self.decided_at: float | None = None
         """When this driver first learned the decision (trio time)."""
         self._status = core.status(trio.current_time())
@@ -87,18 +122,44 @@ class Driver:
     # --- inputs (synchronous: callable from any trio task)
 
     def deliver(self, message: Message, peer: Peer) -> None:
-        self._put(Received(message, peer))
+        item = Received(message, peer)
+        if type(message) is Gossip:
+            key = (peer.node_id, peer.boot_id)
+            waiting = self._gossip.pop(key, None)
+            if waiting is not None:
+                self.statistics.gossip_coalesced += 1
+                older = waiting.message
+                assert type(older) is Gossip
+                if older.want_reply and not message.want_reply:
+                    item = Received(Gossip(message.records, True), peer)
+            elif len(self._gossip) >= _GOSSIP_SENDERS:
+                del self._gossip[next(iter(self._gossip))]
+                self.statistics.gossip_dropped += 1
+            self._gossip[key] = item
+        else:
+            if len(self._election) >= _ELECTION_QUEUE:
+                self._election.popleft()
+                self.statistics.election_dropped += 1
+            self._election.append(item)
+        self._wake()
 
     def discovered_nowait(self, addresses: Iterable[Address]) -> None:
-        self._put(Discovered(frozenset(addresses)))
+        self._discovered = Discovered(frozenset(addresses))
+        self._wake()
 
-    def _put(self, item: Received | Discovered) -> None:
-        with contextlib.suppress(trio.WouldBlock):  # the core expects loss
-            self._inputs_send.send_nowait(item)
+    def _wake(self) -> None:
+        if not self._wakeup.is_set():
+            self._wakeup.set()
 
     def set_progress(self, progress: Progress) -> None:
         self.core.set_progress(progress, trio.current_time())
         self._drain()
+
+    def wants_record(
+        self, node_id: str, incarnation: int, heartbeat: int, cluster_id: str | None
+    ) -> bool:
+        """The core's pre-filter of relayed records (for the links' decoding)."""
+        return self.core.wants_record(node_id, incarnation, heartbeat, cluster_id)
 
     # --- what the node knows
 
@@ -124,20 +185,53 @@ class Driver:
         self._sender = sender
         self._drain()
         task_status.started()
+        core = self.core
         while True:
-            timer = self.core.get_timer()
-            deadline = math.inf if timer is None else timer
-            with trio.move_on_at(deadline):
-                item = await self._inputs.receive()
-                now = trio.current_time()
-                if isinstance(item, Received):
-                    self.core.receive(item.message, item.peer, now)
-                else:
-                    self.core.discovered(item.addresses, now)
+            timer = core.get_timer()
+            if not self._pending():
+                with trio.move_on_at(math.inf if timer is None else timer):
+                    await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            behind = self._take_inputs()
             now = trio.current_time()
             if timer is not None and now >= timer:
-                self.core.handle_timer(now)
+                behind = behind or now - timer > _LAG_BEHIND
+                self._set_health(behind)
+                core.handle_timer(now)
             self._drain()
+            if self._pending():
+                await trio.lowlevel.checkpoint()  # let the links and other tasks run
+
+    def _pending(self) -> bool:
+        return bool(self._election or self._gossip or self._discovered is not None)
+
+    def _take_inputs(self) -> bool:
+        """Feed the core every election message, the discovery answer, then a batch of
+        gossip; True when gossip is left waiting (the node is behind)."""
+        core = self.core
+        statistics = self.statistics
+        election = self._election
+        while election:
+            item = election.popleft()
+            statistics.received += 1
+            core.receive(item.message, item.peer, trio.current_time())
+        if self._discovered is not None:
+            discovered, self._discovered = self._discovered, None
+            core.discovered(discovered.addresses, trio.current_time())
+        gossip = self._gossip
+        for _ in range(min(_GOSSIP_BATCH, len(gossip))):
+            item = gossip.pop(next(iter(gossip)))
+            statistics.received += 1
+            core.receive(item.message, item.peer, trio.current_time())
+        return bool(gossip)
+
+    def _set_health(self, behind: bool) -> None:
+        statistics = self.statistics
+        score = statistics.health_score
+        score = min(MAX_HEALTH_SCORE, score + 1) if behind else max(0, score - 1)
+        if score != statistics.health_score:
+            statistics.health_score = score
+            self.core.set_slowness(1.0 + score)
 
     def _drain(self) -> None:
         while (event := self.core.next_event()) is not None:

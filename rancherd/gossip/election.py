@@ -184,6 +184,8 @@ class Election:
         self.not_before = now + config.startup_grace
         self._in_grace = is_server and config.startup_grace > 0
         self.last_abandoned: Abandoned | None = None
+        self.slowness = 1.0
+        """Multiplies ``round_timeout`` and ``retransmit_interval`` (``core.set_slowness``)."""
         self.splits: dict[str, tuple[Decision, NodeId]] = {}
         self._releases_heard: deque[Vote] = deque(maxlen=32)
         self._rereleased: dict[tuple[NodeId, Vote], float] = {}
@@ -236,7 +238,7 @@ class Election:
         if self.decision is None:
             current = self.round
             if current is not None:
-                timeout = current.started + self._config.round_timeout
+                timeout = current.started + self._round_timeout()
                 if current.view is not None and current.next_retransmit < timeout:
                     timeout = current.next_retransmit
                 if deadline is None or timeout < deadline:
@@ -398,7 +400,7 @@ class Election:
         current = self.round
         if self.decision is not None or current is None:
             return effects
-        if now >= current.started + self._config.round_timeout:
+        if now >= current.started + self._round_timeout():
             waiting = self.waiting_for()
             return self._abandon(now, rng, Abandoned(current.vote, "timed out", waiting))
         if current.view is not None and now >= current.next_retransmit:
@@ -406,10 +408,13 @@ class Election:
             for member in current.view:
                 if member not in current.acks:
                     effects.append(Transmit(member, propose))
-            current.next_retransmit = now + self._config.retransmit_interval
+            current.next_retransmit = now + self._config.retransmit_interval * self.slowness
         return effects
 
     # --- internals
+
+    def _round_timeout(self) -> float:
+        return self._config.round_timeout * self.slowness
 
     def _propose_message(self, current: Round) -> Propose:
         vote = current.vote

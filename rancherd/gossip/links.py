@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from rancherd.gossip.codec import RecordFilter, encode
 from rancherd.gossip.core import Peer, Send
 from rancherd.gossip.errors import RemoteProtocolError
 from rancherd.gossip.messages import Address, Message, NodeId
@@ -68,8 +69,10 @@ class _Link:
     outbound: bool
     dialled_by: NodeId
     since: float
-    outbox: trio.MemorySendChannel[bytes]
-    inbox: trio.MemoryReceiveChannel[bytes]
+    outbox: deque[bytes] = field(default_factory=deque)
+    """Sealed frames waiting for the writer (at most ``send_queue``)."""
+    wakeup: trio.Event = field(default_factory=trio.Event)
+    """Set when a frame is queued; the writer makes a new one before it waits."""
     frames_in: int = 0
     frames_out: int = 0
     closing: bool = False
@@ -111,7 +114,10 @@ class Links:
         *,
         rng: random.Random,
         random_bytes: Callable[[int], bytes],
+        keep: RecordFilter | None = None,
     ) -> None:
+        """``keep``: the core's pre-filter of relayed records (``Driver.wants_record``),
+        so that a Gossip's stale copies are dropped while decoding, before conversion."""
         self._transport = transport
         self._limits = transport.limits
         self._keys = keys
@@ -127,6 +133,10 @@ class Links:
         self.statistics = LinkStatistics()
         self._rejected_since_log = 0
         self._last_reject_log = -_LOG_EVERY
+        self._keep = keep
+        self._encoded: tuple[Message | None, bytes] = (None, b"")
+        """The last message encoded and its bytes: a Gossip to several targets, or a
+        Propose to every member, is encoded once and sealed once per link."""
 
     # --- lifecycle
 
@@ -186,10 +196,23 @@ class Links:
 
     def _enqueue(self, link: _Link, message: Message) -> None:
         # Seal only what is sure to be queued: the receiver needs every counter in order.
-        if link.outbox.statistics().current_buffer_used >= self._limits.send_queue:
+        if link.closing or len(link.outbox) >= self._limits.send_queue:
             self.statistics.dropped_sends += 1
             return
-        link.outbox.send_nowait(link.channel.seal(message))
+        last, encoded = self._encoded
+        if last is not message:
+            encoded = encode(message)
+            self._encoded = (message, encoded)
+        try:
+            frame = link.channel.seal(message, encoded)
+        except RemoteProtocolError:
+            # The channel died on a bad frame from the peer and the link is going away:
+            # the message is lost like any other on a failed link (the core expects loss).
+            self._drop_link(link)
+            self.statistics.dropped_sends += 1
+            return
+        link.outbox.append(frame)
+        link.wakeup.set()
 
     async def _dial(
         self, key: tuple[NodeId | None, tuple[Address, ...]], addresses: tuple[Address, ...]
@@ -340,7 +363,6 @@ class Links:
     def _register(
         self, connection: FrameConnection, channel: SecureChannel, peer: Peer, outbound: bool
     ) -> _Link | None:
-        send, receive = trio.open_memory_channel[bytes](self._limits.send_queue)
         link = _Link(
             peer,
             connection,
@@ -348,8 +370,6 @@ class Links:
             outbound,
             self._node_id if outbound else peer.node_id,
             trio.current_time(),
-            send,
-            receive,
         )
         old = self._links.get(peer.node_id)
         if old is not None and not old.closing:
@@ -372,6 +392,14 @@ class Links:
             self._nursery.start_soon(self._serve_link, link)
         return link
 
+    def _drop_link(self, link: _Link) -> None:
+        """Stop using ``link`` at once: later sends to its peer dial a new connection."""
+        link.closing = True
+        link.outbox.clear()
+        if self._links.get(link.peer.node_id) is link:
+            del self._links[link.peer.node_id]
+        link.cancel.cancel()
+
     async def _serve_link(self, link: _Link) -> None:
         try:
             with link.cancel:
@@ -380,37 +408,47 @@ class Links:
                     await self._read(link)
                     nursery.cancel_scope.cancel()
         finally:
-            if self._links.get(link.peer.node_id) is link:
-                del self._links[link.peer.node_id]
-            link.closing = True
-            link.outbox.close()
+            self._drop_link(link)
             await self._close(link.connection, CLOSE_NORMAL, "")
 
     async def _read(self, link: _Link) -> None:
-        while True:
-            with trio.move_on_after(self._limits.idle_timeout) as idle:
+        """One loop per link: receive, open, hand each message to the core. One cancel
+        scope serves as the idle timer for the link's life (its deadline moves on with
+        every frame), instead of a new scope per frame."""
+        idle_timeout = self._limits.idle_timeout
+        channel, connection, deliver, peer = link.channel, link.connection, self._deliver, link.peer
+        keep = self._keep
+        with trio.CancelScope(deadline=trio.current_time() + idle_timeout) as idle:
+            while True:
                 try:
-                    frame = await link.connection.receive()
+                    frame = await connection.receive()
                 except ConnectionClosed:
                     return
-            if idle.cancelled_caught:
-                self.statistics.idle_closed += 1
-                return
-            link.frames_in += 1
-            try:
-                received = link.channel.receive(frame)
-            except RemoteProtocolError as exc:
-                self._reject(link.connection, str(exc))
-                await self._close(link.connection, CLOSE_POLICY, "authentication failed")
-                return
-            for message in received.messages:
-                self._deliver(message, link.peer)
+                idle.deadline = trio.current_time() + idle_timeout
+                link.frames_in += 1
+                try:
+                    received = channel.receive(frame, keep)
+                except RemoteProtocolError as exc:
+                    self._drop_link(link)
+                    self._reject(connection, str(exc))
+                    with trio.CancelScope(shield=True):
+                        await self._close(connection, CLOSE_POLICY, "authentication failed")
+                    return
+                for message in received.messages:
+                    deliver(message, peer)
+        if idle.cancelled_caught:
+            self.statistics.idle_closed += 1
 
     async def _write(self, link: _Link) -> None:
-        async for frame in link.inbox:
+        outbox, connection = link.outbox, link.connection
+        while True:
+            if not outbox:
+                link.wakeup = trio.Event()
+                await link.wakeup.wait()
+                continue
             try:
-                await link.connection.send(frame)
+                await connection.send(outbox.popleft())
             except ConnectionClosed:
-                link.cancel.cancel()
+                self._drop_link(link)
                 return
             link.frames_out += 1

@@ -493,6 +493,8 @@ class PeerTable:
         self.servers_changed = False
         """Set when the set of servers or a server's view changes; cleared by the owner."""
         self._disagreeing: tuple[NodeId, ...] | None = ()
+        self.slowness = 1.0
+        """Multiplies the cache duration (``core.set_slowness``)."""
 
     # --- reads
 
@@ -621,7 +623,7 @@ class PeerTable:
             if self._scheduled.get(node_id) != deadline:
                 continue
             entry = self._entries[node_id]
-            actual = entry.last_grew + self._cache_duration
+            actual = entry.last_grew + self._cache_duration * self.slowness
             if actual > now:
                 self._scheduled[node_id] = actual
                 heapq.heappush(heap, (actual, node_id))

@@ -60,6 +60,7 @@ from rancherd.gossip.codec import (
     MAX_UINT,
     MAX_VERSION,
     NONCE_SIZE,
+    RecordFilter,
     decode,
     encode,
 )
@@ -298,8 +299,10 @@ class SecureChannel:
         self._state = _State.AWAIT_HELLO
         return frame
 
-    def receive(self, frame: bytes) -> Received:
-        """Process one incoming frame (the transport keeps frame boundaries and order)."""
+    def receive(self, frame: bytes, keep: RecordFilter | None = None) -> Received:
+        """Process one incoming frame (the transport keeps frame boundaries and order).
+
+        ``keep``: the receiver's pre-filter of a Gossip's relayed records (``decode``)."""
         self._check_alive()
         if self._state is _State.READY:
             raise LocalProtocolError("call start() before receive() on an initiator")
@@ -307,14 +310,15 @@ class SecureChannel:
             if self._session is None:
                 reply = self._accept_hello(frame)
                 return Received([], [] if reply is None else [reply])
-            return Received([self._open(self._session.receive, frame)], [])
+            return Received([self._open(self._session.receive, frame, keep)], [])
         except RemoteProtocolError as error:
             self._state = _State.DEAD
             self._error = error
             raise
 
-    def seal(self, message: Message) -> bytes:
-        """The frame carrying ``message`` to the peer."""
+    def seal(self, message: Message, encoded: bytes | None = None) -> bytes:
+        """The frame carrying ``message`` to the peer. ``encoded``: ``encode(message)``,
+        when the caller has it already (one message sealed for several links)."""
         self._check_alive()
         if self._session is None:
             raise LocalProtocolError("seal() before the handshake completed")
@@ -323,7 +327,7 @@ class SecureChannel:
         send = self._session.send
         if send.counter > MAX_UINT:
             raise LocalProtocolError("frame counter exhausted; open a new connection")
-        plaintext = encode(message)
+        plaintext = encode(message) if encoded is None else encoded
         counter = send.counter.to_bytes(COUNTER_SIZE, "big")
         frame = counter + send.aead.encrypt(_aead_nonce(counter), plaintext, send.associated_data)
         send.counter += 1
@@ -415,7 +419,7 @@ class SecureChannel:
     # --- Frames ----------------------------------------------------------------------
 
     @staticmethod
-    def _open(receive: _Direction, frame: bytes) -> Message:
+    def _open(receive: _Direction, frame: bytes, keep: RecordFilter | None) -> Message:
         if len(frame) > MAX_FRAME:
             raise RemoteProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
         if len(frame) < COUNTER_SIZE + TAG_SIZE:
@@ -435,7 +439,7 @@ class SecureChannel:
                 "frame does not open: damaged, or sealed for another connection or direction"
             ) from None
         receive.counter += 1
-        message = decode(plaintext)
+        message = decode(plaintext, keep)
         if isinstance(message, Hello):
             raise RemoteProtocolError("a Hello inside an established connection")
         return message
