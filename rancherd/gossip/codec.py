@@ -50,6 +50,7 @@ from rancherd.gossip.messages import (
 )
 
 __all__ = [
+    "GOSSIP_ENVELOPE_BYTES",
     "MAX_ADDRESSES",
     "MAX_ADDRESS_LENGTH",
     "MAX_CLUSTER_ID_LENGTH",
@@ -68,6 +69,7 @@ __all__ = [
     "decode",
     "encode",
     "encoded_size",
+    "estimate_record_size",
     "records_that_fit",
 ]
 
@@ -162,6 +164,44 @@ _ADDRESS_RE = re.compile(
     rf"(?:{_NAME}|\[{_IPV6}(?:%[0-9A-Za-z_.-]{{1,64}})?\]):([1-9][0-9]{{0,4}})"
 )
 _CLUSTER_ID_RE = re.compile(f"[0-9a-f]{{1,{MAX_CLUSTER_ID_LENGTH}}}")
+
+
+# --- Sizes ---------------------------------------------------------------------------------
+
+_ID_BYTES = 2 + 32  # str8 header + 32 characters
+_UINT_BYTES = 9  # uint64 with its marker, the widest msgpack int
+_ARRAY_BYTES = 3  # array16 header
+_VOTE_BYTES = _ARRAY_BYTES + _ID_BYTES + 2 * _UINT_BYTES
+GOSSIP_ENVELOPE_BYTES = 8
+"""Bytes of a Gossip besides its records (array headers, tag, want_reply), rounded up."""
+
+
+_DIGEST_BYTES = 2 + VIEW_DIGEST_SIZE  # bin8 header + digest
+_RECORD_BASE_BYTES = (
+    _ARRAY_BYTES + _ID_BYTES + 6 * _UINT_BYTES + _DIGEST_BYTES + 2 * _ARRAY_BYTES + 2
+)
+_DECISION_BASE_BYTES = 2 * _ARRAY_BYTES + 4 + _ID_BYTES + _UINT_BYTES
+
+
+def estimate_record_size(record: NodeRecord) -> int:
+    """Bytes the codec needs for ``record``, or more (never less).
+
+    Every string the codec accepts is ASCII (its alphabets), so a character is a byte; each
+    string gets the widest header it could need, each int nine bytes.
+    """
+    addresses = record.addresses
+    size = (
+        _RECORD_BASE_BYTES
+        + len(record.api_host)
+        + 2 * len(addresses)
+        + sum(map(len, addresses))
+        + _VOTE_BYTES * (1 + len(record.released))
+    )
+    decision = record.decision
+    if decision is not None:
+        size += _DECISION_BASE_BYTES + len(decision.cluster_id) + len(decision.init_host)
+        size += _ID_BYTES * len(decision.members)
+    return size
 
 
 # --- Converters ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from rancherd.gossip.codec import MAX_RECORDS
+from rancherd.gossip.codec import GOSSIP_ENVELOPE_BYTES, MAX_RECORDS, estimate_record_size
 from rancherd.gossip.config import GossipConfig, jittered, retransmit_limit
 from rancherd.gossip.election import (
     Abandoned,
@@ -43,11 +43,22 @@ from rancherd.gossip.election import (
     election_message_problem,
 )
 from rancherd.gossip.errors import LocalProtocolError
+from rancherd.gossip.events import (
+    DuplicateNodeId,
+    Event,
+    PeerAlive,
+    PeerExpired,
+    PeerInfo,
+    Persist,
+    PersistedState,
+    ProtocolViolation,
+    SplitDetected,
+    Status,
+    StatusChanged,
+)
 from rancherd.gossip.membership import (
-    GOSSIP_ENVELOPE_BYTES,
     Applied,
     PeerTable,
-    estimate_record_size,
     id_problem,
     is_fresher,
     is_uint,
@@ -69,7 +80,6 @@ from rancherd.gossip.messages import (
     RefuseReason,
     Release,
     Role,
-    Vote,
 )
 from rancherd.gossip.partners import Partners
 
@@ -108,17 +118,6 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class PersistedState:
-    """Everything the core needs to survive a restart; the driver writes it atomically."""
-
-    incarnation: int = 0
-    vote: Vote | None = None
-    next_round: int = 0
-    released: tuple[Vote, ...] = ()
-    decision: Decision | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Peer:
     """The sender of a message, as the authenticated channel established it."""
 
@@ -136,102 +135,6 @@ class Send:
     addresses: tuple[Address, ...]
     """Where to connect otherwise (the first that answers)."""
     message: Message
-
-
-# Events (drained with next_event()).
-
-
-@dataclass(frozen=True, slots=True)
-class Persist:
-    """Write ``state`` durably, then call ``core.persisted(generation)``."""
-
-    generation: int
-    state: PersistedState
-
-
-@dataclass(frozen=True, slots=True)
-class SplitDetected:
-    ours: Decision
-    theirs: Decision
-    source: NodeId
-
-
-@dataclass(frozen=True, slots=True)
-class DuplicateNodeId:
-    node_id: NodeId
-    other_boot_id: int
-    addresses: tuple[Address, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerAlive:
-    node_id: NodeId
-    role: Role
-    addresses: tuple[Address, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerExpired:
-    node_id: NodeId
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolViolation:
-    peer: NodeId
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """What the node waits for, in data and in one plain sentence (``text``)."""
-
-    phase: Phase
-    text: str
-    node_id: NodeId
-    role: Role
-    expected_servers: int
-    view: tuple[NodeId, ...]
-    waiting_for: tuple[NodeId, ...]
-    vote: Vote | None
-    decision: Decision | None
-    split: bool
-    duplicate_id: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChanged:
-    status: Status
-
-
-Event = (
-    Persist
-    | Decided
-    | SplitDetected
-    | DuplicateNodeId
-    | PeerAlive
-    | PeerExpired
-    | ProtocolViolation
-    | StatusChanged
-)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """One row of ``rancherd peers``."""
-
-    node_id: NodeId
-    role: Role
-    addresses: tuple[Address, ...]
-    alive: bool
-    last_heard: float
-    """Seconds since its freshness last grew, at the ``now`` given to ``peers()``."""
-    learned: str
-    """``discovery``, ``gossip`` or ``direct``."""
-    agrees: bool
-    """Its view equals this node's view."""
-    vote: Vote | None
-    decision: Decision | None
-    progress: Progress
 
 
 _MAX_DISCOVERED = 4096

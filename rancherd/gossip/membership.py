@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from rancherd.gossip.codec import (
+    GOSSIP_ENVELOPE_BYTES,
     MAX_ADDRESS_LENGTH,
     MAX_ADDRESSES,
     MAX_HOST_LENGTH,
@@ -38,6 +39,7 @@ from rancherd.gossip.codec import (
     MAX_RELEASED,
     MAX_UINT,
     MAX_VIEW,
+    estimate_record_size,
 )
 from rancherd.gossip.messages import (
     EMPTY_VIEW_DIGEST,
@@ -51,8 +53,10 @@ from rancherd.gossip.messages import (
     Vote,
     view_digest,
 )
+from rancherd.gossip.queue import BroadcastQueue, record_priority
 
 __all__ = [
+    "GOSSIP_ENVELOPE_BYTES",
     "Applied",
     "BroadcastQueue",
     "PeerEntry",
@@ -227,215 +231,6 @@ def record_problem(
         if checked is not None:
             checked[decision] = None
     return None
-
-
-# --- Sizes ---------------------------------------------------------------------------------
-
-_ID_BYTES = 2 + 32  # str8 header + 32 characters
-_UINT_BYTES = 9  # uint64 with its marker, the widest msgpack int
-_ARRAY_BYTES = 3  # array16 header
-_VOTE_BYTES = _ARRAY_BYTES + _ID_BYTES + 2 * _UINT_BYTES
-GOSSIP_ENVELOPE_BYTES = 8
-"""Bytes of a Gossip besides its records (array headers, tag, want_reply), rounded up."""
-
-
-_DIGEST_BYTES = 2 + VIEW_DIGEST_SIZE  # bin8 header + digest
-_RECORD_BASE_BYTES = (
-    _ARRAY_BYTES + _ID_BYTES + 6 * _UINT_BYTES + _DIGEST_BYTES + 2 * _ARRAY_BYTES + 2
-)
-_DECISION_BASE_BYTES = 2 * _ARRAY_BYTES + 4 + _ID_BYTES + _UINT_BYTES
-
-
-def estimate_record_size(record: NodeRecord) -> int:
-    """Bytes the codec needs for ``record``, or more (never less).
-
-    Every string the codec accepts is ASCII (its alphabets), so a character is a byte; each
-    string gets the widest header it could need, each int nine bytes.
-    """
-    addresses = record.addresses
-    size = (
-        _RECORD_BASE_BYTES
-        + len(record.api_host)
-        + 2 * len(addresses)
-        + sum(map(len, addresses))
-        + _VOTE_BYTES * (1 + len(record.released))
-    )
-    decision = record.decision
-    if decision is not None:
-        size += _DECISION_BASE_BYTES + len(decision.cluster_id) + len(decision.init_host)
-        size += _ID_BYTES * len(decision.members)
-    return size
-
-
-# --- The transmit-limited queue ---
-
-CHANGED_SERVER = 0
-"""A server's record that says something new (view, vote, decision, ...): what elections
-wait for, relayed first."""
-CHANGED_AGENT = 1
-REFRESHED = 2
-"""A copy that only grew the heartbeat: it keeps the node alive in tables but changes
-nothing else, so it goes last. Every node refreshes its record every tick; relayed at the
-same rank as changes, refreshes of a hundred servers crowd out the one change an
-agreement waits for."""
-
-
-def record_priority(record: NodeRecord, old: NodeRecord | None) -> int:
-    """The rank of ``record`` in the relay queue, given the copy it replaces."""
-    if (
-        old is not None
-        and record.incarnation == old.incarnation
-        and record.view_digest == old.view_digest
-        and record.vote == old.vote
-        and record.decision == old.decision
-        and record.progress is old.progress
-        and record.role is old.role
-        and record.released == old.released
-        and record.addresses == old.addresses
-    ):
-        return REFRESHED
-    return CHANGED_SERVER if record.role is Role.SERVER else CHANGED_AGENT
-
-
-@dataclass(slots=True)
-class _Pending:
-    record: NodeRecord
-    priority: int
-    """``CHANGED_SERVER``, ``CHANGED_AGENT`` or ``REFRESHED`` (see ``record_priority``)."""
-    transmits: int
-    seq: int
-    size: int = -1
-    """``estimate_record_size(record)``, computed when first needed."""
-
-
-class BroadcastQueue:
-    """Records waiting to be relayed, each a limited number of times (memberlist's queue).
-
-    One pending version per node id: a fresher record replaces the older one and starts
-    again at zero transmissions. ``take`` picks by (priority, transmits) ascending and newest
-    first among equals. Each (priority, transmits) bucket is a stack with lazy deletion, so
-    push and take are O(1) amortised instead of a sorted structure's O(log n); stale stack
-    items are dropped when they surface and by an occasional compaction.
-    """
-
-    __slots__ = ("_entries", "_levels", "_seq", "_stacked")
-
-    def __init__(self) -> None:
-        self._entries: dict[NodeId, _Pending] = {}
-        # _levels[priority][transmits] is a stack of (seq, node_id), newest on top.
-        self._levels: tuple[list[list[tuple[int, NodeId]]], ...] = ([], [], [])
-        self._seq = 0
-        self._stacked = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, node_id: object) -> bool:
-        return node_id in self._entries
-
-    def push(self, record: NodeRecord, priority: int) -> None:
-        """Queue ``record`` (replacing a pending older version of its node). A version
-        that only refreshes keeps the rank of a pending change it replaces: the newer copy
-        carries that change too, and must spread as fast."""
-        self._seq = seq = self._seq + 1
-        node_id = record.node_id
-        pending = self._entries.get(node_id)
-        if pending is None:
-            self._entries[node_id] = _Pending(record, priority, 0, seq)
-        else:
-            priority = min(priority, pending.priority)
-            pending.record = record
-            pending.priority = priority
-            pending.transmits = 0
-            pending.seq = seq
-            pending.size = -1
-        levels = self._levels[priority]
-        if not levels:
-            levels.append([])
-        levels[0].append((seq, node_id))
-        self._stacked += 1
-        if self._stacked > 4 * len(self._entries) + 64:
-            self._compact()
-
-    def discard(self, node_id: NodeId) -> None:
-        self._entries.pop(node_id, None)
-
-    def take(
-        self,
-        count: int,
-        byte_budget: int,
-        limit: int,
-        skip: NodeId | None = None,
-        copies: int = 1,
-    ) -> list[NodeRecord]:
-        """Up to ``count`` records within ``byte_budget``, each counted as sent ``copies``
-        times (one gossip tick sends the same records to every target)."""
-        chosen: list[_Pending] = []
-        if count <= 0 or not self._entries:
-            return []
-        used = 0
-        entries = self._entries
-        full = False
-        for levels in self._levels:
-            if len(levels) > limit:  # the limit shrank below these levels: they are done
-                for stack in levels[limit:]:
-                    for _, node_id in stack:
-                        pending = entries.get(node_id)
-                        if pending is not None and pending.transmits >= limit:
-                            del entries[node_id]
-                    self._stacked -= len(stack)
-                del levels[limit:]
-            for transmits, stack in enumerate(levels):
-                if full:
-                    break
-                skipped: tuple[int, NodeId] | None = None
-                while stack:
-                    seq, node_id = stack.pop()
-                    self._stacked -= 1
-                    pending = entries.get(node_id)
-                    if pending is None or pending.seq != seq or pending.transmits != transmits:
-                        continue  # superseded, removed or already moved on
-                    if node_id == skip:
-                        skipped = (seq, node_id)
-                        continue
-                    if pending.size < 0:
-                        pending.size = estimate_record_size(pending.record)
-                    if used + pending.size > byte_budget:
-                        stack.append((seq, node_id))
-                        self._stacked += 1
-                        full = True
-                        break
-                    chosen.append(pending)
-                    used += pending.size
-                    if len(chosen) >= count:
-                        full = True
-                        break
-                if skipped is not None:
-                    stack.append(skipped)
-                    self._stacked += 1
-            if full:
-                break
-        for pending in reversed(chosen):  # oldest first, so the newest ends on top
-            pending.transmits += copies
-            node_id = pending.record.node_id
-            if pending.transmits >= limit:
-                del entries[node_id]
-            else:
-                self._stack_push(pending.priority, pending.transmits, pending.seq, node_id)
-        return [pending.record for pending in chosen]
-
-    def _stack_push(self, priority: int, transmits: int, seq: int, node_id: NodeId) -> None:
-        levels = self._levels[priority]
-        while len(levels) <= transmits:
-            levels.append([])
-        levels[transmits].append((seq, node_id))
-        self._stacked += 1
-
-    def _compact(self) -> None:
-        self._levels = ([], [], [])
-        self._stacked = 0
-        for node_id, pending in sorted(self._entries.items(), key=lambda item: item[1].seq):
-            self._stack_push(pending.priority, pending.transmits, pending.seq, node_id)
 
 
 # --- The table -----------------------------------------------------------------------------
