@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from rancherd.gossip.codec import GOSSIP_ENVELOPE_BYTES, MAX_RECORDS, estimate_record_size
 from rancherd.gossip.config import GossipConfig, jittered, retransmit_limit
 from rancherd.gossip.election import (
-    Abandoned,
     Decided,
     Effect,
     Election,
@@ -46,6 +45,7 @@ from rancherd.gossip.errors import LocalProtocolError
 from rancherd.gossip.events import (
     DuplicateNodeId,
     Event,
+    Identity,
     PeerAlive,
     PeerExpired,
     PeerInfo,
@@ -77,11 +77,11 @@ from rancherd.gossip.messages import (
     Progress,
     Propose,
     Refuse,
-    RefuseReason,
     Release,
     Role,
 )
 from rancherd.gossip.partners import Partners
+from rancherd.gossip.status import StatusWords
 
 __all__ = [
     "Decided",
@@ -103,18 +103,6 @@ __all__ = [
     "Status",
     "StatusChanged",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who this node is; fixed for the life of a core."""
-
-    node_id: NodeId
-    role: Role
-    addresses: tuple[Address, ...]
-    """Own gossip endpoints, as peers should dial them."""
-    api_host: str
-    """Host at which this node would serve the Kubernetes API."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +128,6 @@ class Send:
 _MAX_DISCOVERED = 4096
 """Discovered addresses remembered (for ``PeerInfo.learned``); oldest forgotten first."""
 _MAX_DUPLICATES = 16
-_NAMES_SHOWN = 5
 
 
 def _identity_problem(identity: object) -> str | None:
@@ -220,6 +207,7 @@ class GossipCore:
         self._direct_addresses: dict[NodeId, Address] = {}
         # Anomalies and status.
         self._duplicates: dict[int, tuple[Address, ...]] = {}
+        self._words = StatusWords(identity, config, self._election, self._table, self._duplicates)
         self._checked_decisions: dict[Decision, None] = {}
         self._status_dirty = True
         self._status_key: str | None = None
@@ -425,7 +413,7 @@ class GossipCore:
         return None
 
     def status(self, now: float) -> Status:
-        return self._status(now, with_ages=True)
+        return self._words.status(now, with_ages=True)
 
     def peers(self, now: float) -> list[PeerInfo]:
         """Every peer held alive, then those forgotten (``alive=False``), by node id."""
@@ -841,23 +829,10 @@ class GossipCore:
         if not self._status_dirty:
             return
         self._status_dirty = False
-        key = self._status(now, with_ages=False).text
+        key = self._words.status(now, with_ages=False).text
         if key != self._status_key:
             self._status_key = key
-            self._emit(StatusChanged(self._status(now, with_ages=True)))
-
-    def _name(self, node_id: NodeId) -> str:
-        if node_id == self._id:
-            addresses = self._identity.addresses
-        else:
-            addresses = self._table.addresses_of(node_id)
-        return addresses[0] if addresses else node_id[:8]
-
-    def _names(self, node_ids: Iterable[NodeId]) -> str:
-        names = [self._name(node_id) for node_id in node_ids]
-        if len(names) > _NAMES_SHOWN:
-            return ", ".join(names[:_NAMES_SHOWN]) + f" and {len(names) - _NAMES_SHOWN} more"
-        return ", ".join(names)
+            self._emit(StatusChanged(self._words.status(now, with_ages=True)))
 
     def _learned(self, node_id: NodeId, addresses: tuple[Address, ...], direct: bool) -> str:
         if direct:
@@ -865,125 +840,3 @@ class GossipCore:
         if any(address in self._discovered for address in addresses):
             return "discovery"
         return "gossip"
-
-    def _status(self, now: float, with_ages: bool) -> Status:
-        election = self._election
-        table = self._table
-        phase = election.phase
-        waiting: tuple[NodeId, ...] = election.waiting_for()
-        decision = election.decision
-        if decision is not None:
-            text = self._decided_text(decision)
-        elif self._duplicates:
-            text = self._duplicate_text()
-        elif phase is Phase.PROPOSING:
-            current = election.round
-            assert current is not None
-            if current.view is None:
-                text = (
-                    f"resuming round {current.vote.round} after a restart; "
-                    f"{self._gathering_text(now)}"
-                )
-            else:
-                text = (
-                    f"proposing round {current.vote.round}; "
-                    f"waiting for acks from {self._names(waiting)}"
-                )
-        elif phase is Phase.VOTED:
-            vote = election.vote
-            assert vote is not None
-            proposer = self._name(vote.proposer)
-            text = f"voted for {proposer} (round {vote.round}), waiting for its commit"
-            if with_ages:
-                entry = table.get(vote.proposer)
-                if entry is None:
-                    text += " (not heard from since this start)"
-                else:
-                    text += f" (last heard {now - entry.last_grew:.0f}s ago)"
-        elif phase is Phase.BACKOFF:
-            text = self._backoff_text()
-            until = election.backoff_until
-            if with_ages and until is not None:
-                text += f"; retrying in {max(0.0, until - now):.1f}s"
-        else:
-            text = self._gathering_text(now)
-            waiting = table.disagreeing() if self._is_server else ()
-        return Status(
-            phase=phase,
-            text=text,
-            node_id=self.node_id,
-            role=self._identity.role,
-            expected_servers=self._config.expected_servers,
-            view=table.view,
-            waiting_for=waiting,
-            vote=election.vote,
-            decision=decision,
-            split=bool(election.splits),
-            duplicate_id=bool(self._duplicates),
-        )
-
-    def _gathering_text(self, now: float) -> str:
-        table = self._table
-        expected = self._config.expected_servers
-        if not self._is_server:
-            servers = table.servers
-            have = f"have {len(servers)} of {expected} servers"
-            listed = f" ({self._names(servers)})" if servers else ""
-            return f"agent; {have}{listed}; waiting for the servers to decide"
-        view = table.view
-        have = f"have {len(view)} of {expected} servers"
-        if len(view) < expected:
-            missing = expected - len(view)
-            plural = "" if missing == 1 else "s"
-            return f"{have} ({self._names(view)}); waiting for {missing} more server{plural}"
-        disagreeing = table.disagreeing()
-        if disagreeing:
-            return f"{have}; waiting for agreement from {self._names(disagreeing)}"
-        if view[0] != self._id:
-            return f"{have}, all agree; waiting for {self._name(view[0])} to propose"
-        if now < self._election.not_before:
-            return f"{have}, all agree; starting up before proposing"
-        return f"{have}, all agree; proposing"
-
-    def _backoff_text(self) -> str:
-        abandoned: Abandoned | None = self._election.last_abandoned
-        if abandoned is None:
-            return "backing off"
-        what = f"round {abandoned.vote.round} given up"
-        if abandoned.reason == "refused" and abandoned.peers:
-            why = f"refused by {self._name(abandoned.peers[0])}"
-            if abandoned.refusal is RefuseReason.VOTED_OTHER and abandoned.their_vote is not None:
-                why += f", which voted for {self._name(abandoned.their_vote.proposer)}"
-            elif abandoned.refusal is not None:
-                why += f" ({abandoned.refusal.name.lower().replace('_', ' ')})"
-        elif abandoned.reason == "member left":
-            why = f"{self._names(abandoned.peers)} left"
-        elif abandoned.reason == "timed out":
-            why = f"no ack from {self._names(abandoned.peers)}" if abandoned.peers else "timed out"
-        else:
-            why = abandoned.reason
-        return f"{what} ({why})"
-
-    def _decided_text(self, decision: Decision) -> str:
-        election = self._election
-        role = election.role_in(decision)
-        if role is JoinRole.CLUSTER_INIT:
-            text = "decided: cluster-init"
-        else:
-            text = f"decided: joining the cluster of {decision.init_host} as {role.value}"
-        if election.splits:
-            theirs, source = next(iter(election.splits.values()))
-            text = (
-                f"SPLIT: this node is in cluster {decision.cluster_id[:8]} "
-                f"(init {decision.init_host}) but {self._name(source)} is in cluster "
-                f"{theirs.cluster_id[:8]} (init {theirs.init_host}); {text}"
-            )
-        if self._duplicates:
-            text += "; " + self._duplicate_text()
-        return text
-
-    def _duplicate_text(self) -> str:
-        for addresses in self._duplicates.values():
-            if addresses:
-                return f"node id shared with {addresses[0]} (cloned data dir?)"
-        return "node id shared with another machine (cloned data dir?)"

@@ -1,4 +1,6 @@
-"""The core's events (drained with ``GossipCore.next_event()``), as frozen dataclasses.
+"""The core's events (drained with ``GossipCore.next_event()``), as frozen dataclasses,
+with the two records a driver hands the core (``Identity``) and keeps for it
+(``PersistedState``).
 
 aioquic's ``events.py`` and h11's ``_events.py`` are the model: what a driver can be told
 is listed in one place. ``Decided`` is the election's own effect, passed on as it is.
@@ -15,6 +17,7 @@ __all__ = [
     "Decided",
     "DuplicateNodeId",
     "Event",
+    "Identity",
     "PeerAlive",
     "PeerExpired",
     "PeerInfo",
@@ -25,6 +28,18 @@ __all__ = [
     "Status",
     "StatusChanged",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who this node is; fixed for the life of a core."""
+
+    node_id: NodeId
+    role: Role
+    addresses: tuple[Address, ...]
+    """Own gossip endpoints, as peers should dial them."""
+    api_host: str
+    """Host at which this node would serve the Kubernetes API."""
 
 
 @dataclass(frozen=True, slots=True)
