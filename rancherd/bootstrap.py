@@ -30,9 +30,8 @@ import trio
 
 from rancherd.config import Config, Role
 from rancherd.discover import cancel_on_signals
-from rancherd.gossip.election import JoinRole
+from rancherd.gossip.election import JoinRole, init_ready, join_turn
 from rancherd.gossip.messages import Progress
-from rancherd.gossip.messages import Role as WireRole
 from rancherd.install.apply import StepFailed, StepState, apply_plan
 from rancherd.install.builders import PlanOptions, build_plan
 from rancherd.install.plan import PeerWait, Plan, Step, WaitForPeers
@@ -91,9 +90,8 @@ def _from_outcome(outcome: Outcome) -> Decision:
 class GossipHooks:
     """Answers the plan's waits from the peers' progress, and publishes ours.
 
-    ``init-ready``: the init node's record says READY. ``join-turn``: no other live server
-    of this cluster with a smaller node id is still waiting or installing, so servers
-    join one at a time in node-id order (k3s and rke2 fail on simultaneous server joins).
+    ``init-ready`` and ``join-turn`` are the election's rules 9 and 10
+    (``gossip/election.py``: ``init_ready``, ``join_turn``), read from the peer table.
     """
 
     def __init__(self, node: Node, plan: Plan, poll: float = 0.2) -> None:
@@ -111,26 +109,13 @@ class GossipHooks:
         driver = self._node.driver
         if driver is None or driver.core.decision is None:
             return False
-        init = driver.core.decision.init_node
-        return any(p.node_id == init and p.progress is Progress.READY for p in driver.peers())
+        return init_ready(driver.core.decision, driver.peers())
 
     def _my_turn(self) -> bool:
         driver = self._node.driver
         if driver is None or driver.core.decision is None:
             return False
-        me = driver.core.node_id
-        decision = driver.core.decision
-        for peer in driver.peers():
-            if (
-                peer.alive
-                and peer.role is WireRole.SERVER
-                and peer.node_id != decision.init_node
-                and peer.node_id < me
-                and peer.decision == decision
-                and peer.progress in (Progress.WAITING, Progress.INSTALLING)
-            ):
-                return False
-        return True
+        return join_turn(driver.core.node_id, driver.core.decision, driver.peers())
 
     async def wait_for_peers(self, step: WaitForPeers) -> None:
         check = self._init_ready if step.kind is PeerWait.INIT_READY else self._my_turn

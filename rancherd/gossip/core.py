@@ -40,6 +40,7 @@ from rancherd.gossip.election import (
     Store,
     Transmit,
     election_message_problem,
+    is_other_machine,
 )
 from rancherd.gossip.errors import LocalProtocolError
 from rancherd.gossip.events import (
@@ -567,8 +568,7 @@ class GossipCore:
         """A record with this node's id: never stored, but it may reveal a clone."""
         if record.boot_id == self._boot_id:
             return
-        if record.incarnation >= self._incarnation:
-            # Not a leftover of an earlier start of ours: those have smaller incarnations.
+        if is_other_machine(self._incarnation, record.incarnation):
             self._note_duplicate(record.boot_id, record.addresses, now)
         if record.decision is not None:
             self._run(self._election.on_decision(record.decision, record.node_id, now), now)
@@ -659,7 +659,7 @@ class GossipCore:
             table.servers_changed = False
             self._status_dirty = True
         if self._is_server and self._election.decision is None:
-            agreement = table.agreement(self._config.expected_servers)
+            agreement = self._election.agreement(table.view, table.disagreeing())
             if agreement is not None:
                 self._run(self._election.evaluate(agreement, now, self._rng), now)
         self._refresh_status(now)

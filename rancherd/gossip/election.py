@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from rancherd.gossip.codec import MAX_VIEW
 from rancherd.gossip.config import GossipConfig, backoff_delay
@@ -41,10 +42,12 @@ from rancherd.gossip.messages import (
     Commit,
     Decision,
     NodeId,
+    Progress,
     Propose,
     Refuse,
     RefuseReason,
     Release,
+    Role,
     Vote,
 )
 
@@ -54,12 +57,16 @@ __all__ = [
     "Effect",
     "Election",
     "JoinRole",
+    "PeerProgress",
     "Phase",
     "Round",
     "Split",
     "Store",
     "Transmit",
     "election_message_problem",
+    "init_ready",
+    "is_other_machine",
+    "join_turn",
 ]
 
 
@@ -253,6 +260,16 @@ class Election:
 
     def durable(self) -> Store:
         return Store(self.vote, self.next_round, self.released, self.decision)
+
+    def agreement(
+        self, view: tuple[NodeId, ...], disagreeing: tuple[NodeId, ...]
+    ) -> tuple[NodeId, ...] | None:
+        """Rule 0: a server has agreement on its view ``V`` (sorted, itself included) when
+        ``|V| >= N`` and no member's freshest record reports another view (``disagreeing``:
+        the members whose record's view digest differs from ours)."""
+        if not self.is_server or len(view) < self._config.expected_servers or disagreeing:
+            return None
+        return view
 
     # --- inputs
 
@@ -510,6 +527,53 @@ class Election:
             self.decision,
         )
         return [Transmit(message.proposer, refuse)]
+
+
+def is_other_machine(own_incarnation: int, incarnation: int) -> bool:
+    """Rule 8, detection: a record with this node's id and another boot id comes from
+    another machine (a cloned data dir) when its incarnation is not below ours; a leftover
+    of an earlier start of this node has a smaller one. The node then stops proposing
+    (``Election.on_duplicate``)."""
+    return incarnation >= own_incarnation
+
+
+# --- After the decision: who installs when -------------------------------------------------
+
+
+class PeerProgress(Protocol):
+    """What the installer's waits read of a peer (``PeerInfo`` has it)."""
+
+    @property
+    def node_id(self) -> NodeId: ...
+    @property
+    def role(self) -> Role: ...
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def decision(self) -> Decision | None: ...
+    @property
+    def progress(self) -> Progress: ...
+
+
+def init_ready(decision: Decision, peers: Iterable[PeerProgress]) -> bool:
+    """Rule 9: joiners install once the init node's record says READY."""
+    return any(p.node_id == decision.init_node and p.progress is Progress.READY for p in peers)
+
+
+def join_turn(node_id: NodeId, decision: Decision, peers: Iterable[PeerProgress]) -> bool:
+    """Rule 10: servers join one at a time, in node-id order (k3s and rke2 fail on
+    simultaneous server joins): it is ``node_id``'s turn when no live server of the same
+    decision with a smaller id, other than the init node, is still waiting or installing.
+    A server that died or failed blocks nobody."""
+    return not any(
+        peer.alive
+        and peer.role is Role.SERVER
+        and peer.node_id != decision.init_node
+        and peer.node_id < node_id
+        and peer.decision == decision
+        and peer.progress in (Progress.WAITING, Progress.INSTALLING)
+        for peer in peers
+    )
 
 
 def election_message_problem(

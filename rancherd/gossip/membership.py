@@ -353,12 +353,6 @@ class PeerTable:
             )
         return self._disagreeing
 
-    def agreement(self, expected_servers: int) -> tuple[NodeId, ...] | None:
-        """The view, when this server has agreement on it (PROTOCOL.md section 1)."""
-        if not self.self_is_server or len(self.view) < expected_servers:
-            return None
-        return None if self.disagreeing() else self.view
-
     # --- writes
 
     def apply(self, record: NodeRecord, now: float) -> Applied:
