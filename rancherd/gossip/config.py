@@ -69,6 +69,11 @@ class GossipConfig:
     fanout: int = 3
     """Peers per tick (memberlist's ``GossipNodes``). Fixed: messages per node and second
     do not grow with the fleet."""
+    quiet_fanout: int = 1
+    """Peers per tick when it only refreshes (nothing new to spread, only heartbeats): a
+    record's freshness must reach every peer within ``server_cache_duration``, which one
+    relayed copy a tick does many times over. A fleet at rest, or waiting out a startup
+    grace, sends a third of the frames."""
     server_fanout: int = 1
     """Of those, how many a server picks among servers: keeps servers' views converging
     fast when agents outnumber them a hundred to one. Also the servers a server keeps
@@ -78,7 +83,7 @@ class GossipConfig:
     so ticks still pick at random, while a node holds about this many connections (plus
     those its peers open to it) whatever the size of the fleet."""
     retransmit_mult: int = 4
-    """A changed record is relayed about ``retransmit_mult * ceil(log2(n + 1))`` times
+    """A changed record is relayed about ``retransmit_mult * ceil(log10(n + 1))`` times
     (memberlist's ``RetransmitMult``; see ``retransmit_limit``)."""
     max_records_per_gossip: int = 16
     """Records in a periodic Gossip: own record plus this many minus one relayed ones."""
@@ -137,6 +142,8 @@ class GossipConfig:
             problems.append("gossip_jitter must be in [0, 1)")
         if self.fanout < 1 or self.server_fanout > self.fanout:
             problems.append("fanout must be at least 1 and at least server_fanout")
+        if not 1 <= self.quiet_fanout <= self.fanout:
+            problems.append("quiet_fanout must be in 1..fanout")
         if self.partners < self.fanout:
             problems.append("partners must be at least fanout")
         if not 1 <= self.max_released <= MAX_RELEASED:
@@ -218,10 +225,10 @@ PRESETS = {"lan": GossipConfig.lan, "local": GossipConfig.local, "sim": GossipCo
 def retransmit_limit(retransmit_mult: int, nodes: int) -> int:
     """How many times one version of a record is relayed in a fleet of ``nodes``.
 
-    memberlist's formula with log2: enough transmissions that an epidemic reaches every
+    memberlist's formula (log10): enough transmissions that an epidemic reaches every
     node with high probability, growing only logarithmically with the fleet.
     """
-    return max(1, retransmit_mult * math.ceil(math.log2(nodes + 1)))
+    return max(1, retransmit_mult * math.ceil(math.log10(nodes + 1)))
 
 
 def jittered(interval: float, jitter: float, uniform: float) -> float:

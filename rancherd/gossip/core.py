@@ -199,6 +199,7 @@ class GossipCore:
         self._next_gossip = now + config.gossip_interval * rng.random()
         self._next_push_pull = now + self._push_pull_interval() * (0.5 + 0.5 * rng.random())
         self._last_tick = -math.inf
+        self._news = True
         # Discovery.
         self._own_addresses = frozenset(identity.addresses)
         self._discovered: dict[Address, float] = {}  # address -> last seen in an answer
@@ -708,8 +709,10 @@ class GossipCore:
             progress=self._progress,
         )
 
-    def _bump(self) -> None:
-        """A new version of our own record: every change grows the heartbeat."""
+    def _bump(self, news: bool = True) -> None:
+        """A new version of our own record: every change grows the heartbeat. ``news``:
+        it says something new (not only a heartbeat), for the next tick to spread."""
+        self._news = self._news or news
         self._heartbeat += 1
         self._own = self._build_record()
         self._own_size = estimate_record_size(self._own)
@@ -728,10 +731,17 @@ class GossipCore:
         return (self._own, *relayed)
 
     def _gossip_tick(self, now: float) -> None:
-        self._bump()
+        """Heartbeat, then our record and what waits to be relayed to ``fanout`` partners
+        when there is news (our record or a relayed one says something new), to
+        ``quiet_fanout`` when the tick only refreshes (memberlist gossips only when it has
+        broadcasts; its liveness comes from one probe a second)."""
         config = self._config
-        servers = config.server_fanout if self._is_server else 0
-        targets = self._partners.targets(self._table, config.fanout, servers, self._rng)
+        news = self._news or self._table.queue.has_changes
+        self._news = False
+        self._bump(news=False)
+        count = config.fanout if news else config.quiet_fanout
+        servers = min(config.server_fanout, count) if self._is_server else 0
+        targets = self._partners.targets(self._table, count, servers, self._rng)
         if not targets:
             return
         gossip = Gossip(self._piggyback(targets), want_reply=False)
@@ -748,9 +758,14 @@ class GossipCore:
 
     def _push_pull(self, now: float) -> None:
         """Full state with one random peer of the whole table (not only the partners),
-        and a new partner in place of an old one: the fleet keeps mixing."""
-        self._partners.rotate(self._table, self._rng)
-        targets = self._table.sample(1, self._rng)
+        and a new partner in place of an old one: the fleet keeps mixing. A server still
+        gathering exchanges with a random partner instead, over a connection it has: its
+        fast exchanges are for filling in servers, not for mixing."""
+        if self._is_server and self._election.decision is None:
+            targets = self._partners.targets(self._table, 1, 0, self._rng)
+        else:
+            self._partners.rotate(self._table, self._rng)
+            targets = self._table.sample(1, self._rng)
         if not targets:
             return
         records = self._table.full_state(

@@ -66,7 +66,7 @@ class BroadcastQueue:
     items are dropped when they surface and by an occasional compaction.
     """
 
-    __slots__ = ("_entries", "_levels", "_seq", "_stacked")
+    __slots__ = ("_changes", "_entries", "_levels", "_seq", "_stacked")
 
     def __init__(self) -> None:
         self._entries: dict[NodeId, _Pending] = {}
@@ -74,6 +74,7 @@ class BroadcastQueue:
         self._levels: tuple[list[list[tuple[int, NodeId]]], ...] = ([], [], [])
         self._seq = 0
         self._stacked = 0
+        self._changes = 0  # entries ranked above REFRESHED
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -81,32 +82,45 @@ class BroadcastQueue:
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._entries
 
+    @property
+    def has_changes(self) -> bool:
+        """Whether a record that says something new (not only a refresh) waits."""
+        return self._changes > 0
+
     def push(self, record: NodeRecord, priority: int) -> None:
-        """Queue ``record`` (replacing a pending older version of its node). A version
-        that only refreshes keeps the rank of a pending change it replaces: the newer copy
-        carries that change too, and must spread as fast."""
+        """Queue ``record`` (replacing a pending older version of its node).
+
+        A change starts again at zero transmissions. A refresh that replaces a pending
+        change keeps the change's rank and the transmissions it has had: the newer copy
+        carries that change too and must spread as fast, but only as long as the change
+        would have (nodes refresh every tick, so restarting the count would keep every
+        record ranked as news forever)."""
         self._seq = seq = self._seq + 1
         node_id = record.node_id
         pending = self._entries.get(node_id)
         if pending is None:
             self._entries[node_id] = _Pending(record, priority, 0, seq)
+            self._changes += priority < REFRESHED
+            transmits = 0
         else:
-            priority = min(priority, pending.priority)
+            if priority >= REFRESHED and pending.priority < REFRESHED:
+                priority, transmits = pending.priority, pending.transmits
+            else:
+                self._changes += priority < REFRESHED <= pending.priority
+                transmits = 0
             pending.record = record
             pending.priority = priority
-            pending.transmits = 0
+            pending.transmits = transmits
             pending.seq = seq
             pending.size = -1
-        levels = self._levels[priority]
-        if not levels:
-            levels.append([])
-        levels[0].append((seq, node_id))
-        self._stacked += 1
+        self._stack_push(priority, transmits, seq, node_id)
         if self._stacked > 4 * len(self._entries) + 64:
             self._compact()
 
     def discard(self, node_id: NodeId) -> None:
-        self._entries.pop(node_id, None)
+        pending = self._entries.pop(node_id, None)
+        if pending is not None:
+            self._changes -= pending.priority < REFRESHED
 
     def take(
         self,
@@ -130,7 +144,7 @@ class BroadcastQueue:
                     for _, node_id in stack:
                         pending = entries.get(node_id)
                         if pending is not None and pending.transmits >= limit:
-                            del entries[node_id]
+                            self.discard(node_id)
                     self._stacked -= len(stack)
                 del levels[limit:]
             for transmits, stack in enumerate(levels):
@@ -167,7 +181,7 @@ class BroadcastQueue:
             pending.transmits += copies
             node_id = pending.record.node_id
             if pending.transmits >= limit:
-                del entries[node_id]
+                self.discard(node_id)
             else:
                 self._stack_push(pending.priority, pending.transmits, pending.seq, node_id)
         return [pending.record for pending in chosen]
