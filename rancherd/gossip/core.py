@@ -316,9 +316,11 @@ class GossipCore:
         if now >= self._next_gossip:
             self._last_tick = now
             self._gossip_tick(now)
+            # A decided node slows down once it has nothing new to relay: the decision
+            # itself, and each node's news of it, still spread at the full rate.
             interval = (
                 config.gossip_interval
-                if self._election.decision is None
+                if self._election.decision is None or self._news or self._table.queue.has_changes
                 else config.decided_gossip_interval
             )
             self._next_gossip = now + jittered(interval, config.gossip_jitter, self._rng.random())
@@ -778,11 +780,11 @@ class GossipCore:
         self._send_to(targets[0], Gossip(records, want_reply=True))
 
     def _changed(self, now: float) -> None:
-        """Our view, vote or decision changed: a server ticks early (at most one tick per
+        """Our view, vote or decision changed: the node ticks early (at most one tick per
         ``push_on_change_interval``), so the change leaves at once, as an epidemic through
         its partners and their relay queues. An early tick replaces the next regular one,
         so a change costs no frames beyond the tick's, whatever the size of the fleet."""
-        if not self._is_server or not self._table.server_count:
+        if not len(self._table):
             return
         due = max(now, self._last_tick + self._config.push_on_change_interval)
         if due < self._next_gossip:

@@ -33,6 +33,7 @@ class Partners:
         self._server_share = server_share if self_is_server else 0
         self._ids: list[NodeId] = []
         """The partners this node chose."""
+        self._turn = 0
         self._callers: dict[NodeId, None] = {}
         """Peers that gossiped to us lately, oldest first (at most twice ``size``): gossip
         goes back to them too, so partnership is symmetric. Push gossip along choices alone
@@ -47,7 +48,9 @@ class Partners:
     def targets(
         self, table: PeerTable, count: int, servers: int, rng: random.Random
     ) -> list[NodeId]:
-        """``count`` random partners, ``servers`` of them servers where there are enough."""
+        """``count`` partners, ``servers`` of them servers (at random) where there are
+        enough, the rest in turn: successive ticks go round every partner, so news reaches
+        each of them within a few ticks instead of whenever chance picks it."""
         self._refill(table, rng)
         partners = [i for i in self.ids if i in table]
         chosen: list[NodeId] = []
@@ -55,7 +58,11 @@ class Partners:
             server_ids = [i for i in partners if _is_server(table, i)]
             chosen = rng.sample(server_ids, min(servers, len(server_ids)))
         rest = [i for i in partners if i not in chosen]
-        chosen += rng.sample(rest, min(count - len(chosen), len(rest)))
+        wanted = min(count - len(chosen), len(rest))
+        if wanted > 0:
+            start = self._turn % len(rest)
+            chosen += [rest[(start + k) % len(rest)] for k in range(wanted)]
+            self._turn = start + wanted
         return chosen
 
     def called(self, node_id: NodeId, table: PeerTable) -> None:
