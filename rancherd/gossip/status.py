@@ -9,7 +9,7 @@ so the core can tell a real change of status from the clock moving on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 
 from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.election import Abandoned, Election, JoinRole, Phase
@@ -48,11 +48,13 @@ class StatusWords:
             addresses = self._table.addresses_of(node_id)
         return addresses[0] if addresses else node_id[:8]
 
-    def _names(self, node_ids: Iterable[NodeId]) -> str:
-        names = [self._name(node_id) for node_id in node_ids]
-        if len(names) > _NAMES_SHOWN:
-            return ", ".join(names[:_NAMES_SHOWN]) + f" and {len(names) - _NAMES_SHOWN} more"
-        return ", ".join(names)
+    def _names(self, node_ids: Sequence[NodeId]) -> str:
+        """The first few names, and how many more (only those shown are looked up: the
+        status is recomputed on every change, views can hold a hundred servers)."""
+        names = ", ".join(self._name(node_id) for node_id in node_ids[:_NAMES_SHOWN])
+        if len(node_ids) > _NAMES_SHOWN:
+            return f"{names} and {len(node_ids) - _NAMES_SHOWN} more"
+        return names
 
     def status(self, now: float, with_ages: bool) -> Status:
         election = self._election
