@@ -42,11 +42,15 @@ from rancherd.gossip.messages import (
     MESSAGE_TYPES,
     NODE_ID_LENGTH,
     VIEW_DIGEST_SIZE,
+    Decision,
     Gossip,
     Hello,
     Message,
     NodeRecord,
+    Progress,
+    Role,
     Tag,
+    Vote,
 )
 
 __all__ = [
@@ -467,13 +471,172 @@ def _converter(owner: type, name: str, hint: Any, built: dict[type, _Converter])
     raise TypeError(f"{owner.__name__}.{name}: the codec does not know type {hint!r}")
 
 
+# --- The record fast path -----------------------------------------------------------------
+#
+# Records are most of what a node decodes (a Gossip carries up to a few hundred), and the
+# generic converters above cost a Python call per field. This converter checks exactly the
+# same rules in straight-line code and reuses what it has already checked: a string that
+# passed its rule (node ids, hosts, address lists) and the Decision and Vote objects built
+# from identical arrays (every record of a decided fleet carries the same decision). Any
+# doubt falls back to the generic converter, which names the broken field.
+
+_KNOWN_LIMIT = 8192
+_known_ids: dict[str, None] = {}
+_known_hosts: dict[str, None] = {}
+_known_addresses: dict[tuple[Any, ...], None] = {}
+_known_decisions: dict[tuple[Any, ...], Any] = {}
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any = None) -> None:
+    if len(cache) >= _KNOWN_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
+def _is_id(value: Any) -> bool:
+    if type(value) is not str:
+        return False
+    if value in _known_ids:
+        return True
+    if _NODE_ID_RE.fullmatch(value) is None:
+        return False
+    _remember(_known_ids, value)
+    return True
+
+
+def _is_uint(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_UINT
+
+
+def _fast_vote(raw: Any) -> Any:
+    if (
+        type(raw) is not tuple
+        or len(raw) != 3
+        or not _is_id(raw[0])
+        or not _is_uint(raw[1])
+        or not _is_uint(raw[2])
+    ):
+        raise _Invalid("vote")
+    return _VOTE_TYPE(*raw)
+
+
+def _fast_decision(raw: Any) -> Any:
+    if type(raw) is not tuple:
+        raise _Invalid("decision")
+    try:
+        known = _known_decisions.get(raw)
+    except TypeError:  # an unhashable item (there are none in msgpack output; be safe)
+        raise _Invalid("decision") from None
+    if known is not None:
+        return known
+    decision = _DECISION_FROM_WIRE(raw)  # generic: decisions are few, and then remembered
+    _remember(_known_decisions, raw, decision)
+    return decision
+
+
+def _fast_record(raw: Any) -> Any:
+    if type(raw) is not tuple or len(raw) != _RECORD_FIELD_COUNT:
+        raise _Invalid("record")
+    (
+        node_id,
+        incarnation,
+        boot_id,
+        heartbeat,
+        role,
+        addresses,
+        api_host,
+        digest,
+        view_size,
+        vote,
+        released,
+        decision,
+        progress,
+    ) = raw
+    if not (
+        _is_id(node_id)
+        and _is_uint(incarnation)
+        and _is_uint(boot_id)
+        and _is_uint(heartbeat)
+        and type(digest) is bytes
+        and len(digest) == VIEW_DIGEST_SIZE
+        and type(view_size) is int
+        and 0 <= view_size <= MAX_VIEW
+        and type(released) is tuple
+        and len(released) <= MAX_RELEASED
+    ):
+        raise _Invalid("record")
+    role_member = _ROLES.get(role) if type(role) is int else None
+    progress_member = _PROGRESSES.get(progress) if type(progress) is int else None
+    if role_member is None or progress_member is None:
+        raise _Invalid("record")
+    if type(addresses) is not tuple or addresses not in _known_addresses:
+        if (
+            type(addresses) is not tuple
+            or len(addresses) > MAX_ADDRESSES
+            or not all(type(a) is str and len(a) <= MAX_ADDRESS_LENGTH for a in addresses)
+            or not all(map(_is_address, addresses))
+        ):
+            raise _Invalid("record")
+        _remember(_known_addresses, addresses)
+    if api_host not in _known_hosts:
+        if type(api_host) is not str or not _check_host_ok(api_host):
+            raise _Invalid("record")
+        _remember(_known_hosts, api_host)
+    return _RECORD_TYPE(
+        node_id,
+        incarnation,
+        boot_id,
+        heartbeat,
+        role_member,
+        addresses,
+        api_host,
+        digest,
+        view_size,
+        None if vote is None else _fast_vote(vote),
+        tuple(map(_fast_vote, released)) if released else (),
+        None if decision is None else _fast_decision(decision),
+        progress_member,
+    )
+
+
+_RECORD_TYPE = NodeRecord
+_VOTE_TYPE = Vote
+_RECORD_FIELD_COUNT = len(dataclasses.fields(NodeRecord))
+_ROLES = {int(member): member for member in Role}
+_PROGRESSES = {int(member): member for member in Progress}
+
+
+def _check_host_ok(value: str) -> bool:
+    return len(value) <= MAX_HOST_LENGTH and _HOST_RE.fullmatch(value) is not None
+
+
+def _with_fast_path(
+    fast: Callable[[Any], Any], generic: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    def from_wire(value: Any) -> Any:
+        try:
+            return fast(value)
+        except _Invalid:
+            return generic(value)  # raises, naming the field (or accepts: same rules)
+
+    return from_wire
+
+
 def _build_dataclass(cls: type, tag: int | None, built: dict[type, _Converter]) -> _Converter:
     hints = typing.get_type_hints(cls)
     fields = [
         (field.name, _converter(cls, field.name, hints[field.name], built))
         for field in dataclasses.fields(cls)
     ]
-    return _dataclass(cls, fields, tag)
+    converter = _dataclass(cls, fields, tag)
+    if cls is NodeRecord:
+        _GENERIC_RECORD.append(converter)
+        converter = converter._replace(from_wire=_with_fast_path(_fast_record, converter.from_wire))
+    return converter
+
+
+_GENERIC_RECORD: list[_Converter] = []
+"""The generic record converter, which the fast path must agree with (tests compare)."""
 
 
 def _build_schema() -> tuple[
@@ -493,6 +656,7 @@ def _build_schema() -> tuple[
 
 _BY_TYPE, _BY_TAG, _NESTED, _WIDEST_DATACLASS = _build_schema()
 _RECORD = _NESTED[NodeRecord]
+_DECISION_FROM_WIRE = _NESTED[Decision].from_wire
 
 # msgpack's own limits, derived from the schema so they stay as tight as the rules above:
 # a declared length beyond them is refused before anything is allocated.
