@@ -833,10 +833,13 @@ class GossipCore:
             sent += 1
 
     def _contact_budget(self) -> int:
-        """Contacts per round: a node still looking for the fleet contacts a few addresses
+        """Contacts per round: a server still looking for the fleet contacts a few addresses
         at once; one that already has its partners' worth of peers is in the fleet, whose
-        gossip will soon name the owners of the rest, so it contacts one at a time."""
-        if len(self._table) < self._config.partners:
+        gossip will soon name the owners of the rest, so it contacts one at a time. Agents
+        always contact one at a time: they never vote, and hundreds of agents that each
+        contacted every server at once would fill the servers' connection slots (a
+        contact's reply already names up to ``max_records_per_push_pull`` peers)."""
+        if self._is_server and len(self._table) < self._config.partners:
             return self._config.max_contacts_per_round
         return 1
 
