@@ -72,7 +72,7 @@ PROVIDERS: Mapping[str, Mapping[str, ParamSpec]] = MappingProxyType(
             ParamSpec("domain", False, "local", "mDNS domain; only local exists"),
             ParamSpec("v4", False, "true", "use IPv4 (true/false)"),
             ParamSpec("v6", False, "true", "use IPv6 (true/false)"),
-            ParamSpec("timeout", False, None, "how long one query waits, a Go duration"),
+            ParamSpec("timeout", False, None, "how long one query waits (Go duration; 0: default)"),
             ParamSpec("interface", False, None, "one network interface to use"),
             ParamSpec("interfaces", False, None, "network interfaces to use, space-separated"),
         ),
@@ -490,8 +490,17 @@ def _mdns(values: Mapping[str, str], issues: list[ParamIssue]) -> MdnsParams:
         except DurationError as exc:
             issues.append(ParamIssue("timeout", str(exc)))
         else:
-            if timeout <= 0:
-                issues.append(ParamIssue("timeout", "must be longer than 0s"))
+            if timeout < 0:
+                # go-discover passes it on, and its mDNS client stops listening at once.
+                issues.append(
+                    ParamIssue(
+                        "timeout",
+                        f"{values['timeout']!r} is negative: go-discover would stop listening "
+                        "at once and find nothing; leave it out or write e.g. 3s",
+                    )
+                )
+            elif timeout == 0:
+                timeout = None  # hashicorp/mdns reads 0 as "its default", and so do we
     interfaces: list[str] = []
     for name in ("interface", "interfaces"):
         for word in values.get(name, "").replace(",", " ").split():
