@@ -190,3 +190,11 @@ def test_help_explains_the_command() -> None:
 def test_config_is_listed_in_the_group_help() -> None:
     result = run("--help")
     assert "config" in result.stdout
+
+
+def test_tpm_token_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    # rancher/os2's registration writes token: tpm://, the original's TPM attestation.
+    path = write(tmp_path, "c.yaml", "role: server\nserver: https://r.example:443\ntoken: tpm://\n")
+    result = run("config", "--config", str(path))
+    assert result.exit_code == 2
+    assert f"{path}:3: token: TPM tokens are not supported" in result.stderr
