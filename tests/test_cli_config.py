@@ -95,7 +95,7 @@ def test_broken_file_exits_2_with_every_error_on_stderr(tmp_path: Path) -> None:
         "(server, agent or cluster-init)",
         f"{path}:2: token: expected a string, but YAML read a number; quote it",
         f"{path}:4: discovery.params.provider: 'aws' is not supported yet; "
-        "supported: mdns, static, file",
+        "supported: mdns, static, file, srv",
         f"{path}:5: discovery.expectedServers: must be from 1 to 128, not 0",
         f"{path}:6: discovery.serverCacheDuration: 60 has no unit (a bare number); "
         "write 60s for seconds",

@@ -94,7 +94,8 @@ def test_every_error_is_collected(tmp_path: Path) -> None:
         "1: role: 'sever' is not a role; did you mean 'server'? (server, agent or cluster-init)",
         "2: token: expected a string, but YAML read a number; quote it",
         "3: tokne: unknown key; did you mean 'token'?",
-        "5: discovery.params.provider: 'aws' is not supported yet; supported: mdns, static, file",
+        "5: discovery.params.provider: 'aws' is not supported yet; "
+        "supported: mdns, static, file, srv",
         "6: discovery.expectedServers: must be from 1 to 128, not 0",
         "7: discovery.serverCacheDuration: 60 has no unit (a bare number); write 60s for seconds",
         "8: discovery.port: 70000 is not from 1 to 65535",
@@ -390,7 +391,7 @@ def _params(text: str) -> str:
         (
             "provider: aws\n",
             "5: discovery.params.provider: 'aws' is not supported yet; "
-            "supported: mdns, static, file",
+            "supported: mdns, static, file, srv",
         ),
         ("provider: k8s\n", "5: discovery.params.provider: 'k8s' is not supported yet"),
         (

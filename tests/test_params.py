@@ -82,20 +82,20 @@ def test_string_form_round_trips(values: dict[str, str]) -> None:
 
 
 def test_supported_providers() -> None:
-    assert SUPPORTED_PROVIDERS == ("mdns", "static", "file")
+    assert SUPPORTED_PROVIDERS == ("mdns", "static", "file", "srv")
     assert set(PROVIDERS) == set(SUPPORTED_PROVIDERS)
 
 
 def test_provider_is_required() -> None:
-    assert check_params({}) == [ParamIssue("provider", "required: one of mdns, static, file")]
+    assert check_params({}) == [ParamIssue("provider", "required: one of mdns, static, file, srv")]
     assert check_params({"provider": ""})[0].param == "provider"
 
 
-@pytest.mark.parametrize("provider", sorted(GO_DISCOVER_PROVIDERS - {"mdns"}))
+@pytest.mark.parametrize("provider", sorted(GO_DISCOVER_PROVIDERS - {"mdns", "srv"}))
 def test_go_discover_provider_not_supported_yet(provider: str) -> None:
     (issue,) = check_params({"provider": provider, "whatever": "x"})
     assert issue == ParamIssue(
-        "provider", f"{provider!r} is not supported yet; supported: mdns, static, file"
+        "provider", f"{provider!r} is not supported yet; supported: mdns, static, file, srv"
     )
 
 
