@@ -192,6 +192,13 @@ def test_config_is_listed_in_the_group_help() -> None:
     assert "config" in result.stdout
 
 
+def test_srv_example() -> None:
+    result = run("config", "--config", str(EXAMPLES / "three-node-srv.yaml"))
+    assert result.exit_code == 0, result.stderr
+    assert "provider: srv" in result.stdout
+    assert "domain: example.com" in result.stdout
+
+
 def test_tpm_token_exits_2_naming_file_and_line(tmp_path: Path) -> None:
     # rancher/os2's registration writes token: tpm://, the original's TPM attestation.
     path = write(tmp_path, "c.yaml", "role: server\nserver: https://r.example:443\ntoken: tpm://\n")
