@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import dns.asyncresolver
 import pytest
 import trio
 from dns_harness import Zone, serve_dns
@@ -35,6 +36,27 @@ def provider(port: int, **kwargs: float) -> SrvProvider:
     kwargs.setdefault("min_requery", 0.05)
     kwargs.setdefault("query_timeout", 2.0)
     return SrvProvider(params(port), refresh=60, **kwargs)
+
+
+async def start_provider(
+    nursery: trio.Nursery, zone: Zone
+) -> trio.MemoryReceiveChannel[frozenset[str]]:
+    """A DNS server for ``zone`` and a provider asking it; the provider's answers."""
+    send, receive = trio.open_memory_channel[frozenset[str]](8)
+    port = await nursery.start(serve_dns, zone)
+    await nursery.start(provider(port).run, AD, send)
+    return receive
+
+
+async def start_lookups(
+    nursery: trio.Nursery, zone: Zone, **kwargs: float
+) -> tuple[SrvProvider, dns.asyncresolver.Resolver]:
+    """A DNS server for ``zone``, and a provider to call ``lookup`` on by hand."""
+    port = await nursery.start(serve_dns, zone)
+    srv = provider(port, **kwargs)
+    resolver = srv._make_resolver()
+    assert resolver is not None
+    return srv, resolver
 
 
 async def next_answer(
@@ -107,11 +129,9 @@ async def test_each_target_and_port_is_an_endpoint() -> None:
     zone.a("n1.rancherd.test.", ["10.1.0.1"])
     zone.a("n2.rancherd.test.", ["10.1.0.2", "10.1.0.3"])
     zone.aaaa("n2.rancherd.test.", ["fd00::2"])
-    send, receive = trio.open_memory_channel[frozenset[str]](8)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_dns, zone)
-            await nursery.start(provider(port).run, AD, send)
+            receive = await start_provider(nursery, zone)
             assert await receive.receive() == {
                 "10.1.0.1:8443",
                 "10.1.0.2:9443",
@@ -126,11 +146,9 @@ async def test_records_added_and_removed_while_running() -> None:
     zone = Zone()
     zone.srv(QNAME, [("n1.rancherd.test.", 8443)])
     zone.a("n1.rancherd.test.", ["10.1.0.1"])
-    send, receive = trio.open_memory_channel[frozenset[str]](8)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_dns, zone)
-            await nursery.start(provider(port).run, AD, send)
+            receive = await start_provider(nursery, zone)
             await next_answer(receive, frozenset({"10.1.0.1:8443"}))
             zone.srv(QNAME, [("n1.rancherd.test.", 8443), ("n2.rancherd.test.", 8443)])
             zone.a("n2.rancherd.test.", ["10.1.0.2"])
@@ -148,10 +166,7 @@ async def test_the_smallest_ttl_sets_the_next_lookup() -> None:
     zone.a("n1.rancherd.test.", ["10.1.0.1"], ttl=25)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_dns, zone)
-            srv = provider(port, min_requery=1, max_requery=30)
-            resolver = srv._make_resolver()
-            assert resolver is not None
+            srv, resolver = await start_lookups(nursery, zone, min_requery=1, max_requery=30)
             before = trio.current_time()
             assert await srv.lookup(resolver) == {"10.1.0.1:8443"}
             assert before + 25 <= srv.next_lookup <= trio.current_time() + 25
@@ -180,10 +195,7 @@ async def test_a_silent_server_keeps_the_last_answer_and_never_blocks_trio() -> 
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_dns, zone)
-            srv = provider(port, query_timeout=0.5)
-            resolver = srv._make_resolver()
-            assert resolver is not None
+            srv, resolver = await start_lookups(nursery, zone, query_timeout=0.5)
             assert await srv.lookup(resolver) == {"10.1.0.1:8443"}
             zone.silent = True
             nursery.start_soon(tick)
@@ -202,10 +214,7 @@ async def test_a_target_without_address_is_skipped() -> None:
     zone.a("n1.rancherd.test.", ["10.1.0.1"])
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_dns, zone)
-            srv = provider(port)
-            resolver = srv._make_resolver()
-            assert resolver is not None
+            srv, resolver = await start_lookups(nursery, zone)
             assert await srv.lookup(resolver) == {"10.1.0.1:8443"}
             assert zone.count("gone.rancherd.test.", "A") == 1
             nursery.cancel_scope.cancel()
