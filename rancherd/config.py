@@ -48,6 +48,7 @@ from rancherd.discovery.params import (
     parse_params_string,
 )
 from rancherd.durations import DurationError, format_duration, parse_duration
+from rancherd.join_token import TokenError, parse_token
 
 __all__ = [
     "CLOUD_CONFIG_PATHS",
@@ -1110,11 +1111,24 @@ class _Checker:
         if not text.strip():
             self.fail(self.where(entry), path, "is empty")
             return None
+        try:
+            parse_token(text)
+        except TokenError as exc:  # its message never holds the token
+            self.fail(self.where(entry), path, str(exc))
+            return None
         return Secret(text)
 
     def server(self, entry: _Entry, path: str) -> str | None:
         text = self.string(entry, path)
         if text is None:
+            return None
+        if text != text.strip():
+            # Python's urlsplit drops it; Go's url.Parse, and so k3s, refuses the URL.
+            self.fail(
+                self.where(entry),
+                path,
+                f"{text!r} starts or ends with whitespace; k3s and rke2 refuse such a URL",
+            )
             return None
         try:
             url = urlsplit(text)
@@ -1192,7 +1206,8 @@ class _Checker:
                 )
             elif count is not None:
                 fields["expected_servers"] = count
-        if "serverCacheDuration" in entries:
+        if "serverCacheDuration" in entries and not _empty_string(entries["serverCacheDuration"]):
+            # "" is the default for the original too (it parses only a non-empty value).
             seconds = self.duration(entries["serverCacheDuration"], f"{path}.serverCacheDuration")
             if seconds is not None:
                 fields["server_cache_duration"] = seconds
@@ -1424,6 +1439,10 @@ class _Checker:
                     self.boolean(item, f"{section_path}.{key}")
                 elif key in known:
                     self.string(item, f"{section_path}.{key}")
+
+
+def _empty_string(entry: _Entry) -> bool:
+    return isinstance(entry.value, _Scalar) and entry.value.value == ""
 
 
 def _remedy(value: _Scalar) -> str:

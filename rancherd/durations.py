@@ -9,12 +9,20 @@ A bare number is refused: it has no unit, and a Go program decoding it into a
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
-__all__ = ["MAX_DURATION_NS", "DurationError", "format_duration", "parse_duration"]
+__all__ = [
+    "MAX_DURATION_NS",
+    "MIN_DURATION_NS",
+    "DurationError",
+    "format_duration",
+    "parse_duration",
+    "parse_duration_ns",
+]
 
 MAX_DURATION_NS = 2**63 - 1
 """Go's ``time.Duration`` is an int64 of nanoseconds (about 292 years)."""
+MIN_DURATION_NS = -(2**63)
+"""The int64's most negative value, one further from zero than ``MAX_DURATION_NS``."""
 
 _UNIT_NS: dict[str, int] = {
     "ns": 1,
@@ -43,13 +51,18 @@ def parse_duration(text: str) -> float:
     h; an optional sign; ``0`` alone), except that a bare number other than 0 gets a hint.
     Fractions of a nanosecond are truncated, as Go does.
     """
+    return parse_duration_ns(text) / 1e9
+
+
+def parse_duration_ns(text: str) -> int:
+    """``parse_duration``, as Go's exact int64 of nanoseconds (a float cannot hold them all)."""
     original = text
     text = text.strip()
     if not text:
         raise DurationError("empty duration; write for example 60s or 1m")
     if _NUMBER.fullmatch(text):
         if text.lstrip("+-") == "0":
-            return 0.0
+            return 0
         raise DurationError(
             f"{original!r} has no unit; write {_bare_number_hint(text)} "
             "(units: ns, us, ms, s, m, h)"
@@ -61,7 +74,7 @@ def parse_duration(text: str) -> float:
         body = body[1:]
     if not body:
         raise DurationError(f"{original!r} is not a duration; write for example 60s or 1m")
-    total = Fraction(0)
+    total = 0
     position = 0
     while position < len(body):
         match = _COMPONENT.match(body, position)
@@ -71,12 +84,49 @@ def parse_duration(text: str) -> float:
                 "(units: ns, us, ms, s, m, h)"
             )
         number, unit = match.groups()
-        total += Fraction(number) * _UNIT_NS[unit]
+        total += _component_ns(number, _UNIT_NS[unit], original)
         position = match.end()
-    nanoseconds = int(total)  # truncates toward zero, like Go
-    if nanoseconds > MAX_DURATION_NS:
-        raise DurationError(f"{original!r} is too long; the largest duration is about 292 years")
-    return sign * nanoseconds / 1e9
+        if total > _ABS_LIMIT:
+            raise _too_long(original)
+    nanoseconds = sign * total
+    if not MIN_DURATION_NS <= nanoseconds <= MAX_DURATION_NS:
+        raise _too_long(original)
+    return nanoseconds
+
+
+_ABS_LIMIT = 2**63
+"""Go accumulates the magnitude in a uint64 and refuses it past 2**63 at every step."""
+
+
+def _component_ns(number: str, unit: int, original: str) -> int:
+    """One ``<number><unit>`` in nanoseconds, computed as Go's ``ParseDuration`` does.
+
+    The whole part is exact; the fraction keeps at most the digits an int64 holds
+    (``leadingFraction``) and is scaled in float64, truncated: ``0.3333333333333333333h``
+    is 1200000000000ns in Go, one more than the exact value truncated.
+    """
+    whole_text, _, fraction_text = number.partition(".")
+    whole = int(whole_text or "0")
+    if whole > _ABS_LIMIT // unit:
+        raise _too_long(original)
+    fraction, scale = 0, 1.0
+    for digit in fraction_text:
+        if fraction > (2**63 - 1) // 10:
+            break  # Go stops taking precision here; the rest of the digits are read and dropped
+        candidate = fraction * 10 + int(digit)
+        if candidate > _ABS_LIMIT:
+            break
+        fraction, scale = candidate, scale * 10
+    value = whole * unit
+    if fraction:
+        value += int(float(fraction) * (float(unit) / scale))
+    if value > _ABS_LIMIT:
+        raise _too_long(original)
+    return value
+
+
+def _too_long(original: str) -> DurationError:
+    return DurationError(f"{original!r} is too long; the largest duration is about 292 years")
 
 
 def _bare_number_hint(text: str) -> str:

@@ -95,7 +95,7 @@ def test_broken_file_exits_2_with_every_error_on_stderr(tmp_path: Path) -> None:
         "(server, agent or cluster-init)",
         f"{path}:2: token: expected a string, but YAML read a number; quote it",
         f"{path}:4: discovery.params.provider: 'aws' is not supported yet; "
-        "supported: mdns, static, file",
+        "supported: mdns, static, file, srv",
         f"{path}:5: discovery.expectedServers: must be from 1 to 128, not 0",
         f"{path}:6: discovery.serverCacheDuration: 60 has no unit (a bare number); "
         "write 60s for seconds",
@@ -190,3 +190,18 @@ def test_help_explains_the_command() -> None:
 def test_config_is_listed_in_the_group_help() -> None:
     result = run("--help")
     assert "config" in result.stdout
+
+
+def test_srv_example() -> None:
+    result = run("config", "--config", str(EXAMPLES / "three-node-srv.yaml"))
+    assert result.exit_code == 0, result.stderr
+    assert "provider: srv" in result.stdout
+    assert "domain: example.com" in result.stdout
+
+
+def test_tpm_token_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    # rancher/os2's registration writes token: tpm://, the original's TPM attestation.
+    path = write(tmp_path, "c.yaml", "role: server\nserver: https://r.example:443\ntoken: tpm://\n")
+    result = run("config", "--config", str(path))
+    assert result.exit_code == 2
+    assert f"{path}:3: token: TPM tokens are not supported" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 import textwrap
 from pathlib import Path, PurePosixPath
@@ -11,6 +12,7 @@ import click
 import pytest
 
 from rancherd.config import (
+    DEFAULT_SERVER_CACHE_DURATION,
     Config,
     ConfigError,
     ConfigIssue,
@@ -92,7 +94,8 @@ def test_every_error_is_collected(tmp_path: Path) -> None:
         "1: role: 'sever' is not a role; did you mean 'server'? (server, agent or cluster-init)",
         "2: token: expected a string, but YAML read a number; quote it",
         "3: tokne: unknown key; did you mean 'token'?",
-        "5: discovery.params.provider: 'aws' is not supported yet; supported: mdns, static, file",
+        "5: discovery.params.provider: 'aws' is not supported yet; "
+        "supported: mdns, static, file, srv",
         "6: discovery.expectedServers: must be from 1 to 128, not 0",
         "7: discovery.serverCacheDuration: 60 has no unit (a bare number); write 60s for seconds",
         "8: discovery.port: 70000 is not from 1 to 65535",
@@ -358,6 +361,16 @@ def test_bad_durations(tmp_path: Path, text: str, expected: str) -> None:
     assert expected in found
 
 
+def test_empty_server_cache_duration_is_the_default_as_in_the_original(tmp_path: Path) -> None:
+    # The original: if cacheDuration == "" { cacheDuration = "1m" }.
+    loaded = load_text(tmp_path, VALID + '  serverCacheDuration: ""\n')
+    assert loaded.config.discovery is not None
+    assert loaded.config.discovery.server_cache_duration == DEFAULT_SERVER_CACHE_DURATION == 60.0
+    for blank in ("' '", "'0'"):
+        found = one_error(tmp_path, VALID + f"  serverCacheDuration: {blank}\n")
+        assert found.startswith("7: discovery.serverCacheDuration: ")
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("1m", 60.0), ("90s", 90.0), ("1h30m", 5400.0)])
 def test_good_durations(tmp_path: Path, text: str, seconds: float) -> None:
     loaded = load_text(tmp_path, VALID + f"  serverCacheDuration: {text}\n")
@@ -378,7 +391,7 @@ def _params(text: str) -> str:
         (
             "provider: aws\n",
             "5: discovery.params.provider: 'aws' is not supported yet; "
-            "supported: mdns, static, file",
+            "supported: mdns, static, file, srv",
         ),
         ("provider: k8s\n", "5: discovery.params.provider: 'k8s' is not supported yet"),
         (
@@ -568,6 +581,47 @@ def test_role_server_without_server_or_discovery_is_valid(tmp_path: Path) -> Non
 def test_join_a_server(tmp_path: Path) -> None:
     loaded = load_text(tmp_path, "role: agent\ntoken: t\nserver: https://10.0.0.5:8443\n")
     assert loaded.config.server == "https://10.0.0.5:8443"
+
+
+@pytest.mark.parametrize(
+    "server", [" https://10.0.0.5:8443", "https://10.0.0.5:8443 ", "\thttps://a"]
+)
+def test_server_with_surrounding_whitespace_is_refused_as_k3s_does(
+    tmp_path: Path, server: str
+) -> None:
+    # Python's urlsplit strips a leading space; Go's url.Parse (k3s) refuses the URL.
+    found = one_error(tmp_path, f"role: agent\ntoken: t\nserver: {json.dumps(server)}\n")
+    assert found.startswith("3: server: ")
+    assert "whitespace" in found
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("tpm://", "TPM tokens are not supported"),
+        ("tpm://abc", "TPM tokens are not supported"),
+        ("K10" + "X" * 64 + "::server:secretpart", "CA hash is not hexadecimal"),
+        ("K10" + "ab" * 16 + "::server:secretpart", "has 32 characters, not 64"),
+        ("K10" + "ab" * 32 + "::secretpart", "no username:password"),
+    ],
+)
+def test_unusable_join_tokens_are_refused_at_their_line(
+    tmp_path: Path, token: str, expected: str
+) -> None:
+    found = one_error(tmp_path, f"role: agent\nserver: https://a\ntoken: {token!r}\n")
+    assert found.startswith("3: token: ")
+    assert expected in found
+    assert "secretpart" not in found
+    assert "abc" not in found
+
+
+@pytest.mark.parametrize(
+    "token", ["K10" + "aB" * 32 + "::server:pw", "K10::server:pw", "abcdef.0123456789abcdef", "x"]
+)
+def test_k3s_join_tokens_are_accepted(tmp_path: Path, token: str) -> None:
+    loaded = load_text(tmp_path, f"role: agent\nserver: https://a\ntoken: {token!r}\n")
+    assert loaded.config.token is not None
+    assert loaded.config.token.reveal() == token
 
 
 # --- Other fields ---------------------------------------------------------------------

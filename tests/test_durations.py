@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rancherd.durations import MAX_DURATION_NS, DurationError, format_duration, parse_duration
+from rancherd.durations import (
+    MAX_DURATION_NS,
+    MIN_DURATION_NS,
+    DurationError,
+    format_duration,
+    parse_duration,
+    parse_duration_ns,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +60,25 @@ def test_longest_go_duration() -> None:
     assert parse_duration(f"{MAX_DURATION_NS}ns") == MAX_DURATION_NS / 1e9
     with pytest.raises(DurationError, match="too long"):
         parse_duration(f"{MAX_DURATION_NS + 1}ns")
+
+
+@pytest.mark.parametrize(
+    "text", ["-9223372036854775808ns", "-9223372036854775.808us", "-2562047h47m16.854775808s"]
+)
+def test_most_negative_go_duration_is_one_past_the_longest(text: str) -> None:
+    # An int64 reaches one further below zero than above it; Go accepts every spelling.
+    assert parse_duration_ns(text) == MIN_DURATION_NS == -MAX_DURATION_NS - 1
+    with pytest.raises(DurationError, match="too long"):
+        parse_duration_ns(text.lstrip("-"))
+    with pytest.raises(DurationError, match="too long"):
+        parse_duration_ns(f"{MIN_DURATION_NS - 1}ns")
+
+
+def test_fractions_are_scaled_in_float64_like_go() -> None:
+    # Exact arithmetic gives 1199999999999ns; Go's float64 scaling gives 1200000000000.
+    assert parse_duration_ns("0.3333333333333333333h") == 1_200_000_000_000
+    # Digits past what an int64 holds are read and dropped, not an overflow.
+    assert parse_duration_ns("0.830103483285477580700h") == 2_988_372_539_827
 
 
 def test_unicode_digits_are_not_numbers() -> None:

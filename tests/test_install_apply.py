@@ -79,6 +79,7 @@ def options(server: FakeServer) -> PlanOptions:
     return PlanOptions(
         install_script=str(INSTALL_SCRIPT),
         systemctl=str(SYSTEMCTL),
+        supervisor_port=server.https_port,
         apiserver_probe_url=f"{server.https_url}/readyz",
         kubelet_probe_url=f"{server.http_url}/healthz",
         probe_interval=0.05,
@@ -173,7 +174,6 @@ EXPECTED_STEPS = {
         "post-1",
     ],
     JoinRole.SERVER: [
-        "pre-count-pre",
         "wait-init-ready",
         "verify-server-ca",
         "wait-join-turn",
@@ -184,10 +184,8 @@ EXPECTED_STEPS = {
         "start-{rt}",
         "probe-apiserver",
         "probe-kubelet",
-        "post-1",
     ],
     JoinRole.AGENT: [
-        "pre-count-pre",
         "wait-init-ready",
         "verify-server-ca",
         "write-{rt}-registries",
@@ -196,7 +194,6 @@ EXPECTED_STEPS = {
         "systemd-daemon-reload",
         "start-{rt}",
         "probe-kubelet",
-        "post-1",
     ],
 }
 
@@ -315,9 +312,13 @@ async def test_every_plan_writes_the_expected_files(
         f"enable --now {UNITS[runtime, server_node]}",
     ]
 
-    # Pre and post instructions ran once each, post with KUBECONFIG.
-    assert lines(root, "pre-count") == ["pre"]
-    assert lines(root, "post-count") == [f"{etc}/{runtime}.yaml"]
+    # Pre and post instructions ran once each, post with KUBECONFIG, on the init node only
+    # (the original's toInitPlan).
+    if role is JoinRole.CLUSTER_INIT:
+        assert lines(root, "pre-count") == ["pre"]
+        assert lines(root, "post-count") == [f"{etc}/{runtime}.yaml"]
+    else:
+        assert lines(root, "pre-count") == lines(root, "post-count") == []
 
     # The waits went to the hooks; the probes and the CA check to the fake server.
     expected_waits = {
@@ -480,8 +481,7 @@ async def test_a_resumed_join_waits_and_checks_again(
         result = await apply_plan(plan, root=root, state_dir=state_dir, hooks=hooks)
     assert hooks.waits == ["init-ready", "join-turn"]  # the turn is taken again
     names = [step.name for sid, step in plan.numbered() if sid in result.already_done]
-    assert names == ["pre-count-pre", "write-k3s-registries", "write-k3s-config"]
-    assert lines(root, "pre-count") == ["pre"]
+    assert names == ["write-k3s-registries", "write-k3s-config"]
 
 
 async def test_wrong_ca_hash_stops_the_join_before_anything_is_written(

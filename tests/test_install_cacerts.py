@@ -17,6 +17,7 @@ from fake_runtime import FakeServer, Tls, make_tls
 from rancherd.install.cacerts import (
     CAHashMismatch,
     JoinToken,
+    NoCertificateError,
     ServerNotVerified,
     TokenError,
     cacerts_url,
@@ -100,8 +101,20 @@ def test_hash_of_a_bundle_without_chain_is_of_the_bytes(tls: Tls, other_tls: Tls
     assert hash_ca(bundle) == hashlib.sha256(bundle).hexdigest()
 
 
-def test_hash_of_garbage_is_of_the_bytes() -> None:
-    assert hash_ca(b"not a certificate") == hashlib.sha256(b"not a certificate").hexdigest()
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        b"",
+        b"not a certificate\n",
+        b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    ],
+)
+def test_no_certificate_is_an_error_never_a_hash(bundle: bytes) -> None:
+    # k3s's hashCA fails where certutil.ParseCertsPEM finds no certificate.
+    with pytest.raises(NoCertificateError):
+        hash_ca(bundle)
+    with pytest.raises(NoCertificateError):
+        format_k10(bundle, "mytoken")
 
 
 def test_format_k10(tls: Tls) -> None:

@@ -155,6 +155,18 @@ def test_get_token_in_k10_form(tmp_path: Path, tls: Tls, runtime: str) -> None:
     assert result.stderr == ""
 
 
+def test_get_token_refuses_a_ca_file_without_a_certificate(tmp_path: Path) -> None:
+    path = write(tmp_path, role="server")
+    ca = tmp_path / "var" / "lib" / "rancher" / "k3s" / "server" / "tls" / "server-ca.crt"
+    ca.parent.mkdir(parents=True)
+    ca.write_bytes(b"")  # a runtime that died while writing it
+    result = get_token("--config", str(path), "--root", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert f"{ca} holds no PEM certificate" in result.stderr
+    assert SECRET not in result.output
+
+
 def test_get_token_warns_about_a_token_for_another_ca(tmp_path: Path, tls: Tls) -> None:
     other = "ab" * 32
     path = write(tmp_path, role="server", token=f"K10{other}::server:{SECRET}")

@@ -59,6 +59,11 @@ def load(tmp_path: Path, **data: Any) -> Config:
         ("v1.31:rke2", RuntimeVersion(RKE2, channel="v1.31")),
         ("v1.31.4+rke2r1:k3s", RuntimeVersion(K3S, version="v1.31.4+rke2r1")),
         ("v1.21-head", RuntimeVersion(K3S, version="v1.21-head")),
+        # The image tag spelling the original's installer images used is the release.
+        ("v1.20.5-k3s1", RuntimeVersion(K3S, version="v1.20.5+k3s1")),
+        ("v1.21.3-rke2r1", RuntimeVersion(RKE2, version="v1.21.3+rke2r1")),
+        ("v1.20.5-rc1-k3s1", RuntimeVersion(K3S, version="v1.20.5-rc1+k3s1")),
+        ("v1.20.5-k3s1-head", RuntimeVersion(K3S, version="v1.20.5-k3s1-head")),
         (
             "https://update.rke2.io/v1-release/channels/latest",
             RuntimeVersion(
@@ -108,7 +113,13 @@ def test_install_env() -> None:
         ("https://node1.example", RKE2, "https://node1.example:9345", False),
         ("https://node1.example:8443", K3S, "https://node1.example:6443", True),
         ("https://[fd00::5]:8443/", RKE2, "https://[fd00::5]:9345", True),
-        ("https://lb.example:7443/x", K3S, "https://lb.example:7443", False),
+        # server: is a Rancher URL: whatever port it names, the runtime's supervisor joins.
+        ("https://192.168.122.100:443", RKE2, "https://192.168.122.100:9345", True),
+        ("https://lb.example:7443/x", K3S, "https://lb.example:6443", True),
+        ("https://node1.example:9345", K3S, "https://node1.example:6443", True),
+        # ... unless it names the supervisor's port already.
+        ("https://node1.example:6443", K3S, "https://node1.example:6443", False),
+        ("https://node1.example:9345", RKE2, "https://node1.example:9345", False),
     ],
 )
 def test_runtime_server_url(server: str, runtime: Runtime, url: str, noted: bool) -> None:
@@ -163,7 +174,8 @@ def test_k10_hash_goes_to_the_ca_check(tmp_path: Path) -> None:
 
 
 def test_bad_k10_token_is_a_plan_error(tmp_path: Path) -> None:
-    config = load(tmp_path, token=f"K10abc::server:{SECRET}")
+    # The config loader refuses it already; the builder does not rely on that.
+    config = dataclasses.replace(load(tmp_path), token=Secret(f"K10abc::server:{SECRET}"))
     with pytest.raises(PlanError, match="CA hash") as caught:
         build_plan(config, JoinRole.SERVER, "10.0.0.5")
     assert SECRET not in str(caught.value)
@@ -188,6 +200,28 @@ def test_instructions(tmp_path: Path) -> None:
     assert post.name == "post-1"
     assert post.argv == ("/bin/echo", "a b")
     assert post.save_output
+
+
+@pytest.mark.parametrize(
+    ("role", "server"), [(JoinRole.SERVER, "10.0.0.5"), (JoinRole.AGENT, "10.0.0.5")]
+)
+def test_joining_nodes_skip_instructions_as_in_the_original(
+    tmp_path: Path, role: JoinRole, server: str
+) -> None:
+    # toInitPlan adds them, toJoinPlan does not: os2's agent config carries the server's
+    # ros-operator-install, and an image (which we refuse) never stops a join.
+    config = load(
+        tmp_path,
+        role="agent" if role is JoinRole.AGENT else "server",
+        server="https://10.0.0.5:8443",
+        preInstructions=[{"image": "custom/image:1", "command": "/x"}],
+        postInstructions=[{"command": "/usr/sbin/ros-operator-install", "saveOutput": True}],
+    )
+    plan = build_plan(config, role, server)
+    assert not [s for s in plan.steps if s.name.startswith(("pre-", "post-"))]
+    assert any("cluster-init node only" in note for note in plan.notes)
+    with pytest.raises(PlanError, match="image is not supported"):
+        build_plan(dataclasses.replace(config, role=Role.CLUSTER_INIT), JoinRole.CLUSTER_INIT)
 
 
 @pytest.mark.parametrize(
@@ -347,7 +381,7 @@ def test_json_shape_and_ids(tmp_path: Path) -> None:
     ids = [step["id"] for step in data["steps"]]
     assert ids == list(plan.step_ids())
     assert len(set(ids)) == len(ids)
-    assert ids[0] == "01-pre-1"
+    assert ids[0] == "01-wait-init-ready"  # instructions: the init node only
     kinds = {step["kind"] for step in data["steps"]}
     assert kinds == {"run-command", "wait-for-peers", "verify-server-ca", "write-file", "probe-url"}
 

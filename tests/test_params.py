@@ -82,20 +82,20 @@ def test_string_form_round_trips(values: dict[str, str]) -> None:
 
 
 def test_supported_providers() -> None:
-    assert SUPPORTED_PROVIDERS == ("mdns", "static", "file")
+    assert SUPPORTED_PROVIDERS == ("mdns", "static", "file", "srv")
     assert set(PROVIDERS) == set(SUPPORTED_PROVIDERS)
 
 
 def test_provider_is_required() -> None:
-    assert check_params({}) == [ParamIssue("provider", "required: one of mdns, static, file")]
+    assert check_params({}) == [ParamIssue("provider", "required: one of mdns, static, file, srv")]
     assert check_params({"provider": ""})[0].param == "provider"
 
 
-@pytest.mark.parametrize("provider", sorted(GO_DISCOVER_PROVIDERS - {"mdns"}))
+@pytest.mark.parametrize("provider", sorted(GO_DISCOVER_PROVIDERS - {"mdns", "srv"}))
 def test_go_discover_provider_not_supported_yet(provider: str) -> None:
     (issue,) = check_params({"provider": provider, "whatever": "x"})
     assert issue == ParamIssue(
-        "provider", f"{provider!r} is not supported yet; supported: mdns, static, file"
+        "provider", f"{provider!r} is not supported yet; supported: mdns, static, file, srv"
     )
 
 
@@ -171,7 +171,8 @@ def test_mdns_options() -> None:
         ({"service": "x", "domain": "example.com"}, "domain", "only works in the domain local"),
         ({"service": "x", "v4": "yes"}, "v4", "not true or false"),
         ({"service": "x", "v4": "false", "v6": "0"}, "v6", "both false"),
-        ({"service": "x", "timeout": "0s"}, "timeout", "longer than 0s"),
+        ({"service": "x", "timeout": "-1s"}, "timeout", "is negative: go-discover would stop"),
+        ({"service": "x", "timeout": "-0.5ms"}, "timeout", "is negative"),
         ({"service": "x", "timeout": "soon"}, "timeout", "not a duration"),
         ({"service": "x", "interface": "a/b"}, "interface", "not a network interface name"),
         ({"service": "x", "interface": "much-too-long-name"}, "interface", "not a network"),
@@ -181,6 +182,15 @@ def test_mdns_errors(values: dict[str, str], param: str, message: str) -> None:
     issues = check_params({"provider": "mdns", **values})
     assert [issue.param for issue in issues] == [param]
     assert message in issues[0].message
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "-0", "+0ms"])
+def test_mdns_zero_timeout_means_the_default_as_in_go_discover(text: str) -> None:
+    # hashicorp/mdns replaces a zero Timeout by its default; so do we (None: the provider's).
+    params = DiscoveryParams.from_mapping({"provider": "mdns", "service": "x", "timeout": text})
+    assert params.mdns().timeout is None
+    set_one = DiscoveryParams.from_mapping({"provider": "mdns", "service": "x", "timeout": "2s"})
+    assert set_one.mdns().timeout == 2.0
 
 
 def test_empty_optional_value_means_default() -> None:

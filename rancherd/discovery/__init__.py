@@ -1,7 +1,7 @@
 """Discovery: where a node's peers are.
 
 ``params`` parses and checks the go-discover style parameters; ``make_provider`` turns
-them into a ``Provider`` (``mdns``, ``static``, ``file``), whose ``run`` advertises this
+them into a ``Provider`` (``mdns``, ``static``, ``file``, ``srv``), whose ``run`` advertises this
 node where it can and sends the endpoints it finds.
 
 The providers (trio, zeroconf) are imported on first use, so that loading and checking a
@@ -13,12 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from rancherd.discovery.params import DiscoveryParams, MdnsParams, StaticParams
+from rancherd.discovery.params import DiscoveryParams, MdnsParams, SrvParams, StaticParams
 
 if TYPE_CHECKING:
     from rancherd.discovery.file import FileProvider
     from rancherd.discovery.mdns import MdnsProvider
     from rancherd.discovery.provider import Advertisement, Provider
+    from rancherd.discovery.srv import SrvProvider
     from rancherd.discovery.static import StaticProvider
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "FileProvider",
     "MdnsProvider",
     "Provider",
+    "SrvProvider",
     "StaticProvider",
     "make_provider",
 ]
@@ -36,6 +38,7 @@ _LAZY = {
     "Provider": "rancherd.discovery.provider",
     "FileProvider": "rancherd.discovery.file",
     "MdnsProvider": "rancherd.discovery.mdns",
+    "SrvProvider": "rancherd.discovery.srv",
     "StaticProvider": "rancherd.discovery.static",
 }
 
@@ -50,11 +53,12 @@ def make_provider(
     params: DiscoveryParams, *, default_port: int, refresh: float | None = None
 ) -> Provider:
     """The provider ``params`` names. ``default_port`` is the port of addresses given
-    without one (static, file); mDNS learns each peer's port from its SRV record.
+    without one (static, file); mDNS and srv learn each peer's port from its SRV record.
     ``refresh`` (seconds between unchanged answers) defaults to 5."""
     from rancherd.discovery.file import FileProvider
     from rancherd.discovery.mdns import MdnsProvider
     from rancherd.discovery.provider import DEFAULT_REFRESH
+    from rancherd.discovery.srv import SrvProvider
     from rancherd.discovery.static import StaticProvider
 
     every = DEFAULT_REFRESH if refresh is None else refresh
@@ -63,4 +67,6 @@ def make_provider(
         return MdnsProvider(typed, refresh=every)
     if isinstance(typed, StaticParams):
         return StaticProvider(typed, default_port=default_port, refresh=every)
+    if isinstance(typed, SrvParams):
+        return SrvProvider(typed, refresh=every)
     return FileProvider(typed, default_port=default_port, refresh=every)

@@ -12,8 +12,8 @@ escapes, as ``discover.Config.String`` writes it).
 
 This module is data only: no sockets, no files, no zeroconf. The providers of
 ``rancherd.discovery`` are built on the typed views (``MdnsParams``, ``StaticParams``,
-``FileParams``) that ``DiscoveryParams`` hands out, so everything a provider needs was
-checked when the config was loaded.
+``FileParams``, ``SrvParams``) that ``DiscoveryParams`` hands out, so everything a provider
+needs was checked when the config was loaded.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ __all__ = [
     "ParamIssue",
     "ParamSpec",
     "ParamsError",
+    "SrvParams",
     "StaticParams",
     "check_params",
     "format_params",
@@ -72,7 +73,7 @@ PROVIDERS: Mapping[str, Mapping[str, ParamSpec]] = MappingProxyType(
             ParamSpec("domain", False, "local", "mDNS domain; only local exists"),
             ParamSpec("v4", False, "true", "use IPv4 (true/false)"),
             ParamSpec("v6", False, "true", "use IPv6 (true/false)"),
-            ParamSpec("timeout", False, None, "how long one query waits, a Go duration"),
+            ParamSpec("timeout", False, None, "how long one query waits (Go duration; 0: default)"),
             ParamSpec("interface", False, None, "one network interface to use"),
             ParamSpec("interfaces", False, None, "network interfaces to use, space-separated"),
         ),
@@ -81,6 +82,14 @@ PROVIDERS: Mapping[str, Mapping[str, ParamSpec]] = MappingProxyType(
         ),
         "file": _specs(
             ParamSpec("path", True, None, "absolute path of a file listing host[:port]"),
+        ),
+        "srv": _specs(
+            ParamSpec("service", True, None, "SRV service name, e.g. rancher-server"),
+            ParamSpec("proto", False, "tcp", "SRV protocol, tcp or udp"),
+            ParamSpec("domain", True, None, "DNS domain holding the records, e.g. example.com"),
+            ParamSpec(
+                "nameservers", False, None, "DNS servers to ask, ip or ip:port (default: system)"
+            ),
         ),
     }
 )
@@ -103,6 +112,7 @@ GO_DISCOVER_PROVIDERS: frozenset[str] = frozenset(
         "packet",
         "scaleway",
         "softlayer",
+        "srv",
         "tencentcloud",
         "triton",
         "vsphere",
@@ -406,8 +416,26 @@ class FileParams:
     path: PurePosixPath
 
 
-TypedParams = MdnsParams | StaticParams | FileParams
-_T = TypeVar("_T", MdnsParams, StaticParams, FileParams)
+@dataclass(frozen=True, slots=True)
+class SrvParams:
+    """``provider=srv``: the servers are the targets of DNS SRV records (go-discover's srv)."""
+
+    service: str
+    """The service label without its underscore, e.g. ``rancher-server``."""
+    proto: str = "tcp"
+    domain: str = ""
+    """The domain the records are in, without the final dot."""
+    nameservers: tuple[HostPort, ...] = ()
+    """DNS servers to ask (IP addresses; port 53 when None); empty: the system's."""
+
+    @property
+    def qname(self) -> str:
+        """The name queried, as Go's ``net.LookupSRV``: ``_rancher-server._tcp.example.com.``."""
+        return f"_{self.service}._{self.proto}.{self.domain}."
+
+
+TypedParams = MdnsParams | StaticParams | FileParams | SrvParams
+_T = TypeVar("_T", MdnsParams, StaticParams, FileParams, SrvParams)
 
 
 def _typed(provider: str, values: Mapping[str, str]) -> tuple[TypedParams | None, list[ParamIssue]]:
@@ -435,6 +463,8 @@ def _typed(provider: str, values: Mapping[str, str]) -> tuple[TypedParams | None
         typed = _mdns(present, issues)
     elif provider == "static":
         typed = _static(present, issues)
+    elif provider == "srv":
+        typed = _srv(present, issues)
     else:
         typed = _file(present, issues)
     return (None if issues else typed), issues
@@ -455,6 +485,48 @@ def _file(values: Mapping[str, str], issues: list[ParamIssue]) -> FileParams:
     if not path.is_absolute():
         issues.append(ParamIssue("path", f"{values['path']!r} must be an absolute path"))
     return FileParams(path)
+
+
+_SRV_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
+
+
+def _srv(values: Mapping[str, str], issues: list[ParamIssue]) -> SrvParams:
+    service = values.get("service", "").removeprefix("_")  # _rancher-server: the DNS spelling
+    if "service" in values and not _SRV_LABEL.fullmatch(service):
+        issues.append(
+            ParamIssue(
+                "service",
+                f"{values['service']!r} is not an SRV service label: letters, digits and "
+                "hyphens, e.g. rancher-server",
+            )
+        )
+    proto = values.get("proto", "tcp").removeprefix("_")
+    if not _SRV_LABEL.fullmatch(proto):
+        issues.append(ParamIssue("proto", f"{values['proto']!r} is not a protocol like tcp"))
+    domain = values.get("domain", "").rstrip(".")
+    if "domain" in values and not _is_srv_domain(domain):
+        issues.append(ParamIssue("domain", f"{values['domain']!r} is not a DNS domain name"))
+    nameservers: list[HostPort] = []
+    for word in values.get("nameservers", "").replace(",", " ").split():
+        try:
+            address = parse_host_port(word)
+        except ValueError as exc:
+            issues.append(ParamIssue("nameservers", str(exc)))
+            continue
+        if not _is_ip(address.host, version=4) and not _is_ip(address.host, version=6):
+            issues.append(
+                ParamIssue("nameservers", f"{word!r}: a DNS server is an IP address, not a name")
+            )
+        else:
+            nameservers.append(address)
+    return SrvParams(service, proto.lower(), domain, tuple(nameservers))
+
+
+def _is_srv_domain(text: str) -> bool:
+    # Underscore labels are common in DNS-SD domains (_sites.example.com); plain names too.
+    return 0 < len(text) <= 253 and all(
+        _SRV_LABEL.fullmatch(label.removeprefix("_")) for label in text.split(".")
+    )
 
 
 def _mdns(values: Mapping[str, str], issues: list[ParamIssue]) -> MdnsParams:
@@ -490,8 +562,17 @@ def _mdns(values: Mapping[str, str], issues: list[ParamIssue]) -> MdnsParams:
         except DurationError as exc:
             issues.append(ParamIssue("timeout", str(exc)))
         else:
-            if timeout <= 0:
-                issues.append(ParamIssue("timeout", "must be longer than 0s"))
+            if timeout < 0:
+                # go-discover passes it on, and its mDNS client stops listening at once.
+                issues.append(
+                    ParamIssue(
+                        "timeout",
+                        f"{values['timeout']!r} is negative: go-discover would stop listening "
+                        "at once and find nothing; leave it out or write e.g. 3s",
+                    )
+                )
+            elif timeout == 0:
+                timeout = None  # hashicorp/mdns reads 0 as "its default", and so do we
     interfaces: list[str] = []
     for name in ("interface", "interfaces"):
         for word in values.get(name, "").replace(",", " ").split():
@@ -575,6 +656,10 @@ class DiscoveryParams:
     def file(self) -> FileParams:
         """The file view; ValueError if the provider is not file."""
         return self._view(FileParams)
+
+    def srv(self) -> SrvParams:
+        """The SRV view; ValueError if the provider is not srv."""
+        return self._view(SrvParams)
 
     def _view(self, kind: type[_T]) -> _T:
         typed = self.typed()

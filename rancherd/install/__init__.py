@@ -20,6 +20,7 @@ from rancherd.install.builders import PlanError, PlanOptions, build_plan, runtim
 from rancherd.install.cacerts import (
     CAHashMismatch,
     JoinToken,
+    NoCertificateError,
     ServerCAError,
     TokenError,
     check_server_ca,
@@ -46,6 +47,7 @@ __all__ = [
     "CAHashMismatch",
     "Hooks",
     "JoinToken",
+    "NoCertificateError",
     "NoPeers",
     "PeerWait",
     "Plan",

@@ -2,7 +2,7 @@
 
 The steps, in order (``rancherd plan`` prints them):
 
-1. ``preInstructions``, as host commands;
+1. on the init node, ``preInstructions``, as host commands;
 2. joining nodes: wait for the init node to be ready, check its ``/cacerts`` against the
    K10 token's CA hash; joining servers then wait for their turn (one at a time);
 3. ``registries.yaml`` and the runtime config drop-in ``40-rancherd.yaml`` (mode 0600:
@@ -11,7 +11,16 @@ The steps, in order (``rancherd plan`` prints them):
 4. the official install script, skipped when the binary of the right version is there;
 5. ``systemctl daemon-reload`` and ``systemctl enable --now`` of the runtime's unit;
 6. probes: the API server's ``/readyz`` on servers, the kubelet's ``/healthz`` everywhere;
-7. ``postInstructions``.
+7. on the init node, ``postInstructions``.
+
+Instructions run on the cluster-init node only, as in the original (``toInitPlan`` adds
+them; ``toJoinPlan`` does not): rancher/os2's ``/usr/sbin/ros-operator-install`` is for the
+node that creates the cluster. A joining node's plan says in a note that it skips them.
+
+``server:`` is a Rancher URL in the original's meaning (``config-example.yaml``: "The URL
+to Rancher to join a node"): the node joins the runtime's supervisor on that host, port
+6443 (k3s) or 9345 (rke2), whatever port the URL names (Harvester writes Rancher's 443,
+the original's examples 8443), unless it names the supervisor's port already.
 
 Runtime config keys, as the original's ``pkg/runtime/role.go`` maps them, except where k3s
 and rke2 have no such key: ``tlsSans`` -> ``tls-san``, ``nodeName`` -> ``node-name``,
@@ -78,7 +87,6 @@ from rancherd.install.runtime import (
 
 __all__ = [
     "INSTALL_SCRIPT_ENV",
-    "ORIGINAL_SERVER_PORT",
     "SYSTEMCTL_ENV",
     "PlanError",
     "PlanOptions",
@@ -91,9 +99,6 @@ INSTALL_SCRIPT_ENV = "RANCHERD_INSTALL_SCRIPT"
 
 SYSTEMCTL_ENV = "RANCHERD_SYSTEMCTL"
 """The systemctl command the plan runs (tests and image builds put a fake one here)."""
-
-ORIGINAL_SERVER_PORT = 8443
-"""The original's ``server:`` port (Rancher's); k3s and rke2 do not listen on it."""
 
 _FETCH_AND_RUN = (
     "script=$(mktemp) || exit 1; trap 'rm -f \"$script\"' EXIT; "
@@ -117,6 +122,8 @@ class PlanOptions:
     install_script: str | None = None
     """Path or URL of the install script; None: get.k3s.io or get.rke2.io."""
     systemctl: str = "systemctl"
+    supervisor_port: int | None = None
+    """The port joining nodes reach the init node's supervisor on; None: the runtime's."""
     apiserver_probe_url: str = "https://127.0.0.1:6443/readyz"
     kubelet_probe_url: str = "http://127.0.0.1:10248/healthz"
     install_timeout: float = 1800.0
@@ -136,15 +143,18 @@ class PlanOptions:
         return replace(options, systemctl=systemctl) if systemctl else options
 
 
-def runtime_server_url(server: str, runtime: Runtime) -> tuple[str, str | None]:
+def runtime_server_url(
+    server: str, runtime: Runtime, *, supervisor_port: int | None = None
+) -> tuple[str, str | None]:
     """The URL k3s/rke2 joins for ``server`` (a host, or a URL): ``(url, note or None)``.
 
-    A host or a URL without a port gets the runtime's supervisor port (6443 k3s, 9345
-    rke2). Port 8443, the original's ``server:`` port (Rancher), is replaced the same way,
-    with a note: k3s and rke2 never listen there. Any other port is kept (a load balancer).
+    Always the runtime's supervisor port on that host (6443 k3s, 9345 rke2): ``server:``
+    names Rancher in the original, which joined through it (8443 in its examples, 443
+    behind Harvester's VIP). Any other port is replaced, with a note; k3s and rke2 never
+    listen on Rancher's port. ``supervisor_port`` replaces the runtime's (tests).
     """
     text = server.strip()
-    port = runtime.supervisor_port
+    port = runtime.supervisor_port if supervisor_port is None else supervisor_port
     if "://" not in text:
         try:
             address = ipaddress.ip_address(text.strip("[]"))
@@ -160,13 +170,11 @@ def runtime_server_url(server: str, runtime: Runtime) -> tuple[str, str | None]:
     if parts.scheme != "https" or not parts.hostname:
         raise PlanError(f"server {server!r} is not a host or an https:// URL")
     note = None
-    if given_port == ORIGINAL_SERVER_PORT:
+    if given_port is not None and given_port != port:
         note = (
-            f"server {server}: {ORIGINAL_SERVER_PORT} is the original rancherd's (Rancher's) "
-            f"port; {runtime} joins on its supervisor port {port}"
+            f"server {server}: the original joined through Rancher at that port; "
+            f"{runtime} joins on its supervisor port {port} of the same host"
         )
-    elif given_port is not None:
-        port = given_port
     return f"https://{bracketed(parts.hostname)}:{port}", note
 
 
@@ -189,7 +197,9 @@ def build_plan(
     notes: list[str] = []
     server_url = None
     if server is not None and role is not JoinRole.CLUSTER_INIT:
-        server_url, note = runtime_server_url(server, runtime)
+        server_url, note = runtime_server_url(
+            server, runtime, supervisor_port=options.supervisor_port
+        )
         if note:
             notes.append(note)
     ca_hash = None
@@ -206,7 +216,14 @@ def build_plan(
     kubeconfig_env = (("KUBECONFIG", runtime.kubeconfig),)
     steps: list[Step] = []
 
-    steps.extend(_instructions("pre", config.pre_instructions, kubeconfig_env, options))
+    init = role is JoinRole.CLUSTER_INIT
+    if init:
+        steps.extend(_instructions("pre", config.pre_instructions, kubeconfig_env, options))
+    elif config.pre_instructions or config.post_instructions:
+        notes.append(
+            "preInstructions and postInstructions run on the cluster-init node only, as in "
+            "the original; this node joins and skips them"
+        )
     if server_url is not None:
         steps.append(WaitForPeers("wait-init-ready", PeerWait.INIT_READY, server_url))
         steps.append(
@@ -249,7 +266,8 @@ def build_plan(
         steps.extend(_init_manifests(config, runtime, plain, shown, notes))
     steps.extend(_install_steps(version, role, options))
     steps.extend(_probes(runtime, role, options))
-    steps.extend(_instructions("post", config.post_instructions, kubeconfig_env, options))
+    if init:
+        steps.extend(_instructions("post", config.post_instructions, kubeconfig_env, options))
 
     if config.runtime_installer_image:
         notes.append(

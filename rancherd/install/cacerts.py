@@ -1,11 +1,7 @@
 """K10 join tokens and the ``/cacerts`` check a node makes before it joins a server.
 
-Follows k3s's ``pkg/clientaccess/token.go``:
+Follows k3s's ``pkg/clientaccess/token.go`` (tokens are parsed in ``rancherd.join_token``):
 
-- a secure ("K10") token is ``K10<CA hash>::<credentials>``; the hash is 64 hex characters
-  (sha256), the credentials ``username:password`` or a kubeadm-style bootstrap token
-  (``abcdef.0123456789abcdef``); ``K10::creds`` and a bare ``K10creds`` carry no hash;
-- any other token is a short token: no hash, the whole string is the password;
 - the CA hash is the sha256 of the ``/cacerts`` body as served (the PEM file on disk) when it
   holds one certificate; for a bundle, of the DER of the root the first certificate chains
   to (``hashCA``), falling back to the raw bytes when no chain is found, as k3s does;
@@ -20,10 +16,9 @@ stops the join with a message that names the server and both hashes.
 from __future__ import annotations
 
 import hashlib
-import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 from cryptography import x509
@@ -38,12 +33,14 @@ from rancherd.install.http import (
     unwrap_error,
     url_host_port,
 )
+from rancherd.join_token import CA_HASH_LENGTH, K10_PREFIX, JoinToken, TokenError, parse_token
 
 __all__ = [
     "CA_HASH_LENGTH",
     "K10_PREFIX",
     "CAHashMismatch",
     "JoinToken",
+    "NoCertificateError",
     "ServerCA",
     "ServerCAError",
     "ServerNotVerified",
@@ -55,53 +52,6 @@ __all__ = [
     "parse_token",
 ]
 
-K10_PREFIX = "K10"
-CA_HASH_LENGTH = 64
-_BOOTSTRAP_TOKEN = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
-_HEX = re.compile(r"[0-9a-fA-F]*")
-
-
-class TokenError(ValueError):
-    """The token cannot be a k3s/rke2 join token. The message never contains it."""
-
-
-@dataclass(frozen=True, slots=True)
-class JoinToken:
-    """A parsed token. ``credentials`` is secret: it is left out of ``repr``."""
-
-    ca_hash: str | None
-    """Lower-case hex sha256 of the cluster CA, or None for a short token."""
-    credentials: str = field(repr=False)
-    """``username:password`` or a bootstrap token, as k3s sends it."""
-
-
-def parse_token(token: str) -> JoinToken:
-    """Parse a join token as k3s does; ``TokenError`` names what is wrong, not the token."""
-    if not token:
-        raise TokenError("the token is empty")
-    if not token.startswith(K10_PREFIX):
-        if _BOOTSTRAP_TOKEN.fullmatch(token):
-            return JoinToken(None, token)
-        return JoinToken(None, f"server:{token}")
-    rest = token[len(K10_PREFIX) :]
-    ca_hash: str | None = None
-    if "::" in rest:
-        ca_hash, rest = rest.split("::", 1)
-        if ca_hash and len(ca_hash) != CA_HASH_LENGTH:
-            raise TokenError(
-                f"the K10 token's CA hash has {len(ca_hash)} characters, not "
-                f"{CA_HASH_LENGTH} (a sha256 in hex)"
-            )
-        if not _HEX.fullmatch(ca_hash):
-            raise TokenError("the K10 token's CA hash is not hexadecimal")
-        ca_hash = ca_hash.lower() or None
-    if _BOOTSTRAP_TOKEN.fullmatch(rest):
-        return JoinToken(ca_hash, rest)
-    username, colon, password = rest.partition(":")
-    if not colon or not password:
-        raise TokenError("the K10 token has no username:password after its CA hash")
-    return JoinToken(ca_hash, f"{username}:{password}")
-
 
 def format_k10(ca_bundle: bytes, token: str) -> str:
     """The secure form of ``token`` for a cluster whose CA is ``ca_bundle``.
@@ -112,12 +62,21 @@ def format_k10(ca_bundle: bytes, token: str) -> str:
     return f"{K10_PREFIX}{hash_ca(ca_bundle)}::{parse_token(token).credentials}"
 
 
+class NoCertificateError(ValueError):
+    """A CA file or ``/cacerts`` answer holds no PEM certificate: there is nothing to hash."""
+
+
 def hash_ca(bundle: bytes) -> str:
-    """k3s's ``hashCA``: sha256 of the bundle, or of its root's DER for a chain."""
+    """k3s's ``hashCA``: sha256 of the bundle, or of its root's DER for a chain.
+
+    Raises ``NoCertificateError`` when the bundle holds no certificate, as k3s's
+    ``certutil.ParseCertsPEM`` fails there: a hash of arbitrary bytes would make a
+    token that no server can match.
+    """
     try:
         certs = x509.load_pem_x509_certificates(bundle)
     except ValueError:
-        certs = []
+        raise NoCertificateError("holds no PEM certificate") from None
     if len(certs) > 1:
         root = _chain_root(certs)
         if root is not None:
@@ -245,9 +204,10 @@ async def _attempt(server_url: str, url: str, expected_hash: str | None) -> Serv
     if response.status != 200:
         return f"{url}: HTTP status {response.status}"
     bundle = response.body
-    if b"-----BEGIN CERTIFICATE-----" not in bundle:
+    try:
+        actual = hash_ca(bundle)
+    except NoCertificateError:
         return f"{url}: the answer is not a PEM certificate bundle"
-    actual = hash_ca(bundle)
     if expected_hash is not None and actual != expected_hash.lower():
         raise CAHashMismatch(server_url, expected_hash.lower(), actual)
     try:

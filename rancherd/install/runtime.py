@@ -10,6 +10,9 @@
 - ``v<major>.<minor>.<patch>...`` (``v`` and more than two dots' worth of parts) is an exact
   version; so is anything ending in ``-head`` or containing ``/`` (the original passes
   those on unresolved);
+- ``v1.20.5-k3s1`` and ``v1.21.3-rke2r1``, the image tag spelling the original's installer
+  images used (``pkg/images`` replaces ``+`` by ``-``), are the releases ``v1.20.5+k3s1``
+  and ``v1.21.3+rke2r1``: the install scripts download a release by its exact name;
 - an ``http(s)://`` URL is a channel URL; anything else (``stable``, ``latest``,
   ``testing``, ``v1.31``) is a channel name.
 
@@ -40,6 +43,8 @@ DEFAULT_CHANNEL = "stable"
 
 _CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_/-]{0,127}")
+_IMAGE_TAG_SUFFIX = re.compile(r"(?<=\d)-((?:k3s|rke2r)\d+)$")
+"""``v1.20.5-k3s1``: the image tag spelling of release ``v1.20.5+k3s1`` (tags have no +)."""
 
 
 class VersionError(ValueError):
@@ -191,7 +196,7 @@ def resolve_kubernetes_version(text: str | None) -> RuntimeVersion:
     ):
         if not _VERSION.fullmatch(text):
             raise VersionError(f"kubernetesVersion {original!r} is not a release name")
-        return RuntimeVersion(runtime, version=text)
+        return RuntimeVersion(runtime, version=_IMAGE_TAG_SUFFIX.sub(r"+\1", text))
     if not _CHANNEL_NAME.fullmatch(text):
         raise VersionError(
             f"kubernetesVersion {original!r} is neither a version (v1.31.4+k3s1) nor a "

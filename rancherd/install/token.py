@@ -19,7 +19,13 @@ from pathlib import Path
 
 from rancherd.config import Config
 from rancherd.install.apply import under_root
-from rancherd.install.cacerts import TokenError, format_k10, hash_ca, parse_token
+from rancherd.install.cacerts import (
+    NoCertificateError,
+    TokenError,
+    format_k10,
+    hash_ca,
+    parse_token,
+)
 from rancherd.install.runtime import VersionError, resolve_kubernetes_version
 
 __all__ = ["GetTokenError", "JoinTokenAnswer", "join_token"]
@@ -82,7 +88,10 @@ def join_token(
     except OSError as exc:
         raise GetTokenError(f"cannot read {ca_path}: {exc.strerror or exc}") from None
     warnings: tuple[str, ...] = ()
-    local_hash = hash_ca(bundle)
+    try:
+        local_hash = hash_ca(bundle)
+    except NoCertificateError as exc:
+        raise GetTokenError(f"{ca_path} {exc}: no secure K10 token can be made from it") from None
     if parsed.ca_hash is not None and parsed.ca_hash != local_hash:
         warnings = (
             f"the configured token names CA sha256 {parsed.ca_hash}, but this node's CA "
