@@ -205,7 +205,9 @@ def discover_command(
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.option(
-    "--watch", is_flag=True, help="Reprint at every change (and each second) until Ctrl-C."
+    "--watch",
+    is_flag=True,
+    help="Redraw at every change (and each second) until Ctrl-C; appends when piped.",
 )
 def peers_command(
     config_path: Path | None, data_dir: Path | None, as_json: bool, watch: bool
@@ -214,37 +216,52 @@ def peers_command(
 
     Asks the rancherd running on this machine (through the control socket in its data
     dir). The first line is the node's status in one sentence ("have 2 of 3 servers ...;
-    waiting for ..."); the table lists each peer: id, role, state (alive or expired),
-    addresses, when it was last heard of, how it was learned (discovery, gossip or
-    direct), whether it agrees with this node (same view; once decided, same decision),
-    and its install progress.
+    waiting for ..."), as of the moment asked; the table lists each peer: id, role, state
+    (alive or expired), addresses, when it was last heard of, how it was learned
+    (discovery, gossip or direct), whether it agrees with this node (same view; once
+    decided, same decision), and its install progress. An address discovery lists but
+    where nobody answers gets a row too ("no answer"): not a rancherd, another token, or
+    a firewall in between.
+
+    \b
+    With --watch, the view is redrawn in place on a terminal (one JSON line or one text
+    block per change when piped). Exit status: 0 (Ctrl-C ends --watch); 1 no node
+    answers, or the node stopped while watched.
     """
+    import sys
+    import time
+
     import trio
 
     from rancherd.control import ControlError, fetch_snapshots
-    from rancherd.peers_view import render
+    from rancherd.peers_view import WatchScreen, render
     from rancherd.state import DataDir
 
     socket_path = DataDir(_data_dir_of(config_path, data_dir)).control_socket
+    screen = WatchScreen(terminal=sys.stdout.isatty() and not as_json)
 
-    async def show() -> None:
-        first = True
+    async def show() -> dict[str, object] | None:
+        last: dict[str, object] | None = None
         async with contextlib.aclosing(fetch_snapshots(socket_path, watch=watch)) as stream:
             async for snapshot in stream:
+                last = snapshot
                 if as_json:
                     click.echo(json.dumps(snapshot, indent=None if watch else 2))
+                elif watch:
+                    click.echo(screen.frame(snapshot, time.strftime("%H:%M:%S")), nl=False)
                 else:
-                    if not first:
-                        click.echo("")
                     click.echo(render(snapshot), nl=False)
-                first = False
+        return last
 
     try:
-        trio.run(show)
+        last = trio.run(show)
     except ControlError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
-        pass
+        return
+    if watch:
+        click.echo(screen.stopped(last, time.strftime("%H:%M:%S")), nl=False, err=True)
+        raise SystemExit(1)
 
 
 # --- demo -------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ async def run_demo(
             with trio.move_on_after(limit):
                 while True:
                     for index, node in enumerate(nodes):
-                        status = node.status
+                        status = node.last_change
                         text = None if status is None else status.text
                         if text != last[index]:
                             last[index] = text

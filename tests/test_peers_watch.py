@@ -1,0 +1,67 @@
+"""``rancherd peers --watch``: redraws on a terminal, appends when piped, and says so and
+exits 1 when the node it watches stops."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+from test_node import make_config, make_node
+
+from rancherd.gossip.memory_transport import MemoryNetwork
+from rancherd.peers_view import WatchScreen
+
+SNAPSHOT = {
+    "node": {"node_id": "c" * 32, "role": "server", "uptime": 3.0},
+    "status": {"text": "have 1 of 3 servers (10.0.0.1:8443); waiting for 2 more servers"},
+    "peers": [],
+    "unanswered": [{"address": "10.0.0.9:8443", "discovered_ago": 12.2}],
+}
+
+
+def test_a_terminal_frame_replaces_the_last_and_a_pipe_appends() -> None:
+    terminal, pipe = WatchScreen(terminal=True), WatchScreen(terminal=False)
+    frames = [terminal.frame(SNAPSHOT, f"12:00:0{i}") for i in range(2)]
+    assert all(frame.startswith("\x1b[H\x1b[J") for frame in frames)
+    piped = [pipe.frame(SNAPSHOT, f"12:00:0{i}") for i in range(2)]
+    assert not any("\x1b" in frame for frame in piped)
+    assert piped[0].startswith("12:00:00  node cccccccccccc")
+    assert piped[1].startswith("\n12:00:01  node cccccccccccc")
+    assert "10.0.0.9:8443: discovered 12s ago, no answer: not a rancherd" in piped[1]
+
+
+async def test_watch_says_when_the_node_stops_and_exits_1(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    config = make_config(0, 3, tmp_path)
+    node = make_node(network, config)
+    env = {k: v for k, v in os.environ.items() if k != "RANCHERD_IMPLICIT_PATHS"}
+    argv = [
+        sys.executable,
+        "-m",
+        "rancherd",
+        "peers",
+        "--watch",
+        "--data-dir",
+        str(config.data_dir),
+    ]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as node_nursery:
+            await node_nursery.start(node.run)
+            process = await trio.lowlevel.open_process(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            )
+            assert process.stdout is not None
+            assert process.stderr is not None
+            first = await process.stdout.receive_some()
+            # One frame arrived: stop the node under the watcher.
+            node_nursery.cancel_scope.cancel()
+        rest = b"".join([chunk async for chunk in process.stdout])
+        errors = b"".join([chunk async for chunk in process.stderr])
+        code = await process.wait()
+    assert b"waiting for 2 more servers" in first
+    assert b"\x1b" not in first + rest  # piped: frames appended, no cursor control
+    assert code == 1
+    assert b"stopped (its control socket closed)" in errors
