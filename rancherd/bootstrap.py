@@ -33,16 +33,18 @@ from rancherd.discover import cancel_on_signals
 from rancherd.gossip.election import JoinRole
 from rancherd.gossip.messages import Progress
 from rancherd.gossip.messages import Role as WireRole
-from rancherd.install.apply import StepFailed, StepState, apply_plan
+from rancherd.install.apply import Hooks, NoPeers, StepFailed, StepState, apply_plan
 from rancherd.install.builders import PlanOptions, build_plan
 from rancherd.install.plan import PeerWait, Plan, Step, WaitForPeers
 from rancherd.node import Node, Outcome, single_errors
+from rancherd.notify import Notifier
 from rancherd.state import DataDir, DoneStamp
 
 __all__ = [
     "BootstrapError",
     "Decision",
     "GossipHooks",
+    "Reporter",
     "Stopped",
     "decide_statically",
     "run_bootstrap",
@@ -86,6 +88,62 @@ def decide_statically(config: Config) -> Decision:
 
 def _from_outcome(outcome: Outcome) -> Decision:
     return Decision(outcome.role, outcome.server_url, outcome.cluster_id, "election")
+
+
+class Reporter:
+    """What the daemon tells systemd (``STATUS=``, ``READY=1``): the node's status line as
+    of now, then what the bootstrap is doing (the plan step under way)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self.node: Node | None = None
+        self.doing: str | None = None
+
+    def text(self) -> str:
+        status = None if self.node is None else self.node.status
+        parts = [part for part in (None if status is None else status.text, self.doing) if part]
+        return "; ".join(parts) or "starting"
+
+    def set(self, doing: str | None) -> None:
+        self.doing = doing
+        self.notifier.status(self.text())
+
+    def ready(self, doing: str) -> None:
+        self.doing = doing
+        self.notifier.ready(self.text())
+
+    async def wait_changed(self) -> None:
+        driver = None if self.node is None else self.node.driver
+        if driver is None:
+            await trio.sleep_forever()  # the caller's refresh bounds it
+        else:
+            await driver.wait_changed()
+
+    def hooks(self, inner: Hooks, plan: Plan) -> Hooks:
+        return _ReportedHooks(inner, self, plan)
+
+
+class _ReportedHooks:
+    """``inner``'s hooks, with each step's state reported to systemd."""
+
+    def __init__(self, inner: Hooks, reporter: Reporter, plan: Plan) -> None:
+        self._inner = inner
+        self._reporter = reporter
+        self._count = len(plan.steps)
+
+    async def wait_for_peers(self, step: WaitForPeers) -> None:
+        self._reporter.set(f"plan: waiting ({step.name})")
+        await self._inner.wait_for_peers(step)
+
+    def on_step(self, step_id: str, step: Step, state: StepState, detail: str) -> None:
+        where = f"plan step {step_id} of {self._count:02d}"
+        if state is StepState.STARTED:
+            self._reporter.set(f"{where}: running")
+        elif state is StepState.RETRYING:
+            self._reporter.set(f"{where}: retrying ({detail})" if detail else f"{where}: retrying")
+        elif state is StepState.FAILED:
+            self._reporter.set(f"{where}: failed ({detail})")
+        self._inner.on_step(step_id, step, state, detail)
 
 
 class GossipHooks:
@@ -174,12 +232,28 @@ async def run_bootstrap(
     dry_run: bool = False,
     beacon: bool = True,
     options: PlanOptions | None = None,
+    notifier: Notifier | None = None,
 ) -> tuple[Decision, Plan | None]:
     """The whole flow; returns (decision, plan) for ``--dry-run`` and for tests
     (``beacon=False`` returns after the done stamp instead of serving forever). Errors
-    come out one at a time (``StepFailed``, ``NodeError``...), not in exception groups."""
+    come out one at a time (``StepFailed``, ``NodeError``...), not in exception groups.
+
+    ``notifier`` (systemd's ``$NOTIFY_SOCKET``) hears the status at every change, READY
+    once the done stamp is written, STOPPING at the end, and the watchdog's pings."""
+    notifier = notifier or Notifier(None, None)
+    reporter = Reporter(notifier)
+    args = (config, data_dir, root, force, dry_run, beacon, options, reporter)
     with single_errors():
-        return await _run_bootstrap(config, data_dir, root, force, dry_run, beacon, options)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(notifier.feed_watchdog)
+                nursery.start_soon(notifier.follow, reporter.text, reporter.wait_changed)
+                result = await _run_bootstrap(*args)
+                nursery.cancel_scope.cancel()
+        finally:
+            notifier.stopping(f"stopping; last status: {reporter.text()}")
+            notifier.close()
+    return result
 
 
 async def _run_bootstrap(
@@ -190,6 +264,7 @@ async def _run_bootstrap(
     dry_run: bool,
     beacon: bool,
     options: PlanOptions | None,
+    reporter: Reporter,
 ) -> tuple[Decision, Plan | None]:
     options = options or PlanOptions.from_env()
     stamp = data_dir.load_done()
@@ -200,8 +275,9 @@ async def _run_bootstrap(
             stamp.server_url or "its own cluster",
         )
         decision = Decision(JoinRole(stamp.role), stamp.server_url, stamp.cluster_id, "stamp")
+        reporter.ready(_done_text(decision, stamp.runtime))
         if config.discovery is not None and beacon:
-            await _serve_beacon(config, data_dir)
+            await _serve_beacon(config, data_dir, reporter)
         return decision, None
 
     if config.discovery is None:
@@ -210,12 +286,29 @@ async def _run_bootstrap(
         if dry_run:
             return decision, plan
         data_dir.create()
-        await apply_plan(plan, root=root, state_dir=data_dir.path)
-        data_dir.save_done(_stamp_for(decision, plan))
+        reporter.set(f"the config decides: {decision.role}")
+        finished = False
+        async with trio.open_nursery() as nursery:
+            # Without a node there is no other task: SIGTERM cancels the plan (its
+            # command's process group is terminated) and the next start resumes.
+            nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
+            hooks = reporter.hooks(NoPeers(), plan)
+            await apply_plan(plan, root=root, state_dir=data_dir.path, hooks=hooks)
+            data_dir.save_done(_stamp_for(decision, plan))
+            finished = True
+            nursery.cancel_scope.cancel()
+        if not finished:
+            raise Stopped("stopped by a signal while applying the plan; the next start resumes")
         log.info("done: this node runs %s as %s", plan.runtime, decision.role)
+        reporter.ready(_done_text(decision, plan.runtime))
         return decision, plan
 
-    return await _elect_and_apply(config, data_dir, root, dry_run, beacon, options)
+    return await _elect_and_apply(config, data_dir, root, dry_run, beacon, options, reporter)
+
+
+def _done_text(decision: Decision, runtime: str) -> str:
+    join = "" if decision.server_url is None else f" joined to {decision.server_url}"
+    return f"bootstrapped: {runtime} runs as {decision.role}{join}"
 
 
 async def _elect_and_apply(
@@ -225,8 +318,10 @@ async def _elect_and_apply(
     dry_run: bool,
     beacon: bool,
     options: PlanOptions,
+    reporter: Reporter,
 ) -> tuple[Decision, Plan | None]:
     node = Node(config, data_dir)
+    reporter.node = node
     decision: Decision | None = None
     plan: Plan | None = None
     phase = "starting"
@@ -250,9 +345,8 @@ async def _elect_and_apply(
         node.driver.set_progress(Progress.WAITING)
         phase = "applying the plan"
         try:
-            await apply_plan(
-                plan, root=root, state_dir=data_dir.path, hooks=GossipHooks(node, plan)
-            )
+            hooks = reporter.hooks(GossipHooks(node, plan), plan)
+            await apply_plan(plan, root=root, state_dir=data_dir.path, hooks=hooks)
         except StepFailed:
             node.driver.set_progress(Progress.FAILED)
             with trio.move_on_after(FAILED_LINGER):
@@ -260,6 +354,7 @@ async def _elect_and_apply(
             raise
         data_dir.save_done(_stamp_for(decision, plan))
         node.driver.set_progress(Progress.READY)
+        reporter.ready(_done_text(decision, plan.runtime) + "; serving as beacon")
         phase = "beacon"
         log.info("done: this node runs %s as %s; serving as beacon", plan.runtime, decision.role)
         if not beacon:
@@ -273,9 +368,10 @@ async def _elect_and_apply(
     return decision, plan
 
 
-async def _serve_beacon(config: Config, data_dir: DataDir) -> None:
+async def _serve_beacon(config: Config, data_dir: DataDir, reporter: Reporter) -> None:
     """Run the node with its persisted decision until a signal stops it."""
     node = Node(config, data_dir)
+    reporter.node = node
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
         await nursery.start(node.run)

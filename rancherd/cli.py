@@ -382,14 +382,23 @@ def bootstrap_command(
     from rancherd.install.apply import StepFailed
     from rancherd.install.builders import PlanError
     from rancherd.node import NodeError
+    from rancherd.notify import Notifier
     from rancherd.state import DataDir, StateError
 
     loaded = load_config_or_exit(config_path)
     setup_logging(verbose)
     directory = DataDir(data_dir or loaded.config.data_dir)
+    notifier = Notifier.from_env(os.environ)
     try:
         decision, plan = trio.run(
-            lambda: run_bootstrap(loaded.config, directory, root=root, force=force, dry_run=dry_run)
+            lambda: run_bootstrap(
+                loaded.config,
+                directory,
+                root=root,
+                force=force,
+                dry_run=dry_run,
+                notifier=notifier,
+            )
         )
     except StepFailed as exc:
         click.echo(f"Error: {exc}", err=True)
