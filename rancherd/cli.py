@@ -50,8 +50,18 @@ class InvalidConfig(click.ClickException):
     def __init__(self, error: ConfigError) -> None:
         super().__init__(str(error))
         self.issues = [str(issue) for issue in error.issues]
+        first = error.issues[0] if error.issues else None
+        # No file at all: one problem, then the list of places looked in (not problems).
+        self.nothing_found = (
+            first is not None and first.file is None and first.message.endswith("looked in:")
+        )
 
     def show(self, file: object = None) -> None:
+        if self.nothing_found:
+            click.echo(f"Error: {self.issues[0]}", err=True)
+            for place in self.issues[1:]:
+                click.echo(f"  {place}", err=True)
+            return
         count = len(self.issues)
         click.echo(f"Error: invalid config ({count} problem{'s' * (count != 1)}):", err=True)
         for issue in self.issues:
@@ -182,11 +192,15 @@ def discover_command(
     except (NodeError, StateError) as exc:
         raise click.ClickException(str(exc)) from None
     if result.outcome is None:
+        if as_json:  # a script reading stdout learns what the node waited for, too
+            undecided = {"decided": False, "seconds": timeout, "status": result.last_status}
+            click.echo(json.dumps({**undecided, "waiting_for": result.waiting_for}, indent=2))
         click.echo(f"no decision after {timeout:g}s: {result.last_status}", err=True)
         raise SystemExit(1)
     outcome = result.outcome
     if as_json:
-        click.echo(json.dumps({**outcome.as_dict(), "informed": result.informed}, indent=2))
+        decided = {"decided": True, **outcome.as_dict(), "informed": result.informed}
+        click.echo(json.dumps(decided, indent=2))
         return
     join = "" if outcome.server_url is None else f" joining {outcome.server_url}"
     click.echo(f"role: {outcome.role}{join}")
@@ -444,6 +458,9 @@ def reset_command(
     from rancherd.state import DataDir, DataDirBusy, StateError
 
     directory = DataDir(_data_dir_of(config_path, data_dir))
+    if not directory.path.exists():  # locking would create it
+        click.echo(f"nothing to reset: {directory.path} does not exist")
+        return
     try:
         directory.lock()
     except DataDirBusy:
@@ -553,7 +570,20 @@ def info_command(config_path: Path | None, data_dir: Path | None, as_json: bool)
         click.echo(json.dumps(info, indent=2))
         return
     for key, value in info.items():
-        click.echo(f"{key}: {value if value is not None else '-'}")
+        click.echo(f"{key}: {_plain(value)}")
+
+
+def _plain(value: object) -> str:
+    """A value of ``info`` as an operator reads it: ``-`` for none, ``key value, ...``."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return "; ".join(_plain(item) for item in value) or "-"
+    return str(value)
 
 
 def _register_install_commands() -> None:
