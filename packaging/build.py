@@ -43,7 +43,13 @@ def build(out: Path) -> Path:
         venv = Path(work) / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         python = str(venv / "bin" / "python")
-        install = [python, "-m", "pip", "install", "--quiet", f"{PROJECT}[bundle]"]
+        # From a copy: setuptools would leave build/ in the working tree otherwise.
+        source = Path(work) / "source"
+        source.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(PROJECT / name, source / name)
+        shutil.copytree(PROJECT / "rancherd", source / "rancherd")
+        install = [python, "-m", "pip", "install", "--quiet", f"{source}[bundle]"]
         subprocess.run(install, check=True)
         command = [
             python,
