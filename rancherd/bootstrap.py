@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,29 +99,58 @@ class Reporter:
         self.notifier = notifier
         self.node: Node | None = None
         self.doing: str | None = None
+        self._changed = trio.Event()
+        self._ready = False
 
     def text(self) -> str:
         status = None if self.node is None else self.node.status
-        parts = [part for part in (None if status is None else status.text, self.doing) if part]
+        line = None if status is None else status.text
+        if self._ready and line is not None and line.startswith("decided: "):
+            line = None  # the ready text says it; a SPLIT or a cloned id still shows
+        parts = [part for part in (line, self.doing) if part]
         return "; ".join(parts) or "starting"
 
+    def attach(self, node: Node) -> None:
+        """``node`` runs: its status line leads from now on."""
+        self.node = node
+        self.set(self.doing)
+
     def set(self, doing: str | None) -> None:
+        """What the bootstrap does now (``None``: nothing to add to the node's line)."""
         self.doing = doing
         self.notifier.status(self.text())
+        self._changed.set()
+        self._changed = trio.Event()
 
     def ready(self, doing: str) -> None:
         self.doing = doing
+        self._ready = True
         self.notifier.ready(self.text())
 
     async def wait_changed(self) -> None:
+        """Return at the node's next status change or the next ``set``."""
+        own = self._changed
         driver = None if self.node is None else self.node.driver
         if driver is None:
-            await trio.sleep_forever()  # the caller's refresh bounds it
-        else:
-            await driver.wait_changed()
+            await own.wait()
+            return
+        async with trio.open_nursery() as nursery:
+
+            async def first(wait: Callable[[], Awaitable[None]]) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first, own.wait)
+            nursery.start_soon(first, driver.wait_changed)
 
     def hooks(self, inner: Hooks, plan: Plan) -> Hooks:
         return _ReportedHooks(inner, self, plan)
+
+
+_WAITING_FOR = {
+    PeerWait.INIT_READY: "waiting for the init node to be ready",
+    PeerWait.JOIN_TURN: "waiting for its turn to join (one server at a time)",
+}
 
 
 class _ReportedHooks:
@@ -130,14 +160,15 @@ class _ReportedHooks:
         self._inner = inner
         self._reporter = reporter
         self._count = len(plan.steps)
+        self._where = "plan"
 
     async def wait_for_peers(self, step: WaitForPeers) -> None:
-        self._reporter.set(f"plan: waiting ({step.name})")
+        self._reporter.set(f"{self._where}: {_WAITING_FOR.get(step.kind, 'waiting')}")
         await self._inner.wait_for_peers(step)
 
     def on_step(self, step_id: str, step: Step, state: StepState, detail: str) -> None:
-        where = f"plan step {step_id} of {self._count:02d}"
-        if state is StepState.STARTED:
+        self._where = where = f"plan step {step_id} of {self._count:02d}"
+        if state is StepState.STARTED and not isinstance(step, WaitForPeers):
             self._reporter.set(f"{where}: running")
         elif state is StepState.RETRYING:
             self._reporter.set(f"{where}: retrying ({detail})" if detail else f"{where}: retrying")
@@ -307,7 +338,7 @@ async def _run_bootstrap(
 
 
 def _done_text(decision: Decision, runtime: str) -> str:
-    join = "" if decision.server_url is None else f" joined to {decision.server_url}"
+    join = "" if decision.server_url is None else f", joined to {decision.server_url}"
     return f"bootstrapped: {runtime} runs as {decision.role}{join}"
 
 
@@ -321,13 +352,13 @@ async def _elect_and_apply(
     reporter: Reporter,
 ) -> tuple[Decision, Plan | None]:
     node = Node(config, data_dir)
-    reporter.node = node
     decision: Decision | None = None
     plan: Plan | None = None
     phase = "starting"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
         await nursery.start(node.run)
+        reporter.attach(node)
         phase = "waiting for the election"
         outcome = await node.wait_decided()
         decision = _from_outcome(outcome)
@@ -371,10 +402,10 @@ async def _elect_and_apply(
 async def _serve_beacon(config: Config, data_dir: DataDir, reporter: Reporter) -> None:
     """Run the node with its persisted decision until a signal stops it."""
     node = Node(config, data_dir)
-    reporter.node = node
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
         await nursery.start(node.run)
+        reporter.attach(node)
         assert node.driver is not None
         if node.driver.core.decision is None:
             log.warning(
