@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -17,7 +18,7 @@ import trio.testing
 import yaml
 from fake_runtime import INSTALL_SCRIPT, SYSTEMCTL, FakeServer, Tls, make_tls
 
-from rancherd.bootstrap import run_bootstrap
+from rancherd.bootstrap import Reporter, run_bootstrap
 from rancherd.config import load_config
 from rancherd.install.builders import PlanOptions
 from rancherd.notify import Notifier
@@ -215,3 +216,28 @@ async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
     assert "stopped by a signal while applying the plan" in errors
     assert all(_gone(pid) for pid in pids)
     assert received(notify_socket)[-1]["STOPPING"] == "1"
+
+
+async def test_the_status_task_wakes_when_the_node_starts() -> None:
+    """The task that follows the status waits for a change; a node that starts is one
+    (else its first lines would wait for the 5 s refresh and be missed)."""
+
+    class Starting:
+        status = None
+        driver = None
+
+    reporter = Reporter(Notifier(None, None))
+    woke = trio.Event()
+
+    async def follow() -> None:
+        await reporter.wait_changed()
+        woke.set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            node: Any = Starting()
+            reporter.attach(node)
+            await woke.wait()
