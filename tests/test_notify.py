@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,12 @@ import pytest
 import trio
 import trio.testing
 import yaml
-from fake_runtime import INSTALL_SCRIPT, SYSTEMCTL, FakeServer, Tls, make_tls
+from cli_harness import rancherd_argv
+from fake_runtime import SYSTEMCTL, FakeServer
+from test_install_apply import options as fake_runtime_options
 
 from rancherd.bootstrap import Reporter, run_bootstrap
 from rancherd.config import load_config
-from rancherd.install.builders import PlanOptions
 from rancherd.notify import Notifier
 from rancherd.state import DataDir
 
@@ -102,19 +102,6 @@ async def test_the_watchdog_is_fed_every_half_period_from_the_loop(
 # --- bootstrap without discovery, against the fake runtime ----------------------------
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery, tls: Tls, monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    monkeypatch.setenv("FAKE_RUNTIME_TLS", str(tls.directory))
-    fake = FakeServer(tls, {"/readyz": (200, b"ok"), "/healthz": (200, b"ok")})
-    await fake.start(nursery)
-    return fake
-
-
 def write_config(tmp_path: Path, role: str = "cluster-init") -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(
@@ -132,14 +119,7 @@ async def test_bootstrap_reports_steps_then_ready_then_stopping(
     root = tmp_path / "root"
     (root / "fake").mkdir(parents=True)
     data_dir = DataDir(tmp_path / "data")
-    options = PlanOptions(
-        install_script=str(INSTALL_SCRIPT),
-        systemctl=str(SYSTEMCTL),
-        apiserver_probe_url=f"{server.https_url}/readyz",
-        kubelet_probe_url=f"{server.http_url}/healthz",
-        probe_interval=0.05,
-        probe_timeout=10,
-    )
+    options = fake_runtime_options(server)
 
     async def bootstrap() -> list[dict[str, str]]:
         notifier = Notifier(str(tmp_path / "notify.sock"), None)
@@ -190,10 +170,7 @@ async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
         "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
     }
     env.pop("RANCHERD_IMPLICIT_PATHS", None)
-    argv = [
-        sys.executable,
-        "-m",
-        "rancherd",
+    argv = rancherd_argv(
         "bootstrap",
         "--config",
         str(write_config(tmp_path)),
@@ -201,7 +178,7 @@ async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
         str(tmp_path / "data"),
         "--root",
         str(tmp_path / "root"),
-    ]
+    )
     with trio.fail_after(60):
         process = await trio.lowlevel.open_process(
             argv, env={**env, "RANCHERD_IMPLICIT_PATHS": ""}, stderr=subprocess.PIPE

@@ -269,19 +269,23 @@ async def _receive_or_reset(stream: trio.SocketStream) -> bool:
         return False
 
 
+def bootstrap_argv(fleet: Fleet, index: int, root: Path) -> list[str]:
+    return rancherd_argv(
+        "bootstrap",
+        "--config",
+        str(fleet.config(index)),
+        "--data-dir",
+        str(fleet.data_dir(index)),
+        "--root",
+        str(root),
+    )
+
+
 async def test_bootstrap_stopped_during_the_election_exits_143_and_says_so(
     tmp_path: Path,
 ) -> None:
     fleet = Fleet(tmp_path, 1, expected=3)
-    argv = rancherd_argv(
-        "bootstrap",
-        "--config",
-        str(fleet.config(0)),
-        "--data-dir",
-        str(fleet.data_dir(0)),
-        "--root",
-        str(tmp_path / "root"),
-    )
+    argv = bootstrap_argv(fleet, 0, tmp_path / "root")
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             process: trio.Process = await nursery.start(
@@ -302,15 +306,7 @@ async def test_systemd_hears_the_election_as_it_goes_then_stopping(tmp_path: Pat
     notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     await notify.bind(str(tmp_path / "notify.sock"))
     env = {**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
-    argv = rancherd_argv(
-        "bootstrap",
-        "--config",
-        str(fleet.config(0)),
-        "--data-dir",
-        str(fleet.data_dir(0)),
-        "--root",
-        str(tmp_path / "root"),
-    )
+    argv = bootstrap_argv(fleet, 0, tmp_path / "root")
     statuses: list[str] = []
 
     async def status_until(text: str) -> dict[str, str]:
