@@ -4,6 +4,7 @@ exits 1 when the node it watches stops."""
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,38 @@ async def test_watch_says_when_the_node_stops_and_exits_1(tmp_path: Path) -> Non
     assert b"\x1b" not in first + rest  # piped: frames appended, no cursor control
     assert code == 1
     assert b"stopped (its control socket closed)" in errors
+
+
+async def test_on_a_terminal_each_frame_redraws_in_place(tmp_path: Path) -> None:
+    """stdout a real pseudo-terminal: every frame starts by going home and clearing."""
+    network = MemoryNetwork()
+    config = make_config(0, 3, tmp_path)
+    node = make_node(network, config)
+    env = {k: v for k, v in os.environ.items() if k != "RANCHERD_IMPLICIT_PATHS"}
+    argv = [
+        sys.executable,
+        "-m",
+        "rancherd",
+        "peers",
+        "--watch",
+        "--data-dir",
+        str(config.data_dir),
+    ]
+    master, slave = pty.openpty()
+    screen = b""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as node_nursery:
+            await node_nursery.start(node.run)
+            process = await trio.lowlevel.open_process(
+                argv, stdout=slave, stderr=subprocess.DEVNULL, env=env
+            )
+            os.close(slave)
+            terminal = trio.lowlevel.FdStream(master)
+            while screen.count(b"\x1b[H\x1b[J") < 2:
+                screen += await terminal.receive_some()
+            node_nursery.cancel_scope.cancel()
+        assert await process.wait() == 1
+        await terminal.aclose()
+    frames = screen.split(b"\x1b[H\x1b[J")
+    assert frames[0] == b""  # nothing before the first redraw
+    assert b"waiting for 2 more servers" in frames[1]  # the second may be cut short
