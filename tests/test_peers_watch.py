@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
-import sys
 from pathlib import Path
 
 import trio
+from cli_harness import ENV, rancherd_argv
 from test_node import make_config, make_node
 
 from rancherd.gossip.memory_transport import MemoryNetwork
+from rancherd.node import Node
 from rancherd.peers_view import WatchScreen
 
 SNAPSHOT = {
@@ -34,25 +35,20 @@ def test_a_terminal_frame_replaces_the_last_and_a_pipe_appends() -> None:
     assert "10.0.0.9:8443: discovered 12s ago, no answer: not a rancherd" in piped[1]
 
 
-async def test_watch_says_when_the_node_stops_and_exits_1(tmp_path: Path) -> None:
-    network = MemoryNetwork()
+def _waiting_node_and_watch(tmp_path: Path) -> tuple[Node, list[str]]:
+    """A node that waits for 2 more servers, and ``rancherd peers --watch`` on it."""
     config = make_config(0, 3, tmp_path)
-    node = make_node(network, config)
-    env = {k: v for k, v in os.environ.items() if k != "RANCHERD_IMPLICIT_PATHS"}
-    argv = [
-        sys.executable,
-        "-m",
-        "rancherd",
-        "peers",
-        "--watch",
-        "--data-dir",
-        str(config.data_dir),
-    ]
+    argv = rancherd_argv("peers", "--watch", "--data-dir", str(config.data_dir))
+    return make_node(MemoryNetwork(), config), argv
+
+
+async def test_watch_says_when_the_node_stops_and_exits_1(tmp_path: Path) -> None:
+    node, argv = _waiting_node_and_watch(tmp_path)
     with trio.fail_after(30):
         async with trio.open_nursery() as node_nursery:
             await node_nursery.start(node.run)
             process = await trio.lowlevel.open_process(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
             )
             assert process.stdout is not None
             assert process.stderr is not None
@@ -70,26 +66,14 @@ async def test_watch_says_when_the_node_stops_and_exits_1(tmp_path: Path) -> Non
 
 async def test_on_a_terminal_each_frame_redraws_in_place(tmp_path: Path) -> None:
     """stdout a real pseudo-terminal: every frame starts by going home and clearing."""
-    network = MemoryNetwork()
-    config = make_config(0, 3, tmp_path)
-    node = make_node(network, config)
-    env = {k: v for k, v in os.environ.items() if k != "RANCHERD_IMPLICIT_PATHS"}
-    argv = [
-        sys.executable,
-        "-m",
-        "rancherd",
-        "peers",
-        "--watch",
-        "--data-dir",
-        str(config.data_dir),
-    ]
+    node, argv = _waiting_node_and_watch(tmp_path)
     master, slave = pty.openpty()
     screen = b""
     with trio.fail_after(30):
         async with trio.open_nursery() as node_nursery:
             await node_nursery.start(node.run)
             process = await trio.lowlevel.open_process(
-                argv, stdout=slave, stderr=subprocess.DEVNULL, env=env
+                argv, stdout=slave, stderr=subprocess.DEVNULL, env=ENV
             )
             os.close(slave)
             terminal = trio.lowlevel.FdStream(master)
