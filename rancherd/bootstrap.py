@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,16 +33,18 @@ from rancherd.config import Config, Role
 from rancherd.discover import cancel_on_signals
 from rancherd.gossip.election import JoinRole, init_ready, join_turn
 from rancherd.gossip.messages import Progress
-from rancherd.install.apply import StepFailed, StepState, apply_plan
+from rancherd.install.apply import Hooks, NoPeers, StepFailed, StepState, apply_plan
 from rancherd.install.builders import PlanOptions, build_plan
 from rancherd.install.plan import PeerWait, Plan, Step, WaitForPeers
 from rancherd.node import Node, Outcome, single_errors
+from rancherd.notify import Notifier
 from rancherd.state import DataDir, DoneStamp
 
 __all__ = [
     "BootstrapError",
     "Decision",
     "GossipHooks",
+    "Reporter",
     "Stopped",
     "decide_statically",
     "run_bootstrap",
@@ -85,6 +88,92 @@ def decide_statically(config: Config) -> Decision:
 
 def _from_outcome(outcome: Outcome) -> Decision:
     return Decision(outcome.role, outcome.server_url, outcome.cluster_id, "election")
+
+
+class Reporter:
+    """What the daemon tells systemd (``STATUS=``, ``READY=1``): the node's status line as
+    of now, then what the bootstrap is doing (the plan step under way)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self.node: Node | None = None
+        self.doing: str | None = None
+        self._changed = trio.Event()
+        self._ready = False
+
+    def text(self) -> str:
+        status = None if self.node is None else self.node.status
+        line = None if status is None else status.text
+        if self._ready and line is not None and line.startswith("decided: "):
+            line = None  # the ready text says it; a SPLIT or a cloned id still shows
+        parts = [part for part in (line, self.doing) if part]
+        return "; ".join(parts) or "starting"
+
+    def attach(self, node: Node) -> None:
+        """``node`` runs: its status line leads from now on."""
+        self.node = node
+        self.set(self.doing)
+
+    def set(self, doing: str | None) -> None:
+        """What the bootstrap does now (``None``: nothing to add to the node's line)."""
+        self.doing = doing
+        self.notifier.status(self.text())
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def ready(self, doing: str) -> None:
+        self.doing = doing
+        self._ready = True
+        self.notifier.ready(self.text())
+
+    async def wait_changed(self) -> None:
+        """Return at the node's next status change or the next ``set``."""
+        own = self._changed
+        driver = None if self.node is None else self.node.driver
+        if driver is None:
+            await own.wait()
+            return
+        async with trio.open_nursery() as nursery:
+
+            async def first(wait: Callable[[], Awaitable[None]]) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first, own.wait)
+            nursery.start_soon(first, driver.wait_changed)
+
+    def hooks(self, inner: Hooks, plan: Plan) -> Hooks:
+        return _ReportedHooks(inner, self, plan)
+
+
+_WAITING_FOR = {
+    PeerWait.INIT_READY: "waiting for the init node to be ready",
+    PeerWait.JOIN_TURN: "waiting for its turn to join (one server at a time)",
+}
+
+
+class _ReportedHooks:
+    """``inner``'s hooks, with each step's state reported to systemd."""
+
+    def __init__(self, inner: Hooks, reporter: Reporter, plan: Plan) -> None:
+        self._inner = inner
+        self._reporter = reporter
+        self._count = len(plan.steps)
+        self._where = "plan"
+
+    async def wait_for_peers(self, step: WaitForPeers) -> None:
+        self._reporter.set(f"{self._where}: {_WAITING_FOR.get(step.kind, 'waiting')}")
+        await self._inner.wait_for_peers(step)
+
+    def on_step(self, step_id: str, step: Step, state: StepState, detail: str) -> None:
+        self._where = where = f"plan step {step_id} of {self._count:02d}"
+        if state is StepState.STARTED and not isinstance(step, WaitForPeers):
+            self._reporter.set(f"{where}: running")
+        elif state is StepState.RETRYING:
+            self._reporter.set(f"{where}: retrying ({detail})" if detail else f"{where}: retrying")
+        elif state is StepState.FAILED:
+            self._reporter.set(f"{where}: failed ({detail})")
+        self._inner.on_step(step_id, step, state, detail)
 
 
 class GossipHooks:
@@ -159,12 +248,28 @@ async def run_bootstrap(
     dry_run: bool = False,
     beacon: bool = True,
     options: PlanOptions | None = None,
+    notifier: Notifier | None = None,
 ) -> tuple[Decision, Plan | None]:
     """The whole flow; returns (decision, plan) for ``--dry-run`` and for tests
     (``beacon=False`` returns after the done stamp instead of serving forever). Errors
-    come out one at a time (``StepFailed``, ``NodeError``...), not in exception groups."""
+    come out one at a time (``StepFailed``, ``NodeError``...), not in exception groups.
+
+    ``notifier`` (systemd's ``$NOTIFY_SOCKET``) hears the status at every change, READY
+    once the done stamp is written, STOPPING at the end, and the watchdog's pings."""
+    notifier = notifier or Notifier(None, None)
+    reporter = Reporter(notifier)
+    args = (config, data_dir, root, force, dry_run, beacon, options, reporter)
     with single_errors():
-        return await _run_bootstrap(config, data_dir, root, force, dry_run, beacon, options)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(notifier.feed_watchdog)
+                nursery.start_soon(notifier.follow, reporter.text, reporter.wait_changed)
+                result = await _run_bootstrap(*args)
+                nursery.cancel_scope.cancel()
+        finally:
+            notifier.stopping(f"stopping; last status: {reporter.text()}")
+            notifier.close()
+    return result
 
 
 async def _run_bootstrap(
@@ -175,6 +280,7 @@ async def _run_bootstrap(
     dry_run: bool,
     beacon: bool,
     options: PlanOptions | None,
+    reporter: Reporter,
 ) -> tuple[Decision, Plan | None]:
     options = options or PlanOptions.from_env()
     stamp = data_dir.load_done()
@@ -185,8 +291,9 @@ async def _run_bootstrap(
             stamp.server_url or "its own cluster",
         )
         decision = Decision(JoinRole(stamp.role), stamp.server_url, stamp.cluster_id, "stamp")
+        reporter.ready(_done_text(decision, stamp.runtime))
         if config.discovery is not None and beacon:
-            await _serve_beacon(config, data_dir)
+            await _serve_beacon(config, data_dir, reporter)
         return decision, None
 
     if config.discovery is None:
@@ -195,12 +302,29 @@ async def _run_bootstrap(
         if dry_run:
             return decision, plan
         data_dir.create()
-        await apply_plan(plan, root=root, state_dir=data_dir.path)
-        data_dir.save_done(_stamp_for(decision, plan))
+        reporter.set(f"the config decides: {decision.role}")
+        finished = False
+        async with trio.open_nursery() as nursery:
+            # Without a node there is no other task: SIGTERM cancels the plan (its
+            # command's process group is terminated) and the next start resumes.
+            nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
+            hooks = reporter.hooks(NoPeers(), plan)
+            await apply_plan(plan, root=root, state_dir=data_dir.path, hooks=hooks)
+            data_dir.save_done(_stamp_for(decision, plan))
+            finished = True
+            nursery.cancel_scope.cancel()
+        if not finished:
+            raise Stopped("stopped by a signal while applying the plan; the next start resumes")
         log.info("done: this node runs %s as %s", plan.runtime, decision.role)
+        reporter.ready(_done_text(decision, plan.runtime))
         return decision, plan
 
-    return await _elect_and_apply(config, data_dir, root, dry_run, beacon, options)
+    return await _elect_and_apply(config, data_dir, root, dry_run, beacon, options, reporter)
+
+
+def _done_text(decision: Decision, runtime: str) -> str:
+    join = "" if decision.server_url is None else f", joined to {decision.server_url}"
+    return f"bootstrapped: {runtime} runs as {decision.role}{join}"
 
 
 async def _elect_and_apply(
@@ -210,6 +334,7 @@ async def _elect_and_apply(
     dry_run: bool,
     beacon: bool,
     options: PlanOptions,
+    reporter: Reporter,
 ) -> tuple[Decision, Plan | None]:
     node = Node(config, data_dir)
     decision: Decision | None = None
@@ -218,6 +343,7 @@ async def _elect_and_apply(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
         await nursery.start(node.run)
+        reporter.attach(node)
         phase = "waiting for the election"
         outcome = await node.wait_decided()
         decision = _from_outcome(outcome)
@@ -235,9 +361,8 @@ async def _elect_and_apply(
         node.driver.set_progress(Progress.WAITING)
         phase = "applying the plan"
         try:
-            await apply_plan(
-                plan, root=root, state_dir=data_dir.path, hooks=GossipHooks(node, plan)
-            )
+            hooks = reporter.hooks(GossipHooks(node, plan), plan)
+            await apply_plan(plan, root=root, state_dir=data_dir.path, hooks=hooks)
         except StepFailed:
             node.driver.set_progress(Progress.FAILED)
             with trio.move_on_after(FAILED_LINGER):
@@ -245,6 +370,7 @@ async def _elect_and_apply(
             raise
         data_dir.save_done(_stamp_for(decision, plan))
         node.driver.set_progress(Progress.READY)
+        reporter.ready(_done_text(decision, plan.runtime) + "; serving as beacon")
         phase = "beacon"
         log.info("done: this node runs %s as %s; serving as beacon", plan.runtime, decision.role)
         if not beacon:
@@ -258,12 +384,13 @@ async def _elect_and_apply(
     return decision, plan
 
 
-async def _serve_beacon(config: Config, data_dir: DataDir) -> None:
+async def _serve_beacon(config: Config, data_dir: DataDir, reporter: Reporter) -> None:
     """Run the node with its persisted decision until a signal stops it."""
     node = Node(config, data_dir)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
         await nursery.start(node.run)
+        reporter.attach(node)
         assert node.driver is not None
         if node.driver.core.decision is None:
             log.warning(

@@ -50,8 +50,18 @@ class InvalidConfig(click.ClickException):
     def __init__(self, error: ConfigError) -> None:
         super().__init__(str(error))
         self.issues = [str(issue) for issue in error.issues]
+        first = error.issues[0] if error.issues else None
+        # No file at all: one problem, then the list of places looked in (not problems).
+        self.nothing_found = (
+            first is not None and first.file is None and first.message.endswith("looked in:")
+        )
 
     def show(self, file: object = None) -> None:
+        if self.nothing_found:
+            click.echo(f"Error: {self.issues[0]}", err=True)
+            for place in self.issues[1:]:
+                click.echo(f"  {place}", err=True)
+            return
         count = len(self.issues)
         click.echo(f"Error: invalid config ({count} problem{'s' * (count != 1)}):", err=True)
         for issue in self.issues:
@@ -182,11 +192,15 @@ def discover_command(
     except (NodeError, StateError) as exc:
         raise click.ClickException(str(exc)) from None
     if result.outcome is None:
+        if as_json:  # a script reading stdout learns what the node waited for, too
+            undecided = {"decided": False, "seconds": timeout, "status": result.last_status}
+            click.echo(json.dumps({**undecided, "waiting_for": result.waiting_for}, indent=2))
         click.echo(f"no decision after {timeout:g}s: {result.last_status}", err=True)
         raise SystemExit(1)
     outcome = result.outcome
     if as_json:
-        click.echo(json.dumps({**outcome.as_dict(), "informed": result.informed}, indent=2))
+        decided = {"decided": True, **outcome.as_dict(), "informed": result.informed}
+        click.echo(json.dumps(decided, indent=2))
         return
     join = "" if outcome.server_url is None else f" joining {outcome.server_url}"
     click.echo(f"role: {outcome.role}{join}")
@@ -205,7 +219,9 @@ def discover_command(
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.option(
-    "--watch", is_flag=True, help="Reprint at every change (and each second) until Ctrl-C."
+    "--watch",
+    is_flag=True,
+    help="Redraw at every change (and each second) until Ctrl-C; appends when piped.",
 )
 def peers_command(
     config_path: Path | None, data_dir: Path | None, as_json: bool, watch: bool
@@ -214,37 +230,52 @@ def peers_command(
 
     Asks the rancherd running on this machine (through the control socket in its data
     dir). The first line is the node's status in one sentence ("have 2 of 3 servers ...;
-    waiting for ..."); the table lists each peer: id, role, state (alive or expired),
-    addresses, when it was last heard of, how it was learned (discovery, gossip or
-    direct), whether it agrees with this node (same view; once decided, same decision),
-    and its install progress.
+    waiting for ..."), as of the moment asked; the table lists each peer: id, role, state
+    (alive or expired), addresses, when it was last heard of, how it was learned
+    (discovery, gossip or direct), whether it agrees with this node (same view; once
+    decided, same decision), and its install progress. An address discovery lists but
+    where nobody answers gets a row too ("no answer"): not a rancherd, another token, or
+    a firewall in between.
+
+    \b
+    With --watch, the view is redrawn in place on a terminal (one JSON line or one text
+    block per change when piped). Exit status: 0 (Ctrl-C ends --watch); 1 no node
+    answers, or the node stopped while watched.
     """
+    import sys
+    import time
+
     import trio
 
     from rancherd.control import ControlError, fetch_snapshots
-    from rancherd.peers_view import render
+    from rancherd.peers_view import WatchScreen, render
     from rancherd.state import DataDir
 
     socket_path = DataDir(_data_dir_of(config_path, data_dir)).control_socket
+    screen = WatchScreen(terminal=sys.stdout.isatty() and not as_json)
 
-    async def show() -> None:
-        first = True
+    async def show() -> dict[str, object] | None:
+        last: dict[str, object] | None = None
         async with contextlib.aclosing(fetch_snapshots(socket_path, watch=watch)) as stream:
             async for snapshot in stream:
+                last = snapshot
                 if as_json:
                     click.echo(json.dumps(snapshot, indent=None if watch else 2))
+                elif watch:
+                    click.echo(screen.frame(snapshot, time.strftime("%H:%M:%S")), nl=False)
                 else:
-                    if not first:
-                        click.echo("")
                     click.echo(render(snapshot), nl=False)
-                first = False
+        return last
 
     try:
-        trio.run(show)
+        last = trio.run(show)
     except ControlError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
-        pass
+        return
+    if watch:
+        click.echo(screen.stopped(last, time.strftime("%H:%M:%S")), nl=False, err=True)
+        raise SystemExit(1)
 
 
 # --- demo -------------------------------------------------------------------------------
@@ -365,14 +396,23 @@ def bootstrap_command(
     from rancherd.install.apply import StepFailed
     from rancherd.install.builders import PlanError
     from rancherd.node import NodeError
+    from rancherd.notify import Notifier
     from rancherd.state import DataDir, StateError
 
     loaded = load_config_or_exit(config_path)
     setup_logging(verbose)
     directory = DataDir(data_dir or loaded.config.data_dir)
+    notifier = Notifier.from_env(os.environ)
     try:
         decision, plan = trio.run(
-            lambda: run_bootstrap(loaded.config, directory, root=root, force=force, dry_run=dry_run)
+            lambda: run_bootstrap(
+                loaded.config,
+                directory,
+                root=root,
+                force=force,
+                dry_run=dry_run,
+                notifier=notifier,
+            )
         )
     except StepFailed as exc:
         click.echo(f"Error: {exc}", err=True)
@@ -418,6 +458,9 @@ def reset_command(
     from rancherd.state import DataDir, DataDirBusy, StateError
 
     directory = DataDir(_data_dir_of(config_path, data_dir))
+    if not directory.path.exists():  # locking would create it
+        click.echo(f"nothing to reset: {directory.path} does not exist")
+        return
     try:
         directory.lock()
     except DataDirBusy:
@@ -527,7 +570,20 @@ def info_command(config_path: Path | None, data_dir: Path | None, as_json: bool)
         click.echo(json.dumps(info, indent=2))
         return
     for key, value in info.items():
-        click.echo(f"{key}: {value if value is not None else '-'}")
+        click.echo(f"{key}: {_plain(value)}")
+
+
+def _plain(value: object) -> str:
+    """A value of ``info`` as an operator reads it: ``-`` for none, ``key value, ...``."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return "; ".join(_plain(item) for item in value) or "-"
+    return str(value)
 
 
 def _register_install_commands() -> None:

@@ -6,7 +6,8 @@ root (or the data dir's owner) can connect. One JSON request line in, JSON lines
     {"op": "snapshot"}   -> one snapshot, then the server closes
     {"op": "watch"}      -> a snapshot now and one at every status change (at most 5/s)
 
-A snapshot is ``{"node": {...}, "status": {...}, "peers": [...], "links": [...]}``; see
+A snapshot is ``{"node": {...}, "status": {...}, "peers": [...], "unanswered": [...],
+"links": [...]}``, computed when it is sent (its ages are those of that moment); see
 ``snapshot()``. Nothing in it is secret. Bad requests get ``{"error": ...}`` and a close.
 """
 
@@ -28,11 +29,15 @@ from rancherd.gossip.messages import Decision, Vote
 if TYPE_CHECKING:
     from rancherd.node import Node
 
-__all__ = ["ControlError", "ControlServer", "fetch_snapshots", "snapshot"]
+__all__ = ["UNANSWERED_NOTE", "ControlError", "ControlServer", "fetch_snapshots", "snapshot"]
 
 _MAX_REQUEST = 1024
 _WATCH_MIN_INTERVAL = 0.2
 _MAX_CLIENTS = 16
+
+
+UNANSWERED_NOTE = "no answer: not a rancherd, another token, or a firewall"
+"""Why a discovered address may stay silent, for the operator to go and look."""
 
 
 class ControlError(Exception):
@@ -104,6 +109,10 @@ def snapshot(node: Node) -> dict[str, Any]:
         },
         "status": None if status is None else _status(status),
         "peers": [_peer(p, decision) for p in node.peers()],
+        "unanswered": [
+            {"address": row.address, "discovered_ago": row.discovered_ago, "note": UNANSWERED_NOTE}
+            for row in node.unanswered()
+        ],
         "links": [
             {"peer": link.peer, "remote": link.remote, "outbound": link.outbound} for link in links
         ],
@@ -210,7 +219,10 @@ async def fetch_snapshots(path: Path, *, watch: bool) -> AsyncGenerator[dict[str
         await stream.send_all(json.dumps(request).encode() + b"\n")
         buffer = b""
         while True:
-            chunk = await stream.receive_some(65536)
+            try:
+                chunk = await stream.receive_some(65536)
+            except trio.BrokenResourceError:  # the node died mid-answer: it stopped
+                return
             if not chunk:
                 return
             buffer += chunk

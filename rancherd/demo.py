@@ -19,6 +19,7 @@ from pathlib import Path
 import trio
 
 from rancherd.config import Config, DiscoveryConfig, Preset, Role, Secret
+from rancherd.discover import LOG_NODE
 from rancherd.discovery.params import DiscoveryParams
 from rancherd.discovery.provider import (
     Advertisement,
@@ -123,6 +124,7 @@ async def run_demo(
     token = f"demo-{rng.getrandbits(64):016x}"
     with tempfile.TemporaryDirectory(prefix="rancherd-demo-") as root:
         port = free_port([f"127.0.0.{i + 1}" for i in range(count)])
+        hosts = "127.0.0.1" if count == 1 else f"127.0.0.1-{count}"
         configs = demo_configs(count, port, token, Path(root))
         nodes: list[Node] = []
         for config in configs:
@@ -134,18 +136,22 @@ async def run_demo(
             provider = LossyStaticProvider(addresses, loss, random.Random(rng.getrandbits(64)))
             nodes.append(Node(config, DataDir(config.data_dir), provider=provider))
         show(
-            f"starting {count} nodes on 127.0.0.1-{count} port {port}, discovery answers "
+            f"starting {count} node{'s' * (count != 1)} on {hosts} port {port}, discovery answers "
             f"dropped at {loss:.0%}, data dirs in {root}"
         )
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
-            for node in nodes:
-                await nursery.start(node.run)
+            for index, node in enumerate(nodes, 1):
+                named = LOG_NODE.set(f"node-{index}")  # its log lines say which node
+                try:
+                    await nursery.start(node.run)
+                finally:
+                    LOG_NODE.reset(named)
             last: list[str | None] = [None] * count
             with trio.move_on_after(limit):
                 while True:
                     for index, node in enumerate(nodes):
-                        status = node.status
+                        status = node.last_change
                         text = None if status is None else status.text
                         if text != last[index]:
                             last[index] = text

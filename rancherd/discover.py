@@ -8,6 +8,7 @@ first never leaves a peer waiting for a commit it cannot get any more.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import signal
 import sys
@@ -21,10 +22,24 @@ from rancherd.config import Config
 from rancherd.node import Node, Outcome, single_errors
 from rancherd.state import DataDir
 
-__all__ = ["DiscoverResult", "cancel_on_signals", "run_discover", "setup_logging"]
+__all__ = ["LOG_NODE", "DiscoverResult", "cancel_on_signals", "run_discover", "setup_logging"]
 
 INFORM_WAIT = 10.0
 """Seconds a decided node waits at most for every member to report the decision."""
+
+
+LOG_NODE: contextvars.ContextVar[str] = contextvars.ContextVar("rancherd_log_node", default="")
+"""The node a log line comes from, when one process runs several (``demo``): set it around
+``nursery.start(node.run)``; the node's tasks inherit it."""
+
+
+class _NodeName(logging.Filter):
+    """Adds ``node_prefix``: ``"node-2 "`` inside a named node's tasks, else nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = LOG_NODE.get()
+        record.node_prefix = f"{name} " if name else ""
+        return True
 
 
 class _JournalFormatter(logging.Formatter):
@@ -40,7 +55,8 @@ class _JournalFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         priority = self._PRIORITY.get(record.levelname, 6)
-        return f"<{priority}>{record.name}: {record.getMessage()}"
+        prefix = getattr(record, "node_prefix", "")
+        return f"<{priority}>{prefix}{record.name}: {record.getMessage()}"
 
 
 def setup_logging(verbose: bool = False, *, journal: bool | None = None) -> None:
@@ -51,17 +67,19 @@ def setup_logging(verbose: bool = False, *, journal: bool | None = None) -> None
     if journal is None:
         journal = "JOURNAL_STREAM" in os.environ
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_NodeName())
     handler.setFormatter(
         _JournalFormatter()
         if journal
-        else logging.Formatter("%(levelname)-7s %(name)s: %(message)s")
+        else logging.Formatter("%(levelname)-7s %(node_prefix)s%(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # Third-party chatter (zeroconf, trio-websocket) only when asked for.
+    # Third-party libraries (zeroconf, trio-websocket) log every frame at DEBUG: -v is
+    # for rancherd's own peer events, so they say only what goes wrong.
     for name in ("zeroconf", "trio-websocket", "trio_websocket"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def cancel_on_signals(scope: trio.CancelScope) -> None:
@@ -83,6 +101,8 @@ class DiscoverResult:
     outcome: Outcome | None
     """None when the time ran out (or a signal stopped the node) before a decision."""
     last_status: str
+    waiting_for: list[str]
+    """The node ids the status says the node waits for (as of the end)."""
     informed: bool
     """Every member reported the decision before the node stopped."""
 
@@ -107,5 +127,7 @@ async def run_discover(
             if outcome is not None and linger > 0:
                 await trio.sleep(linger)
             nursery.cancel_scope.cancel()
-    status = node.status
-    return DiscoverResult(outcome, "" if status is None else status.text, informed)
+    status = node.status  # as of now: the ages in it are those of the timeout
+    if status is None:
+        return DiscoverResult(outcome, "", [], informed)
+    return DiscoverResult(outcome, status.text, list(status.waiting_for), informed)

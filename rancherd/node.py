@@ -38,12 +38,16 @@ from rancherd.state import DataDir
 __all__ = [
     "Node",
     "NodeError",
+    "Unanswered",
     "own_addresses",
     "server_url",
     "single_errors",
 ]
 
 log = logging.getLogger("rancherd")
+
+_MAX_DISCOVERED = 1024
+"""Discovered addresses remembered for ``unanswered`` (a bound against a flooding network)."""
 
 
 class NodeError(Exception):
@@ -131,6 +135,15 @@ class Outcome:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class Unanswered:
+    """An address discovery listed where no peer answers."""
+
+    address: str
+    discovered_ago: float
+    """Seconds since discovery first listed it."""
+
+
 class Node:
     """A running node. ``await nursery.start(node.run)``; then ``wait_decided``."""
 
@@ -168,6 +181,10 @@ class Node:
         self.links: Links | None = None
         self.node_id: str | None = None
         self.started_at = 0.0
+        self.endpoints: tuple[str, ...] = ()
+        """This node's own gossip endpoints (discovery answers list them too)."""
+        self._discovered: dict[str, float] = {}
+        """Address -> when discovery first listed it (trio time)."""
         self._running = trio.Event()
 
     # --- lifecycle
@@ -188,6 +205,7 @@ class Node:
         persisted = self.data_dir.load_gossip()
         keys = await trio.to_thread.run_sync(TokenKeys.derive, config.token.reveal())
         endpoints, ips = own_addresses(config)
+        self.endpoints = tuple(endpoints)
         api_host = config.address or (ips[0] if ips else endpoints[0].rsplit(":", 1)[0])
         role = WireRole.SERVER if config.role is Role.SERVER else WireRole.AGENT
         seed = int.from_bytes(self._random_bytes(16), "big")
@@ -260,11 +278,14 @@ class Node:
             self._discovery.listen_address, self._discovery.port, self._limits
         )
 
-    @staticmethod
     async def _feed_answers(
-        answers: trio.MemoryReceiveChannel[frozenset[str]], driver: Driver
+        self, answers: trio.MemoryReceiveChannel[frozenset[str]], driver: Driver
     ) -> None:
         async for answer in answers:
+            now = trio.current_time()
+            for address in sorted(answer):
+                if len(self._discovered) < _MAX_DISCOVERED:
+                    self._discovered.setdefault(address, now)
             driver.discovered_nowait(answer)
 
     # --- what the node knows
@@ -275,7 +296,29 @@ class Node:
 
     @property
     def status(self) -> Status | None:
+        """The status as of now: its ages ("last heard 7s ago") are computed at each call."""
+        driver = self.driver
+        return None if driver is None else driver.core.status(trio.current_time())
+
+    @property
+    def last_change(self) -> Status | None:
+        """The status as of its last change: what to print once per change (its ages are
+        those of that moment)."""
         return None if self.driver is None else self.driver.status
+
+    def unanswered(self) -> list[Unanswered]:
+        """Addresses discovery lists that no known peer has: nothing answers there with our
+        token (not a rancherd, another token, or a firewall in between). Oldest first."""
+        known = set(self.endpoints)
+        for peer in self.peers():
+            known.update(peer.addresses)
+        now = trio.current_time()
+        rows = [
+            Unanswered(address, round(now - since, 3))
+            for address, since in self._discovered.items()
+            if address not in known
+        ]
+        return sorted(rows, key=lambda row: (-row.discovered_ago, row.address))
 
     def peers(self) -> list[PeerInfo]:
         return [] if self.driver is None else self.driver.peers()

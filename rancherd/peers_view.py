@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["render"]
+__all__ = ["WatchScreen", "render"]
+
+_UNANSWERED_NOTE = "no answer: not a rancherd, another token, or a firewall"
+_REDRAW = "\x1b[H\x1b[J"
+"""Cursor home, clear to the end of the screen: the next frame replaces the last."""
 
 _COLUMNS = ("NODE", "ROLE", "STATE", "ADDRESSES", "HEARD", "LEARNED", "AGREES", "PROGRESS")
 
 
 def _short(node_id: str) -> str:
     return node_id[:12]
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
 
 
 def _heard(seconds: float) -> str:
@@ -33,16 +41,18 @@ def render(snapshot: dict[str, Any]) -> str:
     node = snapshot.get("node") or {}
     status = snapshot.get("status") or {}
     peers = snapshot.get("peers") or []
+    unanswered = snapshot.get("unanswered") or []
     node_id = str(node.get("node_id") or "?")
     lines = [
         f"node {_short(node_id)} ({node.get('role', '?')}), up {node.get('uptime', 0):.1f}s",
         f"status: {status.get('text', 'starting')}",
     ]
-    if not peers:
+    if not peers and not unanswered:
         lines.append("no peers known yet")
         return "\n".join(lines) + "\n"
     decided = status.get("decision") is not None
     rows = [_COLUMNS]
+    notes: list[str] = []
     for peer in peers:
         rows.append(
             (
@@ -56,9 +66,42 @@ def render(snapshot: dict[str, Any]) -> str:
                 str(peer.get("progress", "?")),
             )
         )
+    for row in unanswered:
+        ago = _ago(float(row.get("discovered_ago", 0)))
+        rows.append(
+            ("?", "?", "no answer", str(row.get("address", "?")), "never", "discovery", "-", "-")
+        )
+        notes.append(f"{row.get('address', '?')}: discovered {ago}, {_UNANSWERED_NOTE}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines.append("")
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         lines.append("  ".join(cells).rstrip())
+    if notes:
+        lines.append("")
+        lines.extend(notes)
     return "\n".join(lines) + "\n"
+
+
+class WatchScreen:
+    """What ``peers --watch`` writes for each snapshot: on a terminal each frame replaces
+    the last (cursor home, clear); piped, frames are appended, a blank line apart."""
+
+    def __init__(self, terminal: bool) -> None:
+        self.terminal = terminal
+        self._frames = 0
+
+    def frame(self, snapshot: dict[str, Any], now: str) -> str:
+        body = f"{now}  {render(snapshot)}"
+        self._frames += 1
+        if self.terminal:
+            return _REDRAW + body
+        return body if self._frames == 1 else "\n" + body
+
+    def stopped(self, snapshot: dict[str, Any] | None, now: str) -> str:
+        """The last words, after the node closed the socket: the status above is stale."""
+        node_id = _short(str(((snapshot or {}).get("node") or {}).get("node_id") or "?"))
+        return (
+            f"{now}  node {node_id} stopped (its control socket closed): the status above "
+            "is its last; see journalctl -u rancherd\n"
+        )

@@ -124,11 +124,13 @@ def test_no_config_at_all_lists_where_it_looked(tmp_path: Path) -> None:
     result = run("config", implicit=f"{tmp_path / 'a.yaml'}:{tmp_path / 'b.yaml'}")
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
-    assert lines[1].startswith("no rancherd config found")
-    assert lines[2:] == [
-        f"{tmp_path / 'a.yaml'}: not found",
-        f"{tmp_path / 'b.yaml'}: not found",
-        f"{DEFAULT_CONFIG_PATH}: not found",
+    # One problem, then where it looked: not "invalid config (4 problems)".
+    assert lines[0].startswith("Error: no rancherd config found")
+    assert "problem" not in result.stderr
+    assert lines[1:] == [
+        f"  {tmp_path / 'a.yaml'}: not found",
+        f"  {tmp_path / 'b.yaml'}: not found",
+        f"  {DEFAULT_CONFIG_PATH}: not found",
     ]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 import yaml
-from fake_runtime import INSTALL_SCRIPT, SYSTEMCTL, FakeServer, Tls, make_tls
+from fake_runtime import INSTALL_SCRIPT, SYSTEMCTL, FakeServer, Tls
 
 from rancherd.config import Config, load_config
 from rancherd.gossip.election import JoinRole
@@ -45,22 +45,6 @@ REGISTRIES = {
 RESOURCE = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hello"}}
 PRE = 'echo pre >> "$RANCHERD_ROOT/fake/pre-count"'
 POST = 'echo "$KUBECONFIG" >> "$RANCHERD_ROOT/fake/post-count"'
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery, tls: Tls, monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    monkeypatch.setenv("FAKE_RUNTIME_TLS", str(tls.directory))
-    fake = FakeServer(
-        tls,
-        {"/cacerts": (200, tls.ca_pem), "/readyz": (200, b"ok"), "/healthz": (200, b"ok")},
-    )
-    await fake.start(nursery)
-    return fake
 
 
 @pytest.fixture

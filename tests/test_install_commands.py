@@ -245,5 +245,5 @@ def test_systemd_unit() -> None:
     assert unit["Unit"]["Wants"] == "network-online.target"
     assert unit["Service"]["ExecStart"] == "/usr/local/bin/rancherd bootstrap"
     assert unit["Service"]["Restart"] == "on-failure"
-    assert unit["Service"]["Type"] == "simple"
+    assert unit["Service"]["Type"] == "notify"
     assert unit["Install"]["WantedBy"] == "multi-user.target"

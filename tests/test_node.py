@@ -109,7 +109,12 @@ async def test_a_waiting_node_says_what_it_waits_for(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
     assert "waiting for 2 more servers" in watched[-1]["status"]["text"]
     assert watched[-1]["peers"] == []
-    assert "no peers known yet" in render(watched[-1])
+    # Discovery lists the two other addresses, where nobody answers: they get rows.
+    silent = [row["address"] for row in watched[-1]["unanswered"]]
+    assert silent == [f"10.1.0.2:{PORT}", f"10.1.0.3:{PORT}"]
+    text = render(watched[-1])
+    assert f"10.1.0.2:{PORT}: discovered " in text
+    assert "no answer: not a rancherd, another token, or a firewall" in text
 
 
 async def test_second_node_on_one_data_dir_is_refused(tmp_path: Path) -> None:

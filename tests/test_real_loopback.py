@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 from collections.abc import Sequence
 from functools import partial
@@ -268,19 +269,23 @@ async def _receive_or_reset(stream: trio.SocketStream) -> bool:
         return False
 
 
+def bootstrap_argv(fleet: Fleet, index: int, root: Path) -> list[str]:
+    return rancherd_argv(
+        "bootstrap",
+        "--config",
+        str(fleet.config(index)),
+        "--data-dir",
+        str(fleet.data_dir(index)),
+        "--root",
+        str(root),
+    )
+
+
 async def test_bootstrap_stopped_during_the_election_exits_143_and_says_so(
     tmp_path: Path,
 ) -> None:
     fleet = Fleet(tmp_path, 1, expected=3)
-    argv = rancherd_argv(
-        "bootstrap",
-        "--config",
-        str(fleet.config(0)),
-        "--data-dir",
-        str(fleet.data_dir(0)),
-        "--root",
-        str(tmp_path / "root"),
-    )
+    argv = bootstrap_argv(fleet, 0, tmp_path / "root")
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             process: trio.Process = await nursery.start(
@@ -291,6 +296,41 @@ async def test_bootstrap_stopped_during_the_election_exits_143_and_says_so(
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 143
     assert not (tmp_path / "root").exists()
+
+
+async def test_systemd_hears_the_election_as_it_goes_then_stopping(tmp_path: Path) -> None:
+    """``bootstrap`` under a ``$NOTIFY_SOCKET`` (a real datagram socket standing in for
+    systemd): STATUS= carries the node's status line as the second node arrives, and
+    SIGTERM brings STOPPING=1 and exit status 143."""
+    fleet = Fleet(tmp_path, 2, expected=3)
+    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await notify.bind(str(tmp_path / "notify.sock"))
+    env = {**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    argv = bootstrap_argv(fleet, 0, tmp_path / "root")
+    statuses: list[str] = []
+
+    async def status_until(text: str) -> dict[str, str]:
+        while True:
+            data = (await notify.recv(65536)).decode()
+            fields = dict(line.split("=", 1) for line in data.split("\n"))
+            statuses.append(fields.get("STATUS", ""))
+            if text in fields.get("STATUS", ""):
+                return fields
+
+    with notify, trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(
+                partial(trio.run_process, argv, check=False, env=env, stderr=subprocess.PIPE)
+            )
+            await status_until("have 1 of 3 servers")
+            await nursery.start(_process, discover_argv(fleet.config(1), fleet.data_dir(1)))
+            await status_until("have 2 of 3 servers")
+            process.send_signal(signal.SIGTERM)
+            stopping = await status_until("stopping; last status: have 2 of 3 servers")
+            assert stopping["STOPPING"] == "1"
+            assert await process.wait() == 143
+            nursery.cancel_scope.cancel()
+    assert not any("READY" in s for s in statuses)
 
 
 async def test_a_node_that_cannot_listen_says_why_without_a_traceback(tmp_path: Path) -> None:

@@ -262,10 +262,13 @@ class Driver:
                 self.decided_at = trio.current_time()
             self._decided.set()
         elif isinstance(event, SplitDetected):
+            # Named as the status line names it: its first address, else a short id.
+            known = [p.addresses for p in self.peers() if p.node_id == event.source]
+            source = known[0][0] if known and known[0] else event.source[:8]
             log.error(
                 "two clusters in one fleet: ours %s, %s reports %s; see docs/OPERATIONS.md",
                 event.ours.cluster_id,
-                event.source,
+                source,
                 event.theirs.cluster_id,
             )
         elif isinstance(event, DuplicateNodeId):

@@ -193,7 +193,8 @@ async def apply_plan(
         try:
             skip_reason = await runner.run(step_id, step)
         except StepFailed as failed:
-            log.warning("%s", failed)
+            # One line: the output tail comes once, in the error the command ends with.
+            log.warning("step %s failed: %s", failed.step_id, failed.reason)
             hooks.on_step(step_id, step, StepState.FAILED, failed.reason)
             await _save_progress(progress_path, digest, done, failed)
             raise

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -23,6 +26,36 @@ from rancherd.install.builders import (
 from rancherd.install.token import GetTokenError, join_token
 
 __all__ = ["get_token_command", "plan_command"]
+
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", re.ASCII)
+
+
+def _check_server(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--server`` is a host name, an IP address or an https:// URL of one."""
+    if value is None:
+        return None
+    text = value.strip()
+    host = text
+    if "://" in text:
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme != "https" or parts.path not in ("", "/"):
+            raise click.BadParameter(f"{value!r} is not a host or an https:// URL")
+        host = parts.hostname or ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not port.isdigit():
+            raise click.BadParameter(f"{value!r} is not a host or an https:// URL")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if not _HOST.fullmatch(host):
+            raise click.BadParameter(f"{value!r} is not a host or an https:// URL") from None
+    return text
+
 
 _PLAN_HELP = f"""Print the plan this node would apply, without applying anything.
 
@@ -59,6 +92,7 @@ install script (a path or a URL); ${SYSTEMCTL_ENV} is the systemctl to run (e.g.
     "--server",
     default=None,
     metavar="HOST|URL",
+    callback=_check_server,
     help="The init node to join (default: the config's server).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
@@ -83,6 +117,11 @@ def _decide(config: Config, role: str | None, server: str | None) -> tuple[JoinR
     target = server or config.server
     if role is not None:
         join_role = JoinRole(role)
+        if join_role is JoinRole.CLUSTER_INIT and server is not None:
+            raise click.UsageError(
+                "--server is for a join: a cluster-init node creates the cluster and joins "
+                "nobody (use --role server or --role agent with --server)"
+            )
         return join_role, None if join_role is JoinRole.CLUSTER_INIT else target
     if config.role is Role.CLUSTER_INIT:
         return JoinRole.CLUSTER_INIT, None
