@@ -53,10 +53,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from rancherd.addresses import bracketed
 from rancherd.config import Config, Instruction, Role, Secret, config_to_dict
 from rancherd.gossip.election import JoinRole
-from rancherd.install.cacerts import TokenError, parse_token
-from rancherd.install.http import bracketed
 from rancherd.install.plan import (
     REDACTED,
     BinaryPresent,
@@ -84,6 +83,7 @@ from rancherd.install.runtime import (
     VersionError,
     resolve_kubernetes_version,
 )
+from rancherd.join_token import TokenError, parse_token
 
 __all__ = [
     "INSTALL_SCRIPT_ENV",

@@ -25,9 +25,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from rancherd.addresses import bracketed
 from rancherd.install.http import (
     HttpError,
-    bracketed,
     describe_error,
     http_get,
     unwrap_error,

@@ -23,7 +23,6 @@ from rancherd.install.builders import (
     PlanOptions,
     build_plan,
 )
-from rancherd.install.token import GetTokenError, join_token
 
 __all__ = ["get_token_command", "plan_command"]
 
@@ -158,6 +157,7 @@ that sets the token. Exit status 1 when no token can be given.
 )
 def get_token_command(config_path: Path | None, root: Path) -> None:
     from rancherd.cli import load_config_or_exit
+    from rancherd.install.token import GetTokenError, join_token  # x509: only here
 
     loaded = load_config_or_exit(config_path)
     token_file = loaded.sources.get("token")

@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 
 import trio
 
+from rancherd.addresses import bracketed
+
 __all__ = [
     "MAX_RESPONSE",
     "HttpError",
     "HttpResponse",
-    "bracketed",
     "describe_error",
     "http_get",
     "unwrap_error",
@@ -43,11 +44,6 @@ class HttpError(Exception):
 class HttpResponse:
     status: int
     body: bytes
-
-
-def bracketed(host: str) -> str:
-    """``host`` as a URL or ``Host:`` header writes it: an IPv6 literal in brackets."""
-    return f"[{host}]" if ":" in host else host
 
 
 def url_host_port(url: str) -> tuple[str, str, int]:
