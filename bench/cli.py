@@ -7,6 +7,7 @@ docs/PERFORMANCE.md between its markers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
@@ -114,6 +115,47 @@ def rss(runs: int, settle: float) -> None:
 
     for series in _run(partial(idle_rss, runs, settle, _echo)):
         _finish(series)
+
+
+def _print_json(document: dict[str, object]) -> None:
+    click.echo(json.dumps(document, sort_keys=True))
+
+
+@cli.command()
+@click.option("--servers", type=click.IntRange(1, 1000), required=True)
+@click.option("--agents", type=click.IntRange(0, 10_000), default=0, show_default=True)
+@click.option("--expected", type=click.IntRange(1, 1000), default=None, help="[default: --servers]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option(
+    "--limit", type=float, default=60.0, show_default=True, help="Virtual seconds to wait."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def traffic(
+    servers: int,
+    agents: int,
+    expected: int | None,
+    seed: int,
+    preset: str,
+    limit: float,
+    as_json: bool,
+) -> None:
+    """Frames and bytes per node per second, in-memory fleet on virtual time, until decided."""
+    from bench.traffic import run_traffic
+
+    result = run_traffic(
+        servers,
+        agents,
+        expected or servers,
+        seed=seed,
+        preset=preset,
+        limit=limit,
+        report=_echo,
+    ).as_dict()
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(" ".join(f"{key}={value}" for key, value in result.items()))
 
 
 @cli.command()
