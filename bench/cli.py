@@ -117,8 +117,11 @@ def rss(runs: int, settle: float) -> None:
         _finish(series)
 
 
-def _print_json(document: dict[str, object]) -> None:
-    click.echo(json.dumps(document, sort_keys=True))
+def _print_result(document: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(document, sort_keys=True))
+    else:
+        click.echo(" ".join(f"{key}={value}" for key, value in document.items()))
 
 
 @cli.command()
@@ -152,10 +155,40 @@ def traffic(
         limit=limit,
         report=_echo,
     ).as_dict()
-    if as_json:
-        _print_json(result)
-    else:
-        click.echo(" ".join(f"{key}={value}" for key, value in result.items()))
+    _print_result(result, as_json)
+
+
+@cli.command("frame-cost")
+@click.option("--nodes", type=click.IntRange(2, 100), default=10, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--limit", type=float, default=60.0, show_default=True, help="Seconds to decide.")
+@click.option("--settle", type=float, default=3.0, show_default=True, help="Seconds after it.")
+@click.option("--window", type=float, default=20.0, show_default=True, help="Seconds measured.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def frame_cost(
+    nodes: int, preset: str, limit: float, settle: float, window: float, as_json: bool
+) -> None:
+    """CPU per sealed frame, websocket transport, nodes in one process, after the decision."""
+    from bench.frame_cost import frame_cost as measure
+
+    result = _run(partial(measure, nodes, preset, limit, settle, window, _echo))
+    _print_result(result, as_json)
+
+
+@cli.command()
+@click.option("--nodes", type=click.IntRange(2, 100), default=30, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--limit", type=float, default=90.0, show_default=True, help="Seconds to decide.")
+@click.option("--cpu", type=int, default=None, help="The core to share [default: the last].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def overload(nodes: int, preset: str, limit: float, cpu: int | None, as_json: bool) -> None:
+    """Nodes in one process pinned to one core that a busy loop shares: decided or stuck?"""
+    from bench.overload import busy_neighbour, overload, pick_cpu, pinned_to
+
+    core = pick_cpu() if cpu is None else cpu
+    with busy_neighbour(core, limit + 60.0), pinned_to(core):
+        result = _run(partial(overload, nodes, preset, limit, core, _echo))
+    _print_result(result, as_json)
 
 
 @cli.command()
