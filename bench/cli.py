@@ -191,6 +191,22 @@ def overload(nodes: int, preset: str, limit: float, cpu: int | None, as_json: bo
     _print_result(result, as_json)
 
 
+@cli.command("compare-serf")
+@click.option("--nodes", type=click.IntRange(2, 127), default=50, show_default=True)
+@click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--limit", type=float, default=120.0, show_default=True, help="Seconds per run.")
+@click.option("--poll", type=float, default=0.1, show_default=True, help="Seconds between asks.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compare_serf(
+    nodes: int, runs: int, preset: str, limit: float, poll: float, as_json: bool
+) -> None:
+    """rancherd and serf membership convergence on loopback, alternating runs."""
+    from bench.compare_serf import compare_serf as measure
+
+    _print_result(_run(partial(measure, nodes, runs, preset, limit, poll, _echo)), as_json)
+
+
 @cli.command()
 def report() -> None:
     """Write bench/results.json into docs/PERFORMANCE.md (between its markers)."""
