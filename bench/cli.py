@@ -109,11 +109,21 @@ def members(nodes: int, runs: int, preset: str, limit: float, poll: float) -> No
 @cli.command()
 @click.option("--runs", type=click.IntRange(1, 100), default=3, show_default=True)
 @click.option("--settle", type=float, default=10.0, show_default=True, help="Seconds idle.")
-def rss(runs: int, settle: float) -> None:
-    """Resident memory and idle CPU of one idle rancherd node and one idle serf agent."""
-    from bench.rss import idle_rss
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (start-up CPU, idle RSS) instead of saving the series.",
+)
+def rss(runs: int, settle: float, as_json: bool) -> None:
+    """Resident memory, start-up and idle CPU of an idle rancherd node and serf agent."""
+    from bench.rss import idle_rss, rss_summary
 
-    for series in _run(partial(idle_rss, runs, settle, _echo)):
+    measured = _run(partial(idle_rss, runs, settle, _echo))
+    if as_json:
+        _print_result(rss_summary(measured), as_json=True)
+        return
+    for series in measured:
         _finish(series)
 
 
