@@ -14,15 +14,22 @@ from typing import Self
 
 import trio
 
+from rancherd.gossip.memory_transport import MemoryNetwork, MemoryTransport
 from rancherd.gossip.messages import Address
 from rancherd.gossip.transport import (
     CLOSE_NORMAL,
     ConnectionHandler,
     FrameConnection,
     Transport,
+    TransportLimits,
 )
 
-__all__ = ["CountingConnection", "CountingTransport", "TrafficCounter"]
+__all__ = [
+    "CountingConnection",
+    "CountingMemoryTransport",
+    "CountingTransport",
+    "TrafficCounter",
+]
 
 
 @dataclass(slots=True)
@@ -88,3 +95,32 @@ class CountingTransport(Transport):
 
     async def connect(self, address: Address) -> FrameConnection:
         return CountingConnection(await self._inner.connect(address), self.counter)
+
+
+class CountingMemoryTransport(MemoryTransport):
+    """A ``MemoryTransport`` whose connections (dialled or accepted) are counted: stands
+    in for a node's transport where the type must stay ``MemoryTransport``."""
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        address: Address,
+        limits: TransportLimits,
+        counter: TrafficCounter,
+    ) -> None:
+        super().__init__(network, address, limits)
+        self.counter = counter
+
+    async def serve(
+        self,
+        handler: ConnectionHandler,
+        *,
+        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async def counted(connection: FrameConnection) -> None:
+            await handler(CountingConnection(connection, self.counter))
+
+        await super().serve(counted, task_status=task_status)
+
+    async def connect(self, address: Address) -> FrameConnection:
+        return CountingConnection(await super().connect(address), self.counter)

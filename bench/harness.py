@@ -15,7 +15,7 @@ _TESTS = str(Path(__file__).resolve().parent.parent / "tests")
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
-from driver_harness import (  # type: ignore[import-not-found]  # noqa: E402
+from driver_harness import (  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
     Fleet,
     TestNode,
     fleet,
