@@ -143,6 +143,12 @@ def _print_result(document: dict[str, object], as_json: bool) -> None:
 @click.option(
     "--limit", type=float, default=60.0, show_default=True, help="Virtual seconds to wait."
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(2, 100_000),
+    default=None,
+    help="Each node's connection limit [default: TransportLimits' 512].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def traffic(
     servers: int,
@@ -151,11 +157,14 @@ def traffic(
     seed: int,
     preset: str,
     limit: float,
+    max_connections: int | None,
     as_json: bool,
 ) -> None:
     """Frames and bytes per node per second, in-memory fleet on virtual time, until decided."""
     from bench.traffic import run_traffic
+    from rancherd.gossip.transport import TransportLimits
 
+    limits = None if max_connections is None else TransportLimits(max_connections=max_connections)
     result = run_traffic(
         servers,
         agents,
@@ -163,6 +172,7 @@ def traffic(
         seed=seed,
         preset=preset,
         limit=limit,
+        limits=limits,
         report=_echo,
     ).as_dict()
     _print_result(result, as_json)

@@ -7,6 +7,8 @@ with the addresses of all servers as its discovery answer (static discovery of t
 servers). Frames and bytes are counted where the network sees them: sealed frames handed
 to the transport (``bench.counting``). The run ends when every node knows a decision, or
 at ``limit`` virtual seconds (then ``decided_s`` is null and the rates cover the limit).
+Transport limits are the defaults (``TransportLimits``), unless ``limits`` says otherwise:
+with more than ``max_connections`` (512) nodes, a server refuses connections beyond it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bench.counting import CountingMemoryTransport, TrafficCounter
 from bench.harness import Fleet, TestNode, fleet
 from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.messages import Role
+from rancherd.gossip.transport import TransportLimits
 
 __all__ = ["TrafficResult", "run_traffic", "traffic"]
 
@@ -37,6 +40,7 @@ class TrafficResult:
     seed: int
     preset: str
     limit: float
+    max_connections: int
     decided_s: float | None
     decided_nodes: int
     decisions: int
@@ -65,6 +69,7 @@ class TrafficResult:
             "decided_nodes": self.decided_nodes,
             "decisions": self.decisions,
             "limit_s": self.limit,
+            "max_connections": self.max_connections,
             "preset": self.preset,
             "seed": self.seed,
             "wall_s": round(self.wall_s, 2),
@@ -79,13 +84,15 @@ async def traffic(
     seed: int = 0,
     preset: str = "lan",
     limit: float = 60.0,
+    limits: TransportLimits | None = None,
     report: Callable[[str], None] = lambda _: None,
 ) -> TrafficResult:
     """One fleet from boot to decision; run on ``MockClock(autojump_threshold=0)``."""
     wall_start = time.monotonic()
     counter = TrafficCounter()
     config = GossipConfig.preset(preset)
-    async with fleet(expected_servers=expected, seed=seed, config=config) as f:
+    limits = limits or TransportLimits()
+    async with fleet(expected_servers=expected, seed=seed, config=config, limits=limits) as f:
         nodes = _add_nodes(f, servers, agents, counter)
         seeds = [node.address for node in nodes[:servers]]
         start = trio.current_time()
@@ -108,6 +115,7 @@ async def traffic(
             seed=seed,
             preset=preset,
             limit=limit,
+            max_connections=limits.max_connections,
             decided_s=None if decided_at is None else decided_at - start,
             decided_nodes=sum(node.decision is not None for node in nodes),
             decisions=len(f.decisions()),
@@ -151,13 +159,21 @@ def run_traffic(
     seed: int = 0,
     preset: str = "lan",
     limit: float = 60.0,
+    limits: TransportLimits | None = None,
     report: Callable[[str], None] = lambda _: None,
 ) -> TrafficResult:
     """``traffic`` in a ``trio.run`` of its own on a ``MockClock``."""
 
     async def job() -> TrafficResult:
         return await traffic(
-            servers, agents, expected, seed=seed, preset=preset, limit=limit, report=report
+            servers,
+            agents,
+            expected,
+            seed=seed,
+            preset=preset,
+            limit=limit,
+            limits=limits,
+            report=report,
         )
 
     return trio.run(job, clock=trio.testing.MockClock(autojump_threshold=0))
