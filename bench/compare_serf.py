@@ -45,6 +45,7 @@ async def compare_serf(
     poll: float,
     report: Callable[[str], None],
 ) -> dict[str, object]:
+    load_before = os.getloadavg()[0]
     serf = ensure_serf(report)
     await warm_up()
     fleet = loopback_fleet(nodes, seeds=1)
@@ -66,7 +67,7 @@ async def compare_serf(
         "preset": preset,
         "limit_s": limit,
         "poll_s": poll,
-        "load_before": round(os.getloadavg()[0], 2),
+        "load_before": round(load_before, 2),
         "serf_version": serf_version(serf),
         "rancherd": _summary(rancherd_runs, nodes),
         "serf": _summary(serf_runs, nodes),
