@@ -6,7 +6,9 @@ process that spins on that same core (pinned the same way) takes about half of i
 question is whether a fleet short of CPU still decides, more slowly, or livelocks: keys
 ``decided`` (every node knows one decision within ``limit`` seconds), ``rounds_abandoned``
 (rounds their proposer gave up: each node's own released votes over every state it
-persisted) and ``decided_s`` (from the first node's start).
+persisted) and ``decided_s`` (from the first node's start); then where the nodes were at
+the end: ``phases`` and ``views`` (nodes per phase, per number of servers seen) and
+``voters`` (nodes holding a vote).
 
 The busy child is killed on the way out however the run ends, and it ends itself after
 ``limit`` + 60 seconds in case this process is killed first. The affinity is restored.
@@ -18,6 +20,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from bench.inprocess import open_ws_fleet
@@ -78,6 +81,8 @@ async def overload(
         report(f"{nodes} nodes started in {fleet.ready_at - fleet.started_at:.2f}s on cpu {cpu}")
         decided = await fleet.wait_decided(limit)
         dials, dial_failures = fleet.dial_statistics()
+        # Where each node was at the end: phase, how many servers it saw, a vote held.
+        statuses = [node.status for node in fleet.nodes if node.status is not None]
         frames, sent = fleet.counter.snapshot()
         result: dict[str, object] = {
             "decided": decided,
@@ -100,5 +105,8 @@ async def overload(
         }
         if fleet.failures:
             result["failure"] = "; ".join(fleet.failures)
+        result["phases"] = dict(Counter(str(s.phase.value) for s in statuses))
+        result["views"] = dict(Counter(len(s.view) for s in statuses))
+        result["voters"] = sum(s.vote is not None for s in statuses)
         report(f"decided={decided} rounds abandoned={result['rounds_abandoned']}")
         return result
