@@ -8,6 +8,7 @@ docs/PERFORMANCE.md between its markers.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
@@ -132,6 +133,7 @@ def _print_result(document: dict[str, object], as_json: bool) -> None:
         click.echo(json.dumps(document, sort_keys=True))
     else:
         click.echo(" ".join(f"{key}={value}" for key, value in document.items()))
+    sys.stdout.flush()
 
 
 @cli.command()
@@ -165,7 +167,8 @@ def traffic(
     from rancherd.gossip.transport import TransportLimits
 
     limits = None if max_connections is None else TransportLimits(max_connections=max_connections)
-    result = run_traffic(
+    # Printed as soon as measured: stopping a thousand nodes takes minutes more.
+    run_traffic(
         servers,
         agents,
         expected or servers,
@@ -174,8 +177,8 @@ def traffic(
         limit=limit,
         limits=limits,
         report=_echo,
-    ).as_dict()
-    _print_result(result, as_json)
+        on_result=lambda result: _print_result(result.as_dict(), as_json),
+    )
 
 
 @cli.command("frame-cost")
