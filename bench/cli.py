@@ -7,6 +7,8 @@ docs/PERFORMANCE.md between its markers.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
@@ -108,12 +110,124 @@ def members(nodes: int, runs: int, preset: str, limit: float, poll: float) -> No
 @cli.command()
 @click.option("--runs", type=click.IntRange(1, 100), default=3, show_default=True)
 @click.option("--settle", type=float, default=10.0, show_default=True, help="Seconds idle.")
-def rss(runs: int, settle: float) -> None:
-    """Resident memory and idle CPU of one idle rancherd node and one idle serf agent."""
-    from bench.rss import idle_rss
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (start-up CPU, idle RSS) instead of saving the series.",
+)
+def rss(runs: int, settle: float, as_json: bool) -> None:
+    """Resident memory, start-up and idle CPU of an idle rancherd node and serf agent."""
+    from bench.rss import idle_rss, rss_summary
 
-    for series in _run(partial(idle_rss, runs, settle, _echo)):
+    measured = _run(partial(idle_rss, runs, settle, _echo))
+    if as_json:
+        _print_result(rss_summary(measured), as_json=True)
+        return
+    for series in measured:
         _finish(series)
+
+
+def _print_result(document: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(document, sort_keys=True))
+    else:
+        click.echo(" ".join(f"{key}={value}" for key, value in document.items()))
+    sys.stdout.flush()
+
+
+@cli.command()
+@click.option("--servers", type=click.IntRange(1, 1000), required=True)
+@click.option("--agents", type=click.IntRange(0, 10_000), default=0, show_default=True)
+@click.option("--expected", type=click.IntRange(1, 1000), default=None, help="[default: --servers]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option(
+    "--limit", type=float, default=60.0, show_default=True, help="Virtual seconds to wait."
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(2, 100_000),
+    default=None,
+    help="Each node's connection limit [default: TransportLimits' 512].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def traffic(
+    servers: int,
+    agents: int,
+    expected: int | None,
+    seed: int,
+    preset: str,
+    limit: float,
+    max_connections: int | None,
+    as_json: bool,
+) -> None:
+    """Frames and bytes per node per second, in-memory fleet on virtual time, until decided."""
+    from bench.traffic import run_traffic
+    from rancherd.gossip.transport import TransportLimits
+
+    limits = None if max_connections is None else TransportLimits(max_connections=max_connections)
+    # Printed as soon as measured: stopping a thousand nodes takes minutes more.
+    run_traffic(
+        servers,
+        agents,
+        expected or servers,
+        seed=seed,
+        preset=preset,
+        limit=limit,
+        limits=limits,
+        report=_echo,
+        on_result=lambda result: _print_result(result.as_dict(), as_json),
+    )
+
+
+@cli.command("frame-cost")
+@click.option("--nodes", type=click.IntRange(2, 100), default=10, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--limit", type=float, default=60.0, show_default=True, help="Seconds to decide.")
+@click.option("--settle", type=float, default=3.0, show_default=True, help="Seconds after it.")
+@click.option("--window", type=float, default=20.0, show_default=True, help="Seconds measured.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def frame_cost(
+    nodes: int, preset: str, limit: float, settle: float, window: float, as_json: bool
+) -> None:
+    """CPU per sealed frame, websocket transport, nodes in one process, after the decision."""
+    from bench.frame_cost import frame_cost as measure
+
+    result = _run(partial(measure, nodes, preset, limit, settle, window, _echo))
+    _print_result(result, as_json)
+
+
+@cli.command()
+@click.option("--nodes", type=click.IntRange(2, 100), default=30, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--limit", type=float, default=90.0, show_default=True, help="Seconds to decide.")
+@click.option("--cpu", type=int, default=None, help="The core to share [default: the last].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def overload(nodes: int, preset: str, limit: float, cpu: int | None, as_json: bool) -> None:
+    """Nodes in one process pinned to one core that a busy loop shares: decided or stuck?"""
+    from bench.overload import busy_neighbour, overload, pick_cpu, pinned_to
+
+    core = pick_cpu() if cpu is None else cpu
+    with busy_neighbour(core, limit + 60.0), pinned_to(core):
+        result = _run(partial(overload, nodes, preset, limit, core, _echo))
+    _print_result(result, as_json)
+
+
+@cli.command("compare-serf")
+@click.option("--nodes", type=click.IntRange(2, 127), default=50, show_default=True)
+@click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--limit", type=float, default=120.0, show_default=True, help="Seconds per run.")
+@click.option("--poll", type=float, default=0.1, show_default=True, help="Seconds between asks.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compare_serf(
+    nodes: int, runs: int, preset: str, limit: float, poll: float, as_json: bool
+) -> None:
+    """rancherd and serf membership convergence on loopback, alternating runs."""
+    from bench.compare_serf import compare_serf as measure
+
+    _print_result(_run(partial(measure, nodes, runs, preset, limit, poll, _echo)), as_json)
 
 
 @cli.command()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-__all__ = ["Proc", "ProcSet", "cpu_seconds", "open_procs"]
+__all__ = ["Proc", "ProcSet", "cpu_seconds", "open_procs", "task_cpu_seconds"]
 
 STOP_GRACE = 5.0
 """Seconds a child gets between SIGTERM and SIGKILL."""
@@ -163,6 +163,25 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def task_cpu_seconds(pid: int) -> float:
+    """CPU time of a running process so far, summed over its threads from
+    ``/proc/PID/task/*/schedstat`` (nanoseconds, where ``/proc/PID/stat`` counts 10 ms
+    ticks); 0.0 once it is gone. Threads that already exited are not counted: sample just
+    before stopping the process."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as schedstat:
+                total += int(schedstat.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
 
 
 def _signal_group(proc: Proc, signum: signal.Signals) -> None:

@@ -38,14 +38,16 @@ from pathlib import Path
 import trio
 
 from bench.netns import BenchNamespace, bench_lab
-from bench.procs import Proc, ProcSet, cpu_seconds, open_procs
+from bench.procs import Proc, ProcSet, cpu_seconds, open_procs, task_cpu_seconds
 from bench.results import Series
 
 __all__ = [
+    "MembersRun",
     "add_convergence",
     "decide_inprocess",
     "decide_processes",
     "marked",
+    "members_run_rancherd",
     "membership_rancherd",
     "poll_members",
     "warm_up",
@@ -435,6 +437,67 @@ async def rancherd_alive_peers(socket_path: Path) -> int | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class MembersRun:
+    """One membership run of rancherd nodes or serf agents."""
+
+    procs: list[Proc]
+    seen: list[float]
+    """When each process first listed every other one alive (harness time)."""
+    cpu_s: float
+    """CPU seconds of all processes (``/proc/PID/task/*/schedstat``), sampled just before
+    they were stopped: start-up included."""
+    failure: str | None = None
+
+    @property
+    def converged_s(self) -> float:
+        """From the last process start until the last process saw everyone."""
+        return max(self.seen) - max(p.started for p in self.procs)
+
+
+async def members_run_rancherd(
+    fleet: Fleet, nodes: int, preset: str, limit: float, poll: float
+) -> MembersRun:
+    """``nodes`` ``rancherd discover`` processes that only gossip (``expectedServers`` is
+    one more), the first one the seed of all; until each lists every other alive."""
+    with tempfile.TemporaryDirectory(prefix="rdbench-") as root_name:
+        root = Path(root_name)
+        token = secrets.token_hex(16)
+        argvs = [
+            discover_argv(
+                write_config(
+                    root / f"n{i}.yaml",
+                    params=fleet.params[i],
+                    expected=nodes + 1,
+                    preset=preset,
+                    port=fleet.port,
+                    listen=fleet.listen[i],
+                    address=fleet.address[i],
+                    token=token,
+                ),
+                root / f"d{i}",
+                limit + 30,
+            )
+            for i in range(nodes)
+        ]
+        seen: list[float] = []
+        async with open_procs(ENV) as procs:
+            with trio.move_on_after(limit) as scope:
+                seed = await procs.spawn(argvs[0], "seed", MARKERS)
+                await wait_until(procs, marked(seed, "ready"))
+                for i in range(1, nodes):
+                    await procs.spawn(argvs[i], f"node{i}", MARKERS)
+                seen = await poll_members(
+                    nodes,
+                    partial(_control_alive_peers, root),
+                    nodes - 1,
+                    poll,
+                )
+            cpu = sum(task_cpu_seconds(p.pid) for p in procs.procs)
+    failure = f"not converged after {limit:g}s" if scope.cancelled_caught else None
+    return MembersRun(procs.procs, seen, cpu, failure)
+
+
 async def membership_rancherd(
     nodes: int, runs: int, preset: str, limit: float, poll: float, report: Callable[[str], None]
 ) -> Series:
@@ -449,42 +512,10 @@ async def membership_rancherd(
     await warm_up()
     for run in range(runs):
         failed = len(series.failures)
-        with tempfile.TemporaryDirectory(prefix="rdbench-") as root_name:
-            root = Path(root_name)
-            token = secrets.token_hex(16)
-            argvs = [
-                discover_argv(
-                    write_config(
-                        root / f"n{i}.yaml",
-                        params=fleet.params[i],
-                        expected=nodes + 1,
-                        preset=preset,
-                        port=fleet.port,
-                        listen=fleet.listen[i],
-                        address=fleet.address[i],
-                        token=token,
-                    ),
-                    root / f"d{i}",
-                    limit + 30,
-                )
-                for i in range(nodes)
-            ]
-            async with open_procs(ENV) as procs:
-                with trio.move_on_after(limit) as scope:
-                    seed = await procs.spawn(argvs[0], "seed", MARKERS)
-                    await wait_until(procs, marked(seed, "ready"))
-                    for i in range(1, nodes):
-                        await procs.spawn(argvs[i], f"node{i}", MARKERS)
-                    seen = await poll_members(
-                        nodes,
-                        partial(_control_alive_peers, root),
-                        nodes - 1,
-                        poll,
-                    )
-                cpu = sum(cpu_seconds(p.pid) for p in procs.procs)
-                if scope.cancelled_caught:
-                    series.failures.append(f"not converged after {limit:g}s")
-                else:
-                    add_convergence(series, procs.procs, seen, cpu, "node")
-            report(f"  run {run + 1}/{runs}: {_last(series, failed)}")
+        result = await members_run_rancherd(fleet, nodes, preset, limit, poll)
+        if result.failure is not None:
+            series.failures.append(result.failure)
+        else:
+            add_convergence(series, result.procs, result.seen, result.cpu_s, "node")
+        report(f"  run {run + 1}/{runs}: {_last(series, failed)}")
     return series

@@ -8,15 +8,10 @@ docs/PROTOCOL.md (gossip timers).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import trio
 import trio.testing
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from driver_harness import frames_per_node_second_at_rest  # type: ignore[import-not-found]
-
+from bench.harness import frames_per_node_second_at_rest
 from rancherd.gossip.config import GossipConfig
 
 

@@ -25,11 +25,18 @@ from typing import Any
 import msgpack
 import trio
 
-from bench.procs import cpu_seconds, open_procs
-from bench.rancherd_bench import add_convergence, marked, poll_members, wait_until
+from bench.procs import open_procs, task_cpu_seconds
+from bench.rancherd_bench import MembersRun, add_convergence, marked, poll_members, wait_until
 from bench.results import Series
 
-__all__ = ["SerfRpc", "ensure_serf", "membership_serf", "serf_alive_members", "serf_version"]
+__all__ = [
+    "SerfRpc",
+    "ensure_serf",
+    "members_run_serf",
+    "membership_serf",
+    "serf_alive_members",
+    "serf_version",
+]
 
 SERF_MARKERS = {"ready": "Starting Serf agent...", "running": "Serf agent running!"}
 GOSSIP_PORT = 7946
@@ -162,6 +169,33 @@ def agent_argv(serf: str, index: int, host: str, key: str, seed: str | None) -> 
     return argv
 
 
+async def members_run_serf(serf: str, nodes: int, limit: float, poll: float) -> MembersRun:
+    """``nodes`` serf agents on 127.0.0.1 .. 127.0.0.``nodes``, the first one the seed
+    (``-join``) of all; until each lists every agent alive."""
+    hosts = [f"127.0.0.{i + 1}" for i in range(nodes)]
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    seen: list[float] = []
+    failure: str | None = None
+    async with open_procs() as procs:
+        with trio.move_on_after(limit) as scope:
+            seed = await procs.spawn(
+                agent_argv(serf, 0, hosts[0], key, None), "agent0", SERF_MARKERS
+            )
+            await wait_until(procs, marked(seed, "running"))
+            for i in range(1, nodes):
+                await procs.spawn(
+                    agent_argv(serf, i, hosts[i], key, hosts[0]), f"agent{i}", SERF_MARKERS
+                )
+            seen = await poll_members(nodes, partial(_alive_at, hosts), nodes, poll)
+        cpu = sum(task_cpu_seconds(p.pid) for p in procs.procs)
+        exited = [p for p in procs.procs if p.exited is not None]
+        if exited:
+            failure = f"{exited[0].name} exited {exited[0].process.returncode}: {exited[0].tail(2)}"
+        elif scope.cancelled_caught:
+            failure = f"not converged after {limit:g}s"
+    return MembersRun(procs.procs, seen, cpu, failure)
+
+
 async def membership_serf(
     nodes: int, runs: int, limit: float, poll: float, report: Callable[[str], None]
 ) -> Series:
@@ -173,33 +207,12 @@ async def membership_serf(
         load_before=os.getloadavg()[0],
         notes=f"{serf_version(serf)}; poll every {poll:g}s per agent over serf's RPC",
     )
-    hosts = [f"127.0.0.{i + 1}" for i in range(nodes)]
     for run in range(runs):
-        failed = len(series.failures)
-        key = base64.b64encode(secrets.token_bytes(32)).decode()
-        async with open_procs() as procs:
-            with trio.move_on_after(limit) as scope:
-                seed = await procs.spawn(
-                    agent_argv(serf, 0, hosts[0], key, None), "agent0", SERF_MARKERS
-                )
-                await wait_until(procs, marked(seed, "running"))
-                for i in range(1, nodes):
-                    await procs.spawn(
-                        agent_argv(serf, i, hosts[i], key, hosts[0]), f"agent{i}", SERF_MARKERS
-                    )
-                seen = await poll_members(nodes, partial(_alive_at, hosts), nodes, poll)
-            cpu = sum(cpu_seconds(p.pid) for p in procs.procs)
-            exited = [p for p in procs.procs if p.exited is not None]
-            if exited:
-                series.failures.append(
-                    f"{exited[0].name} exited {exited[0].process.returncode}: {exited[0].tail(2)}"
-                )
-            elif scope.cancelled_caught:
-                series.failures.append(f"not converged after {limit:g}s")
-            else:
-                add_convergence(series, procs.procs, seen, cpu, "agent")
-        if len(series.failures) > failed:
-            report(f"  run {run + 1}/{runs}: failed: {series.failures[-1]}")
+        result = await members_run_serf(serf, nodes, limit, poll)
+        if result.failure is not None:
+            series.failures.append(result.failure)
+            report(f"  run {run + 1}/{runs}: failed: {result.failure}")
         else:
+            add_convergence(series, result.procs, result.seen, result.cpu_s, "agent")
             report(f"  run {run + 1}/{runs}: {series.primary[-1]:.3f}s from last start")
     return series

@@ -1,0 +1,126 @@
+"""A ``Transport`` wrapper that counts the frames and bytes a node puts on the wire.
+
+The benchmarks measure traffic where the network sees it: sealed frames as handed to the
+transport (in-memory or websocket), without changing ``rancherd/``. Wrap a node's
+transport in ``CountingTransport`` with a ``TrafficCounter`` shared by the whole fleet (or
+one per node); every frame that ``send`` accepted counts once, with its length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import trio
+
+from rancherd.gossip.memory_transport import MemoryNetwork, MemoryTransport
+from rancherd.gossip.messages import Address
+from rancherd.gossip.transport import (
+    CLOSE_NORMAL,
+    ConnectionHandler,
+    FrameConnection,
+    Transport,
+    TransportLimits,
+)
+
+__all__ = [
+    "CountingConnection",
+    "CountingMemoryTransport",
+    "CountingTransport",
+    "TrafficCounter",
+]
+
+
+@dataclass(slots=True)
+class TrafficCounter:
+    frames: int = 0
+    bytes: int = 0
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.frames, self.bytes
+
+
+class CountingConnection(FrameConnection):
+    def __init__(self, inner: FrameConnection, counter: TrafficCounter) -> None:
+        self._inner = inner
+        self._counter = counter
+
+    @property
+    def remote(self) -> str:
+        return self._inner.remote
+
+    async def send(self, frame: bytes) -> None:
+        await self._inner.send(frame)
+        self._counter.frames += 1
+        self._counter.bytes += len(frame)
+
+    async def receive(self) -> bytes:
+        return await self._inner.receive()
+
+    async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        await self._inner.aclose(code, reason)
+
+
+class CountingTransport(Transport):
+    """``inner`` with every connection (dialled or accepted) counted in ``counter``."""
+
+    def __init__(self, inner: Transport, counter: TrafficCounter) -> None:
+        self._inner = inner
+        self.counter = counter
+        self.limits = inner.limits
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return await self._inner.__aexit__(exc_type, exc, traceback)
+
+    async def serve(
+        self,
+        handler: ConnectionHandler,
+        *,
+        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async def counted(connection: FrameConnection) -> None:
+            await handler(CountingConnection(connection, self.counter))
+
+        await self._inner.serve(counted, task_status=task_status)
+
+    async def connect(self, address: Address) -> FrameConnection:
+        return CountingConnection(await self._inner.connect(address), self.counter)
+
+
+class CountingMemoryTransport(MemoryTransport):
+    """A ``MemoryTransport`` whose connections (dialled or accepted) are counted: stands
+    in for a node's transport where the type must stay ``MemoryTransport``."""
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        address: Address,
+        limits: TransportLimits,
+        counter: TrafficCounter,
+    ) -> None:
+        super().__init__(network, address, limits)
+        self.counter = counter
+
+    async def serve(
+        self,
+        handler: ConnectionHandler,
+        *,
+        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async def counted(connection: FrameConnection) -> None:
+            await handler(CountingConnection(connection, self.counter))
+
+        await super().serve(counted, task_status=task_status)
+
+    async def connect(self, address: Address) -> FrameConnection:
+        return CountingConnection(await super().connect(address), self.counter)
