@@ -187,14 +187,27 @@ def traffic(
 @click.option("--limit", type=float, default=60.0, show_default=True, help="Seconds to decide.")
 @click.option("--settle", type=float, default=3.0, show_default=True, help="Seconds after it.")
 @click.option("--window", type=float, default=20.0, show_default=True, help="Seconds measured.")
+@click.option(
+    "--pace",
+    type=click.Choice(("busy", "rest")),
+    default="busy",
+    show_default=True,
+    help="busy: the decided fleet keeps the election's frame rate; rest: the preset's own.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def frame_cost(
-    nodes: int, preset: str, limit: float, settle: float, window: float, as_json: bool
+    nodes: int,
+    preset: str,
+    limit: float,
+    settle: float,
+    window: float,
+    pace: str,
+    as_json: bool,
 ) -> None:
     """CPU per sealed frame, websocket transport, nodes in one process, after the decision."""
     from bench.frame_cost import frame_cost as measure
 
-    result = _run(partial(measure, nodes, preset, limit, settle, window, _echo))
+    result = _run(partial(measure, nodes, preset, limit, settle, window, _echo, pace))
     _print_result(result, as_json)
 
 

@@ -2,7 +2,8 @@
 
 ``nodes`` whole nodes in this one process (``bench.inprocess``: websocket transport on
 127.0.0.x, static discovery of every node) decide; after ``settle`` more seconds the fleet
-is in its steady state (decided gossip), and over the next ``window`` seconds of real time
+is in its steady state (decided gossip; with ``--pace busy``, the default, at the
+election's frame rate, see ``busy_config``), and over the next ``window`` seconds of real time
 the harness divides the process's CPU time (``time.process_time()``: user + system, all
 threads) by the frames sent. Every frame is sent and received in this process, so the
 figure is the whole cost of one frame: encode, seal, websocket send, receive, open,
@@ -11,14 +12,27 @@ decode, core. No profiler runs.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
 import trio
 
 from bench.inprocess import open_ws_fleet
+from rancherd.gossip.config import GossipConfig
 
 __all__ = ["frame_cost"]
+
+
+def busy_config(preset: str) -> GossipConfig:
+    """The preset, but a decided fleet keeps the election's pace: every tick goes to
+    ``fanout`` partners every ``gossip_interval``. At rest a decided node sends about one
+    frame a second, and the CPU of its timers, not of its frames, is what a division by
+    the frames would measure."""
+    config = GossipConfig.preset(preset)
+    return dataclasses.replace(
+        config, decided_gossip_interval=config.gossip_interval, quiet_fanout=config.fanout
+    )
 
 
 async def frame_cost(
@@ -28,10 +42,17 @@ async def frame_cost(
     settle: float,
     window: float,
     report: Callable[[str], None],
+    pace: str = "busy",
 ) -> dict[str, object]:
-    async with open_ws_fleet(nodes, preset) as fleet:
+    config = busy_config(preset) if pace == "busy" else None
+    async with open_ws_fleet(nodes, preset, config) as fleet:
         report(f"{nodes} nodes started in {fleet.ready_at - fleet.started_at:.2f}s")
-        result: dict[str, object] = {"nodes": nodes, "preset": preset, "window_s": window}
+        result: dict[str, object] = {
+            "nodes": nodes,
+            "preset": preset,
+            "pace": pace,
+            "window_s": window,
+        }
         if not await fleet.wait_decided(limit):
             report(f"not decided: {'; '.join(fleet.failures)}")
             return {

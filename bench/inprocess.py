@@ -23,6 +23,7 @@ import trio
 from bench.counting import CountingTransport, TrafficCounter
 from rancherd.config import Preset
 from rancherd.demo import demo_configs, free_port
+from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.core import PersistedState
 from rancherd.gossip.messages import Vote
 from rancherd.gossip.transport import Transport, TransportLimits
@@ -101,9 +102,12 @@ class WsFleet:
 
 
 @contextlib.asynccontextmanager
-async def open_ws_fleet(count: int, preset: str = "lan") -> AsyncIterator[WsFleet]:
+async def open_ws_fleet(
+    count: int, preset: str = "lan", gossip_config: GossipConfig | None = None
+) -> AsyncIterator[WsFleet]:
     """``count`` nodes on 127.0.0.1 .. 127.0.0.``count``, started together; all stopped
-    and their data dirs removed when the block ends."""
+    and their data dirs removed when the block ends. ``gossip_config``: instead of the
+    preset's (``expectedServers`` and the cache duration still come from the config)."""
     hosts = [f"127.0.0.{i + 1}" for i in range(count)]
     counter = TrafficCounter()
     # One process has one source address per node for every connection: allow them.
@@ -126,7 +130,7 @@ async def open_ws_fleet(count: int, preset: str = "lan") -> AsyncIterator[WsFlee
             return make
 
         nodes = [
-            Node(c, d, limits=limits, transport_factory=factory(host))
+            Node(c, d, limits=limits, transport_factory=factory(host), gossip_config=gossip_config)
             for c, d, host in zip(configs, data_dirs, hosts, strict=True)
         ]
         async with trio.open_nursery() as nursery:

@@ -582,7 +582,7 @@ def _fast_record(raw: Any) -> Any:
         if type(api_host) is not str or not _check_host_ok(api_host):
             raise _Invalid("record")
         _remember(_known_hosts, api_host)
-    return _RECORD_TYPE(
+    record = _RECORD_TYPE(
         node_id,
         incarnation,
         boot_id,
@@ -597,6 +597,8 @@ def _fast_record(raw: Any) -> Any:
         None if decision is None else _fast_decision(decision),
         progress_member,
     )
+    _cache_record(record, raw)
+    return record
 
 
 _RECORD_TYPE = NodeRecord
@@ -692,7 +694,7 @@ _DECISION_AT = _RECORD_FIELDS.index("decision")
 _RECORD_CACHE_SIZE = 8192
 """Encoded records remembered. A record is immutable and relayed many times (to several
 targets per tick, by several ticks), so its bytes are made once while it is current."""
-_record_cache: dict[int, tuple[NodeRecord, bytes]] = {}
+_record_cache: dict[int, tuple[NodeRecord, bytes | tuple[Any, ...]]] = {}
 
 
 def _array_header(length: int) -> bytes:
@@ -707,12 +709,24 @@ def _record_bytes(record: NodeRecord) -> bytes:
     key = id(record)
     hit = _record_cache.get(key)
     if hit is not None and hit[0] is record:
-        return hit[1]
-    data: bytes = msgpack.packb(_RECORD.to_wire(record), use_bin_type=True)
+        known = hit[1]
+        if type(known) is bytes:
+            return known
+        # The array it was decoded from: checked then, so it only needs packing.
+        wire: Any = known
+    else:
+        wire = _RECORD.to_wire(record)
+    data: bytes = msgpack.packb(wire, use_bin_type=True)
+    _cache_record(record, data)
+    return data
+
+
+def _cache_record(record: NodeRecord, known: bytes | tuple[Any, ...]) -> None:
+    """Remember a record's bytes, or the checked array it was decoded from (a node relays
+    what it decodes: packing that array again is all its encoding needs)."""
     if len(_record_cache) >= _RECORD_CACHE_SIZE:
         del _record_cache[next(iter(_record_cache))]
-    _record_cache[key] = (record, data)
-    return data
+    _record_cache[id(record)] = (record, known)
 
 
 def _encode_gossip(message: Gossip) -> bytes | None:
