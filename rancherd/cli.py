@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import click
 
@@ -26,7 +27,27 @@ if TYPE_CHECKING:
     from rancherd.state import DataDir
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The group, with the installer's commands imported only when one of them runs (or
+    help lists them): every other command starts without the installer's modules."""
+
+    _lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "plan": ("rancherd.install.command", "plan_command"),
+        "get-token": ("rancherd.install.command", "get_token_command"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = self._lazy.get(cmd_name)
+        if where is None:
+            return super().get_command(ctx, cmd_name)
+        command: click.Command = getattr(importlib.import_module(where[0]), where[1])
+        return command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rancherd")
 def cli() -> None:
     """Turn machines booted from one config into one Kubernetes cluster.
@@ -584,16 +605,6 @@ def _plain(value: object) -> str:
     if isinstance(value, list):
         return "; ".join(_plain(item) for item in value) or "-"
     return str(value)
-
-
-def _register_install_commands() -> None:
-    from rancherd.install.command import get_token_command, plan_command
-
-    cli.add_command(plan_command)
-    cli.add_command(get_token_command)
-
-
-_register_install_commands()
 
 
 def main() -> None:

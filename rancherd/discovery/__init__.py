@@ -55,18 +55,24 @@ def make_provider(
     """The provider ``params`` names. ``default_port`` is the port of addresses given
     without one (static, file); mDNS and srv learn each peer's port from its SRV record.
     ``refresh`` (seconds between unchanged answers) defaults to 5."""
-    from rancherd.discovery.file import FileProvider
-    from rancherd.discovery.mdns import MdnsProvider
     from rancherd.discovery.provider import DEFAULT_REFRESH
-    from rancherd.discovery.srv import SrvProvider
-    from rancherd.discovery.static import StaticProvider
 
+    # Only the provider in use is imported: zeroconf and dnspython cost tens of
+    # milliseconds of start-up each, for nodes that do not use them.
     every = DEFAULT_REFRESH if refresh is None else refresh
     typed = params.typed()
     if isinstance(typed, MdnsParams):
+        from rancherd.discovery.mdns import MdnsProvider
+
         return MdnsProvider(typed, refresh=every)
     if isinstance(typed, StaticParams):
+        from rancherd.discovery.static import StaticProvider
+
         return StaticProvider(typed, default_port=default_port, refresh=every)
     if isinstance(typed, SrvParams):
+        from rancherd.discovery.srv import SrvProvider
+
         return SrvProvider(typed, refresh=every)
+    from rancherd.discovery.file import FileProvider
+
     return FileProvider(typed, default_port=default_port, refresh=every)
