@@ -366,3 +366,33 @@ async def test_demo_the_readmes_first_command_decides_and_cleans_up() -> None:
     assert out.count(", joins https://127.0.0.") == 2
     root = out.split("data dirs in ", 1)[1].split()[0]
     assert not await trio.Path(root).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("servers", "agents"), [(50, 0), (3, 47)])
+async def test_fifty_processes_decide_on_one_cluster_init(
+    tmp_path: Path, servers: int, agents: int
+) -> None:
+    """Issue 10's fleet on one machine: 50 processes (all servers with expectedServers 50,
+    or 3 servers and 47 agents that discover only the servers) decide on one cluster."""
+    fleet = Fleet(tmp_path, servers + agents, expected=servers)
+    server_hosts = fleet.hosts[:servers]
+    argvs = []
+    for index, host in enumerate(fleet.hosts):
+        role = "server" if index < servers else "agent"
+        config = write_config(
+            tmp_path / f"n{index}.yaml",
+            host,
+            fleet.port,
+            fleet.hosts if role == "server" else server_hosts,
+            expected=servers,
+            role=role,
+        )
+        argvs.append(discover_argv(config, fleet.data_dir(index), wait=150))
+    with trio.fail_after(200):
+        decided = outcomes(await run_all(argvs))
+    assert len({d["cluster_id"] for d in decided}) == 1
+    inits = [i for i, d in enumerate(decided) if d["role"] == "cluster-init"]
+    assert len(inits) == 1
+    assert inits[0] < servers
+    assert [d["role"] for d in decided[servers:]] == ["agent"] * agents
