@@ -41,7 +41,9 @@ from rancherd.gossip.codec import (
 )
 from rancherd.gossip.errors import LocalProtocolError, RemoteProtocolError
 from rancherd.gossip.messages import (
+    EMPTY_VIEW_DIGEST,
     MESSAGE_TYPES,
+    VIEW_DIGEST_SIZE,
     Ack,
     Commit,
     Decision,
@@ -58,6 +60,7 @@ from rancherd.gossip.messages import (
     Tag,
     Vote,
     is_node_id,
+    view_digest,
 )
 
 A = "0" * 31 + "a"
@@ -73,13 +76,16 @@ RECORD = NodeRecord(
     role=Role.SERVER,
     addresses=("10.0.0.1:8443", "[fd00::1]:8443"),
     api_host="10.0.0.1",
-    view=(A, B, C),
+    view_digest=view_digest((A, B, C)),
+    view_size=3,
     vote=VOTE,
     released=(Vote(A, 1, 5), Vote(A, 2, 6)),
     decision=DECISION,
     progress=Progress.WAITING,
 )
-SMALL_RECORD = NodeRecord(A, 0, 0, 0, Role.AGENT, (), "h", (), None, (), None, Progress.NONE)
+SMALL_RECORD = NodeRecord(
+    A, 0, 0, 0, Role.AGENT, (), "h", EMPTY_VIEW_DIGEST, 0, None, (), None, Progress.NONE
+)
 EXAMPLES: list[Message] = [
     Hello(1, 1, A, 7, bytes(range(32))),
     Gossip((RECORD, dataclasses.replace(RECORD, node_id=B, vote=None, decision=None)), True),
@@ -162,7 +168,9 @@ def test_wire_shape_is_the_documented_one() -> None:
     assert wire(EXAMPLES[0])[5] == bytes(range(32))  # bin, not str
     record = wire(Gossip((RECORD,), False))[1][0]
     assert record[4] == int(Role.SERVER)
-    assert record[8] == [A, 3, 2**63]  # nested dataclass as an array
+    assert record[7] == view_digest((A, B, C))  # bin, not str
+    assert record[8] == 3
+    assert record[9] == [A, 3, 2**63]  # nested dataclass as an array
     assert wire(Refuse(A, 3, 9, B, RefuseReason.DECIDED, None, DECISION))[6] is None
 
 
@@ -174,7 +182,8 @@ def test_limits_are_reachable() -> None:
         RECORD,
         addresses=tuple(f"{host[:-2]}{i:02d}:65535" for i in range(MAX_ADDRESSES)),
         api_host="a" * codec.MAX_HOST_LENGTH,
-        view=ids,
+        view_digest=view_digest(ids),
+        view_size=MAX_VIEW,
         released=(VOTE,) * MAX_RELEASED,
         decision=Decision("f" * MAX_CLUSTER_ID_LENGTH, A, "b" * 253, MAX_UINT, ids[:MAX_MEMBERS]),
     )
@@ -222,7 +231,7 @@ BAD_FIELDS: list[tuple[str, Message, tuple[int, ...], Any]] = [
     ("version beyond 16 bits", HELLO, (2,), 2**16),
     ("min version above max", HELLO, (1,), 2),
     ("unknown role", GOSSIP, (1, 0, 4), 3),
-    ("unknown progress", GOSSIP, (1, 0, 11), 5),
+    ("unknown progress", GOSSIP, (1, 0, 12), 5),
     ("unknown reason", Refuse(A, 1, 2, B, RefuseReason.DECIDED, None, None), (5,), 0),
     ("uppercase node id", ACK, (1,), A.upper()),
     ("short node id", ACK, (1,), A[:-1]),
@@ -249,9 +258,16 @@ BAD_FIELDS: list[tuple[str, Message, tuple[int, ...], Any]] = [
     ("uppercase cluster id", Commit(DECISION), (1, 0), "ABCD"),
     ("cluster id too long", Commit(DECISION), (1, 0), "a" * 65),
     ("too many addresses", GOSSIP, (1, 0, 5), ["h:1"] * (MAX_ADDRESSES + 1)),
-    ("too many released", GOSSIP, (1, 0, 9), [[A, 1, 1]] * (MAX_RELEASED + 1)),
-    ("vote of wrong arity", GOSSIP, (1, 0, 8), [A, 1]),
-    ("vote as a map", GOSSIP, (1, 0, 8), {"proposer": A}),
+    ("too many released", GOSSIP, (1, 0, 10), [[A, 1, 1]] * (MAX_RELEASED + 1)),
+    ("vote of wrong arity", GOSSIP, (1, 0, 9), [A, 1]),
+    ("vote as a map", GOSSIP, (1, 0, 9), {"proposer": A}),
+    ("short view digest", GOSSIP, (1, 0, 7), b"x" * (VIEW_DIGEST_SIZE - 1)),
+    ("long view digest", GOSSIP, (1, 0, 7), b"x" * (VIEW_DIGEST_SIZE + 1)),
+    ("str for view digest", GOSSIP, (1, 0, 7), "x" * VIEW_DIGEST_SIZE),
+    ("view list for view digest", GOSSIP, (1, 0, 7), [A, B, C]),
+    ("view size beyond MAX_VIEW", GOSSIP, (1, 0, 8), MAX_VIEW + 1),
+    ("negative view size", GOSSIP, (1, 0, 8), -1),
+    ("bool for view size", GOSSIP, (1, 0, 8), True),
     ("record of wrong arity", GOSSIP, (1, 0), [A]),
     ("record as None", GOSSIP, (1, 0), None),
     ("records as a map", GOSSIP, (1,), {}),
@@ -268,9 +284,12 @@ def test_bad_field_is_rejected(message: Message, path: tuple[int, ...], value: A
 
 def test_errors_name_the_field() -> None:
     assert "Ack.round" in rejected(edit(ACK, (2,), True))
-    reason = rejected(edit(GOSSIP, (1, 0, 7, 1), "x"))
+    reason = rejected(edit(GOSSIP, (1, 0, 10, 1), [A, 1, "x"]))
     assert "Gossip.records[0]" in reason
-    assert "NodeRecord.view[1]" in reason
+    assert "NodeRecord.released[1]" in reason
+    reason = rejected(edit(GOSSIP, (1, 0, 7), b"x"))
+    assert "Gossip.records[0]" in reason
+    assert "NodeRecord.view_digest" in reason
 
 
 @pytest.mark.parametrize(
@@ -330,7 +349,8 @@ def test_count_limits() -> None:
     ids = [f"{i:032x}" for i in range(MAX_VIEW + 1)]
     rejected(edit(Propose(A, 1, 2, (A,)), (4,), ids))
     rejected(edit(Commit(DECISION), (1, 4), ids))
-    rejected(edit(GOSSIP, (1, 0, 7), ids))
+    rejected(edit(GOSSIP, (1, 0, 8), MAX_VIEW + 1))
+    assert decode(edit(GOSSIP, (1, 0, 8), MAX_VIEW))
     small = wire(Gossip((SMALL_RECORD,), False))[1][0]
     rejected(pack([int(Tag.GOSSIP), [small] * (MAX_RECORDS + 1), True]))
     assert decode(pack([int(Tag.GOSSIP), [small] * MAX_RECORDS, True]))
@@ -452,6 +472,10 @@ BAD_MESSAGES: list[tuple[str, Any]] = [
     ("unsorted view", Propose(A, 1, 2, (B, A))),
     ("view as list", Propose(A, 1, 2, [A, B])),  # type: ignore[arg-type]
     ("bad address", Gossip((dataclasses.replace(RECORD, addresses=("nope",)),), True)),
+    ("short view digest", Gossip((dataclasses.replace(RECORD, view_digest=b"x"),), True)),
+    ("bytearray view digest", Gossip((dataclasses.replace(RECORD, view_digest=bytearray(8)),), True)),  # type: ignore[arg-type]
+    ("view size beyond MAX_VIEW", Gossip((dataclasses.replace(RECORD, view_size=MAX_VIEW + 1),), True)),
+    ("view list for digest", Gossip((dataclasses.replace(RECORD, view_digest=(A, B)),), True)),  # type: ignore[arg-type]
     ("short nonce", Hello(1, 1, A, 7, b"x")),
     ("bytearray nonce", Hello(1, 1, A, 7, bytearray(32))),  # type: ignore[arg-type]
     ("min version above max", Hello(2, 1, A, 7, bytes(32))),
@@ -500,7 +524,7 @@ def test_records_that_fit_counts_the_record_limit() -> None:
 
 def test_records_that_fit_refuses_a_bad_record() -> None:
     with pytest.raises(LocalProtocolError, match=r"records\[1\]"):
-        records_that_fit([RECORD, dataclasses.replace(RECORD, view=(B, A))])
+        records_that_fit([RECORD, dataclasses.replace(RECORD, view_digest=b"short")])
 
 
 # --- The schema guard -----------------------------------------------------------------
