@@ -458,6 +458,12 @@ def test_node_id_rule_is_is_node_id(candidate: str) -> None:
 
 # --- Encoding refuses with LocalProtocolError -----------------------------------------
 
+
+def gossip_of(**changes: Any) -> Gossip:
+    """A Gossip of ``RECORD`` with ``changes`` (of any type: the encoder must refuse them)."""
+    return Gossip((dataclasses.replace(RECORD, **changes),), True)
+
+
 BAD_MESSAGES: list[tuple[str, Any]] = [
     ("not a message", RECORD),
     ("None", None),
@@ -472,10 +478,10 @@ BAD_MESSAGES: list[tuple[str, Any]] = [
     ("unsorted view", Propose(A, 1, 2, (B, A))),
     ("view as list", Propose(A, 1, 2, [A, B])),  # type: ignore[arg-type]
     ("bad address", Gossip((dataclasses.replace(RECORD, addresses=("nope",)),), True)),
-    ("short view digest", Gossip((dataclasses.replace(RECORD, view_digest=b"x"),), True)),
-    ("bytearray view digest", Gossip((dataclasses.replace(RECORD, view_digest=bytearray(8)),), True)),  # type: ignore[arg-type]
-    ("view size beyond MAX_VIEW", Gossip((dataclasses.replace(RECORD, view_size=MAX_VIEW + 1),), True)),
-    ("view list for digest", Gossip((dataclasses.replace(RECORD, view_digest=(A, B)),), True)),  # type: ignore[arg-type]
+    ("short view digest", gossip_of(view_digest=b"x")),
+    ("bytearray view digest", gossip_of(view_digest=bytearray(VIEW_DIGEST_SIZE))),
+    ("view size beyond MAX_VIEW", gossip_of(view_size=MAX_VIEW + 1)),
+    ("view list for digest", gossip_of(view_digest=(A, B))),
     ("short nonce", Hello(1, 1, A, 7, b"x")),
     ("bytearray nonce", Hello(1, 1, A, 7, bytearray(32))),  # type: ignore[arg-type]
     ("min version above max", Hello(2, 1, A, 7, bytes(32))),

@@ -33,6 +33,7 @@ from rancherd.gossip.core import (
 )
 from rancherd.gossip.errors import LocalProtocolError
 from rancherd.gossip.messages import (
+    EMPTY_VIEW_DIGEST,
     Ack,
     Commit,
     Decision,
@@ -48,6 +49,7 @@ from rancherd.gossip.messages import (
     Release,
     Role,
     Vote,
+    view_digest,
 )
 
 
@@ -117,7 +119,9 @@ def test_agents_never_vote_or_win_and_join_as_agents() -> None:
         assert [e.role for e in agent.decided()] == [JoinRole.AGENT]
         assert sent_types(net, agent.name) <= {"Gossip", "Refuse"}
         assert agent.core is not None
-        assert agent.core.record().view == ()
+        assert agent.core.record().view_digest == EMPTY_VIEW_DIGEST
+        assert agent.core.record().view_size == 0
+        assert agent.core.status(net.now).view == ()
 
 
 def test_servers_that_only_discovered_one_peer_still_elect_through_gossip() -> None:
@@ -141,8 +145,8 @@ def test_election_completes_quickly_after_the_last_server_appears() -> None:
     net.discover_all()
     assert net.run_until(net.all_decided, 10)
     assert_one_cluster(net)
-    # Push-on-change makes it a few round trips, plus the grace of the newcomer if it is
-    # the minimum.
+    # A change makes the next tick come early, so it is a few round trips, plus the grace
+    # of the newcomer if it is the minimum.
     assert net.now - started < net.config.startup_grace + 0.5
 
 
@@ -307,13 +311,15 @@ def test_a_server_that_dies_expires_after_the_cache_duration() -> None:
     waited = net.now - crashed
     assert 10.0 - net.config.gossip_interval * 1.5 <= waited <= 10.5
     core = net.core(a.name)
-    assert core.record().view == (a.node_id,)
+    assert core.status(net.now).view == (a.node_id,)
+    assert (core.record().view_digest, core.record().view_size) == (view_digest((a.node_id,)), 1)
     [row] = core.peers(net.now)
     assert (row.node_id, row.alive) == (b.node_id, False)
     # It comes back with a new incarnation: alive again.
     net.restart(b.name)
     net.discover_all()
-    assert net.run_until(lambda: b.node_id in core.record().view, 5)
+    assert net.run_until(lambda: b.node_id in core.status(net.now).view, 5)
+    assert core.record().view_digest == view_digest(tuple(sorted((a.node_id, b.node_id))))
 
 
 def test_a_dead_member_aborts_the_round_and_the_rest_elect_without_it() -> None:
@@ -387,7 +393,7 @@ def drain(core: GossipCore) -> list[object]:
 
 def peer_record(
     node_id: NodeId,
-    view: tuple[NodeId, ...] = (),
+    view: tuple[NodeId, ...] | None = None,
     *,
     heartbeat: int = 1,
     role: Role = Role.SERVER,
@@ -395,6 +401,10 @@ def peer_record(
     released: tuple[Vote, ...] = (),
     decision: Decision | None = None,
 ) -> NodeRecord:
+    """A peer's record reporting ``view`` (by digest and size); by default a server's view
+    is itself alone and an agent's is empty."""
+    if view is None:
+        view = (node_id,) if role is Role.SERVER else ()
     return NodeRecord(
         node_id,
         1,
@@ -403,7 +413,8 @@ def peer_record(
         role,
         (f"10.0.0.{int(node_id[0], 16) + 1}:8443",),
         "10.0.0.9",
-        view,
+        view_digest(view),
+        len(view),
         vote,
         released,
         decision,
@@ -420,6 +431,10 @@ A, B, C = "1" * 32, "2" * 32, "3" * 32
 
 def bad_inputs() -> list[tuple[Message, Peer]]:
     rec_b = peer_record(B, (A, B))
+
+    def own(**changes: Any) -> Gossip:
+        return Gossip((dataclasses.replace(rec_b, heartbeat=2, **changes),), False)
+
     return [
         (Ack(A, 0, 1, C), Peer(B, 1)),  # forged voter
         (Refuse(A, 0, 1, C, RefuseReason.VOTED_OTHER, None, None), Peer(B, 1)),
@@ -429,8 +444,10 @@ def bad_inputs() -> list[tuple[Message, Peer]]:
         (Gossip((rec_b,), True), Peer(C, 1)),  # records[0] is not the sender
         (Gossip((), True), Peer(B, 1)),
         (Gossip((rec_b, dataclasses.replace(rec_b, node_id="zz")), False), Peer(B, 1)),
-        (Gossip((dataclasses.replace(rec_b, heartbeat=3), rec_b.view), False), Peer(B, 1)),  # type: ignore[arg-type]
-        (Gossip((dataclasses.replace(rec_b, heartbeat=2, view=(B, A)),), False), Peer(B, 1)),
+        (Gossip((dataclasses.replace(rec_b, heartbeat=3), (A, B)), False), Peer(B, 1)),  # type: ignore[arg-type]
+        (own(view_digest=b"short"), Peer(B, 1)),
+        (own(view_size=0), Peer(B, 1)),  # a server's view that misses itself
+        (own(role=Role.AGENT), Peer(B, 1)),  # an agent that reports a view
         (Commit(Decision("ab", C, "h", 0, (A, B))), Peer(B, 1)),  # init not a member
         (Gossip((rec_b,), False), Peer("nope", 1)),
         ("not a message", Peer(B, 1)),  # type: ignore[list-item]
@@ -776,13 +793,17 @@ def test_a_sticky_vote_stops_a_second_cluster_after_a_commit_was_lost() -> None:
 def test_records_of_this_node_from_others_never_replace_its_own() -> None:
     core = make_core(A)
     own = core.record()
-    stale_self = dataclasses.replace(own, heartbeat=own.heartbeat + 50, view=(A, B), boot_id=5)
+    stale_self = dataclasses.replace(
+        own, heartbeat=own.heartbeat + 50, view_digest=view_digest((A, C)), view_size=2, boot_id=5
+    )
     old_start = dataclasses.replace(stale_self, incarnation=0)
     core.receive(Gossip((peer_record(B, (A, B)), old_start), False), Peer(B, 1), START + 1)
     out = drain(core)
     assert not [e for e in out if isinstance(e, DuplicateNodeId | ProtocolViolation)]
     assert core.record().boot_id == own.boot_id
-    assert core.record().view == (A, B)  # its own view, not the relayed copy's
+    # Its own view, not the relayed copy's.
+    assert (core.record().view_digest, core.record().view_size) == (view_digest((A, B)), 2)
+    assert core.status(START + 1).view == (A, B)
     assert A not in {row.node_id for row in core.peers(START + 1)}
     # A copy with another boot and an incarnation as new as ours is another machine.
     core.receive(

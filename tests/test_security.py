@@ -14,6 +14,7 @@ from strategies import messages
 from rancherd.gossip.codec import MAX_FRAME, MAX_MESSAGE_SIZE, encode, records_that_fit
 from rancherd.gossip.errors import LocalProtocolError, RemoteProtocolError
 from rancherd.gossip.messages import (
+    EMPTY_VIEW_DIGEST,
     Ack,
     Gossip,
     Hello,
@@ -143,7 +144,9 @@ def test_separately_derived_keys_interoperate() -> None:
 
 
 def test_largest_message_fits_a_frame() -> None:
-    record = NodeRecord(A, 0, 0, 0, Role.AGENT, (), "h" * 253, (), None, (), None, Progress.NONE)
+    record = NodeRecord(
+        A, 0, 0, 0, Role.AGENT, (), "h" * 253, EMPTY_VIEW_DIGEST, 0, None, (), None, Progress.NONE
+    )
     count = records_that_fit([record] * 1000)
     message = Gossip((record,) * count, True)
     assert MAX_MESSAGE_SIZE - 300 < len(encode(message)) <= MAX_MESSAGE_SIZE
