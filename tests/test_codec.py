@@ -550,3 +550,171 @@ class _Unbounded:
 def test_a_field_without_a_limit_stops_the_import(cls: type) -> None:
     with pytest.raises(TypeError, match="without"):
         codec._build_dataclass(cls, None, {})
+
+
+# --- The Gossip fast path: cached per-record bytes ------------------------------------
+
+
+def generic_encoding(message: Gossip) -> bytes:
+    """What the general converter path makes of ``message`` (no per-record cache)."""
+    data: bytes = msgpack.packb(codec._BY_TYPE[Gossip].to_wire(message), use_bin_type=True)
+    return data
+
+
+@given(st.lists(node_records(max_view=7, max_addresses=3), max_size=40), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_gossip_fast_path_is_byte_identical_to_the_generic_path(
+    records: list[NodeRecord], want_reply: bool
+) -> None:
+    """The concatenation of cached record bytes is exactly msgpack of the whole message
+    (fixarray and array16 headers included), the first time, from the cache, and for equal
+    records that are other objects."""
+    message = Gossip(tuple(records), want_reply)
+    expected = generic_encoding(message)
+    assert encode(message) == expected
+    assert encode(message) == expected  # every record from the cache now
+    copies = Gossip(tuple(dataclasses.replace(r) for r in records), want_reply)
+    assert encode(copies) == expected
+    assert decode(expected) == message
+
+
+def test_gossip_fast_path_survives_cache_eviction_and_changed_records() -> None:
+    first = encode(Gossip((RECORD, SMALL_RECORD), True))
+    for heartbeat in range(codec._RECORD_CACHE_SIZE + 100):  # evicts RECORD's bytes
+        record = dataclasses.replace(SMALL_RECORD, heartbeat=heartbeat)
+        message = Gossip((record,), False)
+        if heartbeat % 1000 == 0:
+            assert encode(message) == generic_encoding(message)
+        else:
+            encode(message)
+    assert len(codec._record_cache) <= codec._RECORD_CACHE_SIZE
+    assert encode(Gossip((RECORD, SMALL_RECORD), True)) == first
+    newer = dataclasses.replace(RECORD, heartbeat=RECORD.heartbeat + 1)
+    assert decode(encode(Gossip((newer,), True))).records == (newer,)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [c[1] for c in BAD_MESSAGES if isinstance(c[1], Gossip)],
+    ids=[c[0] for c in BAD_MESSAGES if isinstance(c[1], Gossip)],
+)
+def test_gossip_fast_path_refuses_what_the_generic_path_refuses(message: Gossip) -> None:
+    """A bad record (or count, or flag) falls back to the general path, which names it,
+    and a good record cached before does not make a bad neighbour pass."""
+    encode(Gossip((RECORD,), True))  # RECORD's bytes are cached
+    with pytest.raises(LocalProtocolError) as fast:
+        encode(message)
+    if "exceeds" in str(fast.value):
+        assert len(generic_encoding(message)) > MAX_MESSAGE_SIZE
+    else:
+        with pytest.raises(codec._Invalid) as generic:
+            generic_encoding(message)
+        assert str(generic.value) in str(fast.value)  # the general path's reason, named
+    if isinstance(message.records, tuple) and len(message.records) <= MAX_RECORDS:
+        mixed = Gossip((RECORD, *message.records), message.want_reply)
+        with pytest.raises(LocalProtocolError):
+            encode(mixed)
+
+
+# --- decode(keep=...): the receiver's pre-filter of relayed records -------------------
+
+
+def _cluster_of(record: NodeRecord) -> str | None:
+    return record.decision.cluster_id if record.decision is not None else None
+
+
+@given(
+    st.lists(node_records(max_view=3), min_size=1, max_size=20),
+    st.booleans(),
+    st.sets(st.integers(0, 19)),
+)
+@settings(max_examples=100, deadline=None)
+def test_decode_keep_drops_exactly_the_declined_relayed_records(
+    records: list[NodeRecord], want_reply: bool, declined: set[int]
+) -> None:
+    message = Gossip(tuple(records), want_reply)
+    data = encode(message)
+    calls: list[tuple[str, int, int, str | None]] = []
+    by_key = {}
+    for index, record in enumerate(records[1:], start=1):
+        by_key.setdefault(
+            (record.node_id, record.incarnation, record.heartbeat, _cluster_of(record)), []
+        ).append(index)
+
+    def keep(node_id: str, incarnation: int, heartbeat: int, cluster_id: str | None) -> bool:
+        key = (node_id, incarnation, heartbeat, cluster_id)
+        calls.append(key)
+        return not any(i in declined for i in by_key[key])
+
+    filtered = decode(data, keep=keep)
+    assert isinstance(filtered, Gossip)
+    assert filtered.want_reply == want_reply
+    assert filtered.records[0] == records[0]  # the sender's own, never offered to keep
+    expected = [
+        r
+        for i, r in enumerate(records[1:], start=1)
+        if not any(
+            j in declined for j in by_key[(r.node_id, r.incarnation, r.heartbeat, _cluster_of(r))]
+        )
+    ]
+    assert list(filtered.records[1:]) == expected
+    assert calls == [(r.node_id, r.incarnation, r.heartbeat, _cluster_of(r)) for r in records[1:]]
+    assert decode(data, keep=lambda *_: True) == message
+    assert decode(data, keep=lambda *_: False) == Gossip((records[0],), want_reply)
+
+
+@pytest.mark.parametrize("message", [m for m in EXAMPLES if not isinstance(m, Gossip)])
+def test_decode_keep_leaves_other_messages_alone(message: Message) -> None:
+    def refuse(*_: object) -> bool:
+        raise AssertionError("keep is only asked about a Gossip's relayed records")
+
+    assert decode(encode(message), keep=refuse) == message
+
+
+THREE = Gossip((RECORD, dataclasses.replace(RECORD, node_id=B), SMALL_RECORD), False)
+# (what, path into the wire form of THREE, replacement): each must still be rejected
+# when keep declines every relayed record it can read.
+BAD_UNDER_FILTER: list[tuple[str, tuple[int, ...], Any]] = [
+    ("first record of wrong arity", (1, 0), [A]),
+    ("first record with a bad address", (1, 0, 5, 0), "nope"),
+    ("relayed record of wrong arity", (1, 1), [B, 1, 2]),
+    ("relayed record as None", (1, 2), None),
+    ("relayed record with an int id", (1, 1, 0), 7),
+    ("relayed record with a bool heartbeat", (1, 1, 3), True),
+    ("relayed record with a str incarnation", (1, 2, 1), "1"),
+    ("want_reply as int", (2,), 1),
+    ("records as a map", (1,), {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value"), [c[1:] for c in BAD_UNDER_FILTER], ids=[c[0] for c in BAD_UNDER_FILTER]
+)
+def test_decode_keep_still_rejects_what_it_cannot_read(path: tuple[int, ...], value: Any) -> None:
+    """The filter only drops relayed records it can read (an array of a record's arity,
+    with str id and int counters); everything else is left to the converters, which reject
+    it as they would without a filter."""
+    data = edit(THREE, path, value)
+    rejected(data)
+    with pytest.raises(RemoteProtocolError):
+        decode(data, keep=lambda *_: False)
+
+
+def test_decode_keep_checks_in_full_what_it_keeps() -> None:
+    data = edit(THREE, (1, 1, 5, 0), "nope")  # a relayed record with a bad address
+    with pytest.raises(RemoteProtocolError, match=r"Gossip\.records\[1\]"):
+        decode(data, keep=lambda *_: True)
+    # Declined, the same record is dropped unconverted: the filter exists so that stale
+    # copies cost nothing, and a dropped record reaches no one.
+    assert decode(data, keep=lambda *_: False) == Gossip((RECORD,), False)
+
+
+def test_decode_keep_is_offered_the_records_decision() -> None:
+    offered: list[str | None] = []
+
+    def keep(node_id: str, incarnation: int, heartbeat: int, cluster_id: str | None) -> bool:
+        offered.append(cluster_id)
+        return True
+
+    decode(encode(THREE), keep=keep)
+    assert offered == [DECISION.cluster_id, None]
