@@ -15,6 +15,8 @@ from rancherd.gossip.codec import MAX_FRAME, MAX_MESSAGE_SIZE, encode, records_t
 from rancherd.gossip.errors import LocalProtocolError, RemoteProtocolError
 from rancherd.gossip.messages import (
     EMPTY_VIEW_DIGEST,
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
     Ack,
     Gossip,
     Hello,
@@ -423,6 +425,23 @@ def test_no_common_version() -> None:
     with pytest.raises(IncompatibleVersionError, match=r"1\.\.2.*3\.\.4"):
         responder.receive(initiator.start())
     assert_dead(responder)
+
+
+def test_this_build_refuses_a_version_1_peer() -> None:
+    """Protocol 2 records carry a view digest where version 1 records carried the list:
+    a build of each cannot read the other's gossip, so the hello refuses the pairing."""
+    assert (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION) == (2, 2)
+    ours = (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION)
+    for theirs_initiates in (True, False):
+        old = channel(A, initiator=theirs_initiates, versions=(1, 1))
+        new = channel(B, initiator=not theirs_initiates, versions=ours)
+        initiator, responder = (old, new) if theirs_initiates else (new, old)
+        with pytest.raises(IncompatibleVersionError):
+            responder.receive(initiator.start())
+    new_i = channel(A, initiator=True, versions=ours)
+    new_r = channel(B, initiator=False, versions=ours)
+    handshake(new_i, new_r)
+    assert new_i.version == new_r.version == 2
 
 
 def test_version_is_bound_to_the_keys() -> None:
