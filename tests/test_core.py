@@ -1197,3 +1197,22 @@ def test_wants_record_declines_stale_copies_and_keeps_what_matters() -> None:
     decided = loaded_core(2)
     assert not decided.wants_record(B, 1, 2, OURS.cluster_id)  # our own decision
     assert decided.wants_record(B, 1, 2, "cd" * 16)  # another cluster: a split to report
+
+
+def test_peer_rows_agree_by_digest() -> None:
+    """``PeerInfo.agrees``: the peer's record carries the digest of this node's view. The
+    same number of servers with another member does not agree."""
+    core = make_core(A, n=5)
+    view = (A, B, C)
+    core.receive(
+        Gossip((peer_record(B, view), peer_record(C, (A, C, "4" * 32))), False),
+        Peer(B, 1),
+        START + 1,
+    )
+    assert core.status(START + 1).view == view
+    rows = {row.node_id: row for row in core.peers(START + 1)}
+    assert rows[B].agrees
+    assert not rows[C].agrees
+    assert core.status(START + 1).waiting_for == (C,)
+    core.receive(Gossip((peer_record(C, view, heartbeat=2),), False), Peer(C, 1), START + 2)
+    assert {row.node_id: row.agrees for row in core.peers(START + 2)} == {B: True, C: True}

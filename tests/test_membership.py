@@ -28,6 +28,7 @@ from rancherd.gossip.membership import (
 )
 from rancherd.gossip.messages import (
     EMPTY_VIEW_DIGEST,
+    VIEW_DIGEST_SIZE,
     Decision,
     Gossip,
     NodeId,
@@ -559,3 +560,28 @@ def test_scaling_formulas() -> None:
     assert jittered(1.0, 0.25, 0.0) == 0.75
     assert jittered(1.0, 0.25, 0.5) == 1.0
     assert backoff_delay(2.0, 0.5) == 1.0
+
+
+# --- the view digest
+
+
+@given(st.lists(st.sets(st.sampled_from([*IDS, ME]), max_size=6), min_size=2, max_size=8))
+def test_view_digest_is_a_fixed_size_function_of_the_view(views: list[set[NodeId]]) -> None:
+    digests = {}
+    for members in views:
+        view = tuple(sorted(members))
+        digest = view_digest(view)
+        assert type(digest) is bytes
+        assert len(digest) == VIEW_DIGEST_SIZE
+        assert digest == view_digest(tuple(sorted(members)))  # a function of the view alone
+        digests[view] = digest
+    # Distinct views, distinct digests (a 64-bit collision among a handful would be news).
+    assert len(set(digests.values())) == len(digests)
+
+
+def test_view_digest_sees_every_member() -> None:
+    base = (IDS[0], IDS[1], ME)
+    assert view_digest(base) != view_digest(base[:2])
+    assert view_digest(base) != view_digest((IDS[0], IDS[2], ME))
+    assert view_digest(()) == EMPTY_VIEW_DIGEST
+    assert view_digest((ME,)) != EMPTY_VIEW_DIGEST
