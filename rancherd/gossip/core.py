@@ -308,6 +308,8 @@ class GossipCore:
         self._next_gossip = now + config.gossip_interval * rng.random()
         self._next_push_pull = now + self._push_pull_interval() * (0.5 + 0.5 * rng.random())
         self._last_tick = -math.inf
+        self._announce = False
+        """The next tick carries our new decision: it goes to every partner, not fanout."""
         # Discovery.
         self._own_addresses = frozenset(identity.addresses)
         self._discovered: dict[Address, float] = {}  # address -> last seen in an answer
@@ -729,7 +731,7 @@ class GossipCore:
         """Carry out the election's effects in order (a Store holds back what follows)."""
         if not effects:
             return
-        stored = False
+        stored = decided = False
         for effect in effects:
             if isinstance(effect, Store):
                 self._persist(effect)
@@ -742,10 +744,11 @@ class GossipCore:
                 self._emit(SplitDetected(ours, effect.theirs, effect.source))
             else:
                 self._emit(effect)  # Decided: the election's effect is the core's event
+                decided = True
         self._status_dirty = True
         if stored:
             self._bump()
-            self._changed(now)
+            self._changed(now, at_once=decided)
 
     def _settle(self, now: float) -> None:
         """After every input: act on view changes, maybe propose, report status changes."""
@@ -830,7 +833,9 @@ class GossipCore:
         self._bump()
         config = self._config
         servers = config.server_fanout if self._is_server else 0
-        targets = self._partners.targets(self._table, config.fanout, servers, self._rng)
+        count = len(self._table) if self._announce else config.fanout  # every partner
+        self._announce = False
+        targets = self._partners.targets(self._table, count, servers, self._rng)
         if not targets:
             return
         gossip = Gossip(self._piggyback(targets), want_reply=False)
@@ -861,14 +866,22 @@ class GossipCore:
         )
         self._send_to(targets[0], Gossip(records, want_reply=True))
 
-    def _changed(self, now: float) -> None:
+    def _changed(self, now: float, at_once: bool = False) -> None:
         """Our view, vote or decision changed: a server ticks early (at most one tick per
         ``push_on_change_interval``), so the change leaves at once, as an epidemic through
         its partners and their relay queues. An early tick replaces the next regular one,
-        so a change costs no frames beyond the tick's, whatever the size of the fleet."""
+        so a change costs no frames beyond the tick's, whatever the size of the fleet.
+
+        ``at_once``: we just decided. That tick is not held back and goes to every partner
+        (a few frames, once): a node may stop as soon as every member reports the decision
+        (``rancherd discover``), and so may the peers a held-back or fanout-only tick
+        reached, before they relay it; the other members would then wait for our decision
+        until the record expires."""
         if not self._is_server or not self._table.server_count:
             return
-        due = max(now, self._last_tick + self._config.push_on_change_interval)
+        if at_once:
+            self._announce = True
+        due = now if at_once else max(now, self._last_tick + self._config.push_on_change_interval)
         if due < self._next_gossip:
             self._next_gossip = due
 
