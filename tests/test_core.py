@@ -1216,3 +1216,39 @@ def test_peer_rows_agree_by_digest() -> None:
     assert core.status(START + 1).waiting_for == (C,)
     core.receive(Gossip((peer_record(C, view, heartbeat=2),), False), Peer(C, 1), START + 2)
     assert {row.node_id: row.agrees for row in core.peers(START + 2)} == {B: True, C: True}
+
+
+def members_informed(net: Network, node: Node) -> bool:
+    """``rancherd discover``'s exit rule (``Node.members_informed``): every other member
+    of the decision reports it."""
+    core = net.core(node.name)
+    decision = core.decision
+    if decision is None:
+        return False
+    seen = {p.node_id: p.decision for p in core.peers(net.now) if p.alive}
+    return all(seen.get(m) == decision for m in decision.members if m != node.node_id)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+@pytest.mark.parametrize("seed", range(8))
+def test_nodes_that_stop_once_every_member_reports_the_decision_leave_none_waiting(
+    n: int, seed: int
+) -> None:
+    """``rancherd discover`` exits as soon as every member reports the decision. Each
+    decision must leave its node at once, to every partner: held for the next tick (or sent
+    to ``fanout`` of them) it could leave with a node that stops first, and the members that
+    never saw it would wait for it until the record expires."""
+    net = Network(dataclasses.replace(GossipConfig.local(), expected_servers=n), seed=seed)
+    net.add_servers(n)
+    net.discover_all()
+    stopped: dict[str, float] = {}
+
+    def step() -> bool:
+        for node in net.live():
+            if members_informed(net, node):
+                stopped[node.name] = net.now
+                net.crash(node.name)
+        return len(stopped) == n
+
+    assert net.run_until(step, 10.0), f"never informed: {set(net.nodes) - set(stopped)}"
+    assert max(stopped.values()) - min(stopped.values()) < 1.0
