@@ -1252,3 +1252,30 @@ def test_nodes_that_stop_once_every_member_reports_the_decision_leave_none_waiti
 
     assert net.run_until(step, 10.0), f"never informed: {set(net.nodes) - set(stopped)}"
     assert max(stopped.values()) - min(stopped.values()) < 1.0
+
+
+def test_a_decision_leaves_at_once_to_every_partner_and_no_one_else() -> None:
+    core = quiet_server(n=3)
+    servers = server_ids(40)
+    sender = servers[0]
+    core.receive(
+        Gossip(tuple(peer_record(s) for s in servers), False), Peer(sender, 1), START + 0.5
+    )
+    drain(core)
+    tick, _ = run_to_tick(core, START + 0.5)
+    for caller in servers[1:5]:  # callers are partners too
+        core.receive(Gossip((peer_record(caller, heartbeat=2),), False), Peer(caller, 1), tick)
+    drain(core)
+    decision = Decision("ab" * 16, sender, "10.0.0.6", 0, tuple(sorted((sender, A, servers[1]))))
+    core.receive(Commit(decision), Peer(sender, 1), tick + 0.01)
+    assert [e for e in drain(core) if isinstance(e, Decided)]
+    assert core.get_timer() == tick + 0.01  # not held until push_on_change_interval
+    partners = set(core._partners.ids)
+    assert len(partners) > core.config.fanout
+    core.handle_timer(tick + 0.01)
+    sends = gossip_ticks(drain(core))
+    assert {s.to for s in sends} == partners  # every partner, once; not all 40 servers
+    assert len(sends) == len(partners) < len(servers)
+    assert all(s.message.records[0].decision == decision for s in sends)  # type: ignore[attr-defined]
+    _, after = run_to_tick(core, tick + 0.01)
+    assert len(after) <= core.config.fanout  # the next ticks are ordinary again
