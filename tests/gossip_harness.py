@@ -473,7 +473,8 @@ def measure_receive(role: Role, peers: int = 100, servers: int = 5, rounds: int 
     """
     import time
 
-    from rancherd.gossip.messages import Gossip, NodeRecord, Progress
+    from rancherd.gossip.messages import EMPTY_VIEW_DIGEST, Gossip, NodeRecord, Progress
+    from rancherd.gossip.messages import view_digest as digest_of
 
     rng = random.Random(1)
     ids = sorted(f"{rng.getrandbits(128):032x}" for _ in range(peers))
@@ -494,7 +495,8 @@ def measure_receive(role: Role, peers: int = 100, servers: int = 5, rounds: int 
             Role.SERVER if server else Role.AGENT,
             (f"{host}:8443",),
             host,
-            tuple(server_ids) if server else (),
+            digest_of(tuple(server_ids)) if server else EMPTY_VIEW_DIGEST,
+            len(server_ids) if server else 0,
             None,
             (),
             None,

@@ -41,7 +41,9 @@ from rancherd.gossip.codec import (
 )
 from rancherd.gossip.errors import LocalProtocolError, RemoteProtocolError
 from rancherd.gossip.messages import (
+    EMPTY_VIEW_DIGEST,
     MESSAGE_TYPES,
+    VIEW_DIGEST_SIZE,
     Ack,
     Commit,
     Decision,
@@ -58,6 +60,7 @@ from rancherd.gossip.messages import (
     Tag,
     Vote,
     is_node_id,
+    view_digest,
 )
 
 A = "0" * 31 + "a"
@@ -73,13 +76,16 @@ RECORD = NodeRecord(
     role=Role.SERVER,
     addresses=("10.0.0.1:8443", "[fd00::1]:8443"),
     api_host="10.0.0.1",
-    view=(A, B, C),
+    view_digest=view_digest((A, B, C)),
+    view_size=3,
     vote=VOTE,
     released=(Vote(A, 1, 5), Vote(A, 2, 6)),
     decision=DECISION,
     progress=Progress.WAITING,
 )
-SMALL_RECORD = NodeRecord(A, 0, 0, 0, Role.AGENT, (), "h", (), None, (), None, Progress.NONE)
+SMALL_RECORD = NodeRecord(
+    A, 0, 0, 0, Role.AGENT, (), "h", EMPTY_VIEW_DIGEST, 0, None, (), None, Progress.NONE
+)
 EXAMPLES: list[Message] = [
     Hello(1, 1, A, 7, bytes(range(32))),
     Gossip((RECORD, dataclasses.replace(RECORD, node_id=B, vote=None, decision=None)), True),
@@ -162,7 +168,9 @@ def test_wire_shape_is_the_documented_one() -> None:
     assert wire(EXAMPLES[0])[5] == bytes(range(32))  # bin, not str
     record = wire(Gossip((RECORD,), False))[1][0]
     assert record[4] == int(Role.SERVER)
-    assert record[8] == [A, 3, 2**63]  # nested dataclass as an array
+    assert record[7] == view_digest((A, B, C))  # bin, not str
+    assert record[8] == 3
+    assert record[9] == [A, 3, 2**63]  # nested dataclass as an array
     assert wire(Refuse(A, 3, 9, B, RefuseReason.DECIDED, None, DECISION))[6] is None
 
 
@@ -174,7 +182,8 @@ def test_limits_are_reachable() -> None:
         RECORD,
         addresses=tuple(f"{host[:-2]}{i:02d}:65535" for i in range(MAX_ADDRESSES)),
         api_host="a" * codec.MAX_HOST_LENGTH,
-        view=ids,
+        view_digest=view_digest(ids),
+        view_size=MAX_VIEW,
         released=(VOTE,) * MAX_RELEASED,
         decision=Decision("f" * MAX_CLUSTER_ID_LENGTH, A, "b" * 253, MAX_UINT, ids[:MAX_MEMBERS]),
     )
@@ -222,7 +231,7 @@ BAD_FIELDS: list[tuple[str, Message, tuple[int, ...], Any]] = [
     ("version beyond 16 bits", HELLO, (2,), 2**16),
     ("min version above max", HELLO, (1,), 2),
     ("unknown role", GOSSIP, (1, 0, 4), 3),
-    ("unknown progress", GOSSIP, (1, 0, 11), 5),
+    ("unknown progress", GOSSIP, (1, 0, 12), 5),
     ("unknown reason", Refuse(A, 1, 2, B, RefuseReason.DECIDED, None, None), (5,), 0),
     ("uppercase node id", ACK, (1,), A.upper()),
     ("short node id", ACK, (1,), A[:-1]),
@@ -249,9 +258,16 @@ BAD_FIELDS: list[tuple[str, Message, tuple[int, ...], Any]] = [
     ("uppercase cluster id", Commit(DECISION), (1, 0), "ABCD"),
     ("cluster id too long", Commit(DECISION), (1, 0), "a" * 65),
     ("too many addresses", GOSSIP, (1, 0, 5), ["h:1"] * (MAX_ADDRESSES + 1)),
-    ("too many released", GOSSIP, (1, 0, 9), [[A, 1, 1]] * (MAX_RELEASED + 1)),
-    ("vote of wrong arity", GOSSIP, (1, 0, 8), [A, 1]),
-    ("vote as a map", GOSSIP, (1, 0, 8), {"proposer": A}),
+    ("too many released", GOSSIP, (1, 0, 10), [[A, 1, 1]] * (MAX_RELEASED + 1)),
+    ("vote of wrong arity", GOSSIP, (1, 0, 9), [A, 1]),
+    ("vote as a map", GOSSIP, (1, 0, 9), {"proposer": A}),
+    ("short view digest", GOSSIP, (1, 0, 7), b"x" * (VIEW_DIGEST_SIZE - 1)),
+    ("long view digest", GOSSIP, (1, 0, 7), b"x" * (VIEW_DIGEST_SIZE + 1)),
+    ("str for view digest", GOSSIP, (1, 0, 7), "x" * VIEW_DIGEST_SIZE),
+    ("view list for view digest", GOSSIP, (1, 0, 7), [A, B, C]),
+    ("view size beyond MAX_VIEW", GOSSIP, (1, 0, 8), MAX_VIEW + 1),
+    ("negative view size", GOSSIP, (1, 0, 8), -1),
+    ("bool for view size", GOSSIP, (1, 0, 8), True),
     ("record of wrong arity", GOSSIP, (1, 0), [A]),
     ("record as None", GOSSIP, (1, 0), None),
     ("records as a map", GOSSIP, (1,), {}),
@@ -268,9 +284,12 @@ def test_bad_field_is_rejected(message: Message, path: tuple[int, ...], value: A
 
 def test_errors_name_the_field() -> None:
     assert "Ack.round" in rejected(edit(ACK, (2,), True))
-    reason = rejected(edit(GOSSIP, (1, 0, 7, 1), "x"))
+    reason = rejected(edit(GOSSIP, (1, 0, 10, 1), [A, 1, "x"]))
     assert "Gossip.records[0]" in reason
-    assert "NodeRecord.view[1]" in reason
+    assert "NodeRecord.released[1]" in reason
+    reason = rejected(edit(GOSSIP, (1, 0, 7), b"x"))
+    assert "Gossip.records[0]" in reason
+    assert "NodeRecord.view_digest" in reason
 
 
 @pytest.mark.parametrize(
@@ -330,7 +349,8 @@ def test_count_limits() -> None:
     ids = [f"{i:032x}" for i in range(MAX_VIEW + 1)]
     rejected(edit(Propose(A, 1, 2, (A,)), (4,), ids))
     rejected(edit(Commit(DECISION), (1, 4), ids))
-    rejected(edit(GOSSIP, (1, 0, 7), ids))
+    rejected(edit(GOSSIP, (1, 0, 8), MAX_VIEW + 1))
+    assert decode(edit(GOSSIP, (1, 0, 8), MAX_VIEW))
     small = wire(Gossip((SMALL_RECORD,), False))[1][0]
     rejected(pack([int(Tag.GOSSIP), [small] * (MAX_RECORDS + 1), True]))
     assert decode(pack([int(Tag.GOSSIP), [small] * MAX_RECORDS, True]))
@@ -438,6 +458,12 @@ def test_node_id_rule_is_is_node_id(candidate: str) -> None:
 
 # --- Encoding refuses with LocalProtocolError -----------------------------------------
 
+
+def gossip_of(**changes: Any) -> Gossip:
+    """A Gossip of ``RECORD`` with ``changes`` (of any type: the encoder must refuse them)."""
+    return Gossip((dataclasses.replace(RECORD, **changes),), True)
+
+
 BAD_MESSAGES: list[tuple[str, Any]] = [
     ("not a message", RECORD),
     ("None", None),
@@ -452,6 +478,10 @@ BAD_MESSAGES: list[tuple[str, Any]] = [
     ("unsorted view", Propose(A, 1, 2, (B, A))),
     ("view as list", Propose(A, 1, 2, [A, B])),  # type: ignore[arg-type]
     ("bad address", Gossip((dataclasses.replace(RECORD, addresses=("nope",)),), True)),
+    ("short view digest", gossip_of(view_digest=b"x")),
+    ("bytearray view digest", gossip_of(view_digest=bytearray(VIEW_DIGEST_SIZE))),
+    ("view size beyond MAX_VIEW", gossip_of(view_size=MAX_VIEW + 1)),
+    ("view list for digest", gossip_of(view_digest=(A, B))),
     ("short nonce", Hello(1, 1, A, 7, b"x")),
     ("bytearray nonce", Hello(1, 1, A, 7, bytearray(32))),  # type: ignore[arg-type]
     ("min version above max", Hello(2, 1, A, 7, bytes(32))),
@@ -500,7 +530,7 @@ def test_records_that_fit_counts_the_record_limit() -> None:
 
 def test_records_that_fit_refuses_a_bad_record() -> None:
     with pytest.raises(LocalProtocolError, match=r"records\[1\]"):
-        records_that_fit([RECORD, dataclasses.replace(RECORD, view=(B, A))])
+        records_that_fit([RECORD, dataclasses.replace(RECORD, view_digest=b"short")])
 
 
 # --- The schema guard -----------------------------------------------------------------
@@ -520,3 +550,171 @@ class _Unbounded:
 def test_a_field_without_a_limit_stops_the_import(cls: type) -> None:
     with pytest.raises(TypeError, match="without"):
         codec._build_dataclass(cls, None, {})
+
+
+# --- The Gossip fast path: cached per-record bytes ------------------------------------
+
+
+def generic_encoding(message: Gossip) -> bytes:
+    """What the general converter path makes of ``message`` (no per-record cache)."""
+    data: bytes = msgpack.packb(codec._BY_TYPE[Gossip].to_wire(message), use_bin_type=True)
+    return data
+
+
+@given(st.lists(node_records(max_view=7, max_addresses=3), max_size=40), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_gossip_fast_path_is_byte_identical_to_the_generic_path(
+    records: list[NodeRecord], want_reply: bool
+) -> None:
+    """The concatenation of cached record bytes is exactly msgpack of the whole message
+    (fixarray and array16 headers included), the first time, from the cache, and for equal
+    records that are other objects."""
+    message = Gossip(tuple(records), want_reply)
+    expected = generic_encoding(message)
+    assert encode(message) == expected
+    assert encode(message) == expected  # every record from the cache now
+    copies = Gossip(tuple(dataclasses.replace(r) for r in records), want_reply)
+    assert encode(copies) == expected
+    assert decode(expected) == message
+
+
+def test_gossip_fast_path_survives_cache_eviction_and_changed_records() -> None:
+    first = encode(Gossip((RECORD, SMALL_RECORD), True))
+    for heartbeat in range(codec._RECORD_CACHE_SIZE + 100):  # evicts RECORD's bytes
+        record = dataclasses.replace(SMALL_RECORD, heartbeat=heartbeat)
+        message = Gossip((record,), False)
+        if heartbeat % 1000 == 0:
+            assert encode(message) == generic_encoding(message)
+        else:
+            encode(message)
+    assert len(codec._record_cache) <= codec._RECORD_CACHE_SIZE
+    assert encode(Gossip((RECORD, SMALL_RECORD), True)) == first
+    newer = dataclasses.replace(RECORD, heartbeat=RECORD.heartbeat + 1)
+    assert decode(encode(Gossip((newer,), True))).records == (newer,)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [c[1] for c in BAD_MESSAGES if isinstance(c[1], Gossip)],
+    ids=[c[0] for c in BAD_MESSAGES if isinstance(c[1], Gossip)],
+)
+def test_gossip_fast_path_refuses_what_the_generic_path_refuses(message: Gossip) -> None:
+    """A bad record (or count, or flag) falls back to the general path, which names it,
+    and a good record cached before does not make a bad neighbour pass."""
+    encode(Gossip((RECORD,), True))  # RECORD's bytes are cached
+    with pytest.raises(LocalProtocolError) as fast:
+        encode(message)
+    if "exceeds" in str(fast.value):
+        assert len(generic_encoding(message)) > MAX_MESSAGE_SIZE
+    else:
+        with pytest.raises(codec._Invalid) as generic:
+            generic_encoding(message)
+        assert str(generic.value) in str(fast.value)  # the general path's reason, named
+    if isinstance(message.records, tuple) and len(message.records) <= MAX_RECORDS:
+        mixed = Gossip((RECORD, *message.records), message.want_reply)
+        with pytest.raises(LocalProtocolError):
+            encode(mixed)
+
+
+# --- decode(keep=...): the receiver's pre-filter of relayed records -------------------
+
+
+def _cluster_of(record: NodeRecord) -> str | None:
+    return record.decision.cluster_id if record.decision is not None else None
+
+
+@given(
+    st.lists(node_records(max_view=3), min_size=1, max_size=20),
+    st.booleans(),
+    st.sets(st.integers(0, 19)),
+)
+@settings(max_examples=100, deadline=None)
+def test_decode_keep_drops_exactly_the_declined_relayed_records(
+    records: list[NodeRecord], want_reply: bool, declined: set[int]
+) -> None:
+    message = Gossip(tuple(records), want_reply)
+    data = encode(message)
+    calls: list[tuple[str, int, int, str | None]] = []
+    by_key = {}
+    for index, record in enumerate(records[1:], start=1):
+        by_key.setdefault(
+            (record.node_id, record.incarnation, record.heartbeat, _cluster_of(record)), []
+        ).append(index)
+
+    def keep(node_id: str, incarnation: int, heartbeat: int, cluster_id: str | None) -> bool:
+        key = (node_id, incarnation, heartbeat, cluster_id)
+        calls.append(key)
+        return not any(i in declined for i in by_key[key])
+
+    filtered = decode(data, keep=keep)
+    assert isinstance(filtered, Gossip)
+    assert filtered.want_reply == want_reply
+    assert filtered.records[0] == records[0]  # the sender's own, never offered to keep
+    expected = [
+        r
+        for i, r in enumerate(records[1:], start=1)
+        if not any(
+            j in declined for j in by_key[(r.node_id, r.incarnation, r.heartbeat, _cluster_of(r))]
+        )
+    ]
+    assert list(filtered.records[1:]) == expected
+    assert calls == [(r.node_id, r.incarnation, r.heartbeat, _cluster_of(r)) for r in records[1:]]
+    assert decode(data, keep=lambda *_: True) == message
+    assert decode(data, keep=lambda *_: False) == Gossip((records[0],), want_reply)
+
+
+@pytest.mark.parametrize("message", [m for m in EXAMPLES if not isinstance(m, Gossip)])
+def test_decode_keep_leaves_other_messages_alone(message: Message) -> None:
+    def refuse(*_: object) -> bool:
+        raise AssertionError("keep is only asked about a Gossip's relayed records")
+
+    assert decode(encode(message), keep=refuse) == message
+
+
+THREE = Gossip((RECORD, dataclasses.replace(RECORD, node_id=B), SMALL_RECORD), False)
+# (what, path into the wire form of THREE, replacement): each must still be rejected
+# when keep declines every relayed record it can read.
+BAD_UNDER_FILTER: list[tuple[str, tuple[int, ...], Any]] = [
+    ("first record of wrong arity", (1, 0), [A]),
+    ("first record with a bad address", (1, 0, 5, 0), "nope"),
+    ("relayed record of wrong arity", (1, 1), [B, 1, 2]),
+    ("relayed record as None", (1, 2), None),
+    ("relayed record with an int id", (1, 1, 0), 7),
+    ("relayed record with a bool heartbeat", (1, 1, 3), True),
+    ("relayed record with a str incarnation", (1, 2, 1), "1"),
+    ("want_reply as int", (2,), 1),
+    ("records as a map", (1,), {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value"), [c[1:] for c in BAD_UNDER_FILTER], ids=[c[0] for c in BAD_UNDER_FILTER]
+)
+def test_decode_keep_still_rejects_what_it_cannot_read(path: tuple[int, ...], value: Any) -> None:
+    """The filter only drops relayed records it can read (an array of a record's arity,
+    with str id and int counters); everything else is left to the converters, which reject
+    it as they would without a filter."""
+    data = edit(THREE, path, value)
+    rejected(data)
+    with pytest.raises(RemoteProtocolError):
+        decode(data, keep=lambda *_: False)
+
+
+def test_decode_keep_checks_in_full_what_it_keeps() -> None:
+    data = edit(THREE, (1, 1, 5, 0), "nope")  # a relayed record with a bad address
+    with pytest.raises(RemoteProtocolError, match=r"Gossip\.records\[1\]"):
+        decode(data, keep=lambda *_: True)
+    # Declined, the same record is dropped unconverted: the filter exists so that stale
+    # copies cost nothing, and a dropped record reaches no one.
+    assert decode(data, keep=lambda *_: False) == Gossip((RECORD,), False)
+
+
+def test_decode_keep_is_offered_the_records_decision() -> None:
+    offered: list[str | None] = []
+
+    def keep(node_id: str, incarnation: int, heartbeat: int, cluster_id: str | None) -> bool:
+        offered.append(cluster_id)
+        return True
+
+    decode(encode(THREE), keep=keep)
+    assert offered == [DECISION.cluster_id, None]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+import re
 from typing import Any
 
 import pytest
 from gossip_harness import START, Envelope, Network, Node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import messages, node_ids
+from strategies import messages, node_ids, node_records
 
+from rancherd.gossip import codec
 from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.core import (
     Decided,
@@ -33,6 +35,7 @@ from rancherd.gossip.core import (
 )
 from rancherd.gossip.errors import LocalProtocolError
 from rancherd.gossip.messages import (
+    EMPTY_VIEW_DIGEST,
     Ack,
     Commit,
     Decision,
@@ -48,6 +51,7 @@ from rancherd.gossip.messages import (
     Release,
     Role,
     Vote,
+    view_digest,
 )
 
 
@@ -117,7 +121,9 @@ def test_agents_never_vote_or_win_and_join_as_agents() -> None:
         assert [e.role for e in agent.decided()] == [JoinRole.AGENT]
         assert sent_types(net, agent.name) <= {"Gossip", "Refuse"}
         assert agent.core is not None
-        assert agent.core.record().view == ()
+        assert agent.core.record().view_digest == EMPTY_VIEW_DIGEST
+        assert agent.core.record().view_size == 0
+        assert agent.core.status(net.now).view == ()
 
 
 def test_servers_that_only_discovered_one_peer_still_elect_through_gossip() -> None:
@@ -141,8 +147,8 @@ def test_election_completes_quickly_after_the_last_server_appears() -> None:
     net.discover_all()
     assert net.run_until(net.all_decided, 10)
     assert_one_cluster(net)
-    # Push-on-change makes it a few round trips, plus the grace of the newcomer if it is
-    # the minimum.
+    # A change makes the next tick come early, so it is a few round trips, plus the grace
+    # of the newcomer if it is the minimum.
     assert net.now - started < net.config.startup_grace + 0.5
 
 
@@ -307,13 +313,15 @@ def test_a_server_that_dies_expires_after_the_cache_duration() -> None:
     waited = net.now - crashed
     assert 10.0 - net.config.gossip_interval * 1.5 <= waited <= 10.5
     core = net.core(a.name)
-    assert core.record().view == (a.node_id,)
+    assert core.status(net.now).view == (a.node_id,)
+    assert (core.record().view_digest, core.record().view_size) == (view_digest((a.node_id,)), 1)
     [row] = core.peers(net.now)
     assert (row.node_id, row.alive) == (b.node_id, False)
     # It comes back with a new incarnation: alive again.
     net.restart(b.name)
     net.discover_all()
-    assert net.run_until(lambda: b.node_id in core.record().view, 5)
+    assert net.run_until(lambda: b.node_id in core.status(net.now).view, 5)
+    assert core.record().view_digest == view_digest(tuple(sorted((a.node_id, b.node_id))))
 
 
 def test_a_dead_member_aborts_the_round_and_the_rest_elect_without_it() -> None:
@@ -387,7 +395,7 @@ def drain(core: GossipCore) -> list[object]:
 
 def peer_record(
     node_id: NodeId,
-    view: tuple[NodeId, ...] = (),
+    view: tuple[NodeId, ...] | None = None,
     *,
     heartbeat: int = 1,
     role: Role = Role.SERVER,
@@ -395,6 +403,10 @@ def peer_record(
     released: tuple[Vote, ...] = (),
     decision: Decision | None = None,
 ) -> NodeRecord:
+    """A peer's record reporting ``view`` (by digest and size); by default a server's view
+    is itself alone and an agent's is empty."""
+    if view is None:
+        view = (node_id,) if role is Role.SERVER else ()
     return NodeRecord(
         node_id,
         1,
@@ -403,7 +415,8 @@ def peer_record(
         role,
         (f"10.0.0.{int(node_id[0], 16) + 1}:8443",),
         "10.0.0.9",
-        view,
+        view_digest(view),
+        len(view),
         vote,
         released,
         decision,
@@ -420,6 +433,10 @@ A, B, C = "1" * 32, "2" * 32, "3" * 32
 
 def bad_inputs() -> list[tuple[Message, Peer]]:
     rec_b = peer_record(B, (A, B))
+
+    def own(**changes: Any) -> Gossip:
+        return Gossip((dataclasses.replace(rec_b, heartbeat=2, **changes),), False)
+
     return [
         (Ack(A, 0, 1, C), Peer(B, 1)),  # forged voter
         (Refuse(A, 0, 1, C, RefuseReason.VOTED_OTHER, None, None), Peer(B, 1)),
@@ -429,8 +446,10 @@ def bad_inputs() -> list[tuple[Message, Peer]]:
         (Gossip((rec_b,), True), Peer(C, 1)),  # records[0] is not the sender
         (Gossip((), True), Peer(B, 1)),
         (Gossip((rec_b, dataclasses.replace(rec_b, node_id="zz")), False), Peer(B, 1)),
-        (Gossip((dataclasses.replace(rec_b, heartbeat=3), rec_b.view), False), Peer(B, 1)),  # type: ignore[arg-type]
-        (Gossip((dataclasses.replace(rec_b, heartbeat=2, view=(B, A)),), False), Peer(B, 1)),
+        (Gossip((dataclasses.replace(rec_b, heartbeat=3), (A, B)), False), Peer(B, 1)),  # type: ignore[arg-type]
+        (own(view_digest=b"short"), Peer(B, 1)),
+        (own(view_size=0), Peer(B, 1)),  # a server's view that misses itself
+        (own(role=Role.AGENT), Peer(B, 1)),  # an agent that reports a view
         (Commit(Decision("ab", C, "h", 0, (A, B))), Peer(B, 1)),  # init not a member
         (Gossip((rec_b,), False), Peer("nope", 1)),
         ("not a message", Peer(B, 1)),  # type: ignore[list-item]
@@ -776,13 +795,17 @@ def test_a_sticky_vote_stops_a_second_cluster_after_a_commit_was_lost() -> None:
 def test_records_of_this_node_from_others_never_replace_its_own() -> None:
     core = make_core(A)
     own = core.record()
-    stale_self = dataclasses.replace(own, heartbeat=own.heartbeat + 50, view=(A, B), boot_id=5)
+    stale_self = dataclasses.replace(
+        own, heartbeat=own.heartbeat + 50, view_digest=view_digest((A, C)), view_size=2, boot_id=5
+    )
     old_start = dataclasses.replace(stale_self, incarnation=0)
     core.receive(Gossip((peer_record(B, (A, B)), old_start), False), Peer(B, 1), START + 1)
     out = drain(core)
     assert not [e for e in out if isinstance(e, DuplicateNodeId | ProtocolViolation)]
     assert core.record().boot_id == own.boot_id
-    assert core.record().view == (A, B)  # its own view, not the relayed copy's
+    # Its own view, not the relayed copy's.
+    assert (core.record().view_digest, core.record().view_size) == (view_digest((A, B)), 2)
+    assert core.status(START + 1).view == (A, B)
     assert A not in {row.node_id for row in core.peers(START + 1)}
     # A copy with another boot and an incarnation as new as ours is another machine.
     core.receive(
@@ -801,3 +824,458 @@ def test_an_address_that_turns_out_to_be_our_own_is_not_contacted_again() -> Non
     core.discovered(["127.0.0.1:8443"], START + 5)
     core.handle_timer(START + 5)
     assert not [s for s in core.messages_to_send() if s.to is None]
+
+
+# --- traffic rules of protocol 2: partners, early ticks, contacts, full states
+
+
+def gossip_ticks(out: list[object]) -> list[Send]:
+    """Periodic Gossip sends (to a peer, not wanting a reply) among drained items."""
+    return [
+        item
+        for item in out
+        if isinstance(item, Send)
+        and item.to is not None
+        and isinstance(item.message, Gossip)
+        and not item.message.want_reply
+    ]
+
+
+def server_ids(count: int, prefix: str = "5") -> list[NodeId]:
+    return [f"{prefix}{i:031x}" for i in range(count)]
+
+
+def quiet_server(n: int = 50, **changes: Any) -> GossipCore:
+    """A server core whose only timers are its ticks (no full-state exchange, no quorum)."""
+    changes.setdefault("gathering_push_pull_interval", 1000.0)
+    changes.setdefault("push_pull_interval", 1000.0)
+    return make_core(A, n=n, **changes)
+
+
+def run_to_tick(core: GossipCore, now: float) -> tuple[float, list[Send]]:
+    """Fire timers from ``now`` until a tick sends gossip; its time and its sends."""
+    for _ in range(100):
+        timer = core.get_timer()
+        assert timer is not None
+        now = max(now, timer)
+        core.handle_timer(now)
+        ticks = gossip_ticks(drain(core))
+        if ticks:
+            return now, ticks
+    raise AssertionError("no tick")
+
+
+def test_a_change_leaves_by_an_early_tick_to_at_most_fanout_partners() -> None:
+    """No push to every server: a change of a server's own record moves its next tick to
+    ``push_on_change_interval`` after the last one, and that tick goes to ``fanout``
+    partners, as every tick does."""
+    core = quiet_server(push_on_change_interval=0.05)
+    servers = server_ids(12)
+    sender = servers[0]
+    core.receive(
+        Gossip(tuple(peer_record(s) for s in servers), False), Peer(sender, 1), START + 0.5
+    )
+    drain(core)
+    tick, _ = run_to_tick(core, START + 0.5)
+    newcomer = server_ids(1, prefix="6")[0]
+    core.receive(
+        Gossip((peer_record(sender, heartbeat=2), peer_record(newcomer)), False),
+        Peer(sender, 1),
+        tick + 0.01,
+    )
+    assert newcomer in core.status(tick + 0.01).view
+    assert gossip_ticks(drain(core)) == []  # nothing leaves at once, to no one
+    assert core.get_timer() == pytest.approx(tick + 0.05)  # the tick comes early
+    core.handle_timer(tick + 0.05)
+    sends = gossip_ticks(drain(core))
+    assert 1 <= len(sends) <= core.config.fanout
+    assert {s.to for s in sends} <= set(core._partners.ids)
+    assert len({s.to for s in sends}) == len(sends)
+    [message] = {id(s.message): s.message for s in sends}.values()
+    assert isinstance(message, Gossip)
+    own = message.records[0]
+    assert own == core.record()
+    assert own.view_size == len(servers) + 2
+    assert own.view_digest == view_digest(core.status(tick + 0.05).view)
+
+
+def test_changes_never_make_ticks_faster_or_wider() -> None:
+    """A fleet booting together changes a server's view many times a second: with the
+    default ``push_on_change_interval`` (the gossip interval) ticks keep their rate and
+    their fanout, whatever the number of servers (the old push went to every server)."""
+    core = quiet_server(n=128)
+    config = core.config
+    assert config.push_on_change_interval == config.gossip_interval
+    sender = server_ids(1)[0]
+    now = START + 0.5
+    core.receive(Gossip((peer_record(sender),), False), Peer(sender, 1), now)
+    drain(core)
+    newcomers = iter(server_ids(110, prefix="6"))
+    ticks: list[float] = []
+    frames = 0
+    heartbeat = 1
+    end = now + 3.0
+    while now < end:
+        timer = core.get_timer()
+        assert timer is not None
+        change_at = now + 0.03
+        if timer <= change_at:
+            now = timer
+            core.handle_timer(now)
+        else:
+            now = change_at
+            heartbeat += 1
+            relayed = (peer_record(next(newcomers)),)
+            core.receive(
+                Gossip((peer_record(sender, heartbeat=heartbeat), *relayed), False),
+                Peer(sender, 1),
+                now,
+            )
+        sends = gossip_ticks(drain(core))
+        if sends:
+            ticks.append(now)
+            frames += len(sends)
+            assert len(sends) <= config.fanout
+            assert {s.to for s in sends} <= set(core._partners.ids)
+    assert len(core.status(now).view) > 90  # the view changed at every step
+    # An early tick comes no sooner than push_on_change_interval after the last one, a
+    # regular one after a jittered gossip interval: never closer than the shorter.
+    closest = min(
+        config.push_on_change_interval, config.gossip_interval * (1 - config.gossip_jitter)
+    )
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert min(gaps) >= closest - 1e-9
+    assert len(ticks) <= 3.0 / closest + 1
+    assert frames <= config.fanout * len(ticks)  # some 60 frames; pushes to every server: 5000
+
+
+def test_an_agent_never_ticks_early() -> None:
+    core = make_core(C, Role.AGENT, gathering_push_pull_interval=1000.0, push_pull_interval=1000.0)
+    sender = server_ids(1)[0]
+    core.receive(Gossip((peer_record(sender),), False), Peer(sender, 1), START + 0.5)
+    drain(core)
+    tick, _ = run_to_tick(core, START + 0.5)
+    timer = core.get_timer()
+    core.set_progress(Progress.INSTALLING, tick + 0.01)
+    core.receive(
+        Gossip((peer_record(sender, heartbeat=2), peer_record(server_ids(1, "6")[0])), False),
+        Peer(sender, 1),
+        tick + 0.02,
+    )
+    drain(core)
+    assert core.get_timer() == timer
+
+
+def test_gossip_goes_back_to_callers() -> None:
+    """Partnership is symmetric: a peer that gossips to this node becomes its partner and
+    gets ticks back, even among many peers this node did not choose."""
+    core = quiet_server()
+    agents = [peer_record(f"7{i:031x}", role=Role.AGENT) for i in range(40)]
+    sender = server_ids(1)[0]
+    core.receive(Gossip((peer_record(sender), *agents), False), Peer(sender, 1), START + 0.5)
+    drain(core)
+    now, _ = run_to_tick(core, START + 0.5)
+    chosen = set(core._partners.ids)
+    caller = next(a for a in agents if a.node_id not in chosen)
+    core.receive(Gossip((caller,), False), Peer(caller.node_id, 1), now + 0.01)
+    drain(core)
+    assert caller.node_id in core._partners.ids
+    reached: set[NodeId] = set()
+    for _ in range(30):
+        now, sends = run_to_tick(core, now)
+        reached.update(s.to for s in sends if s.to is not None)
+    assert caller.node_id in reached
+    assert reached <= chosen | {caller.node_id}  # nobody else of the 41 peers
+
+
+def test_a_gathering_server_exchanges_full_states_more_often() -> None:
+    """Undecided, a server asks one peer for the full state every
+    ``gathering_push_pull_interval``; decided, every ``push_pull_interval``; an agent
+    always at the slow rate."""
+
+    def exchanges(core: GossipCore, start: float, seconds: float) -> int:
+        now, count = start, 0
+        while True:
+            timer = core.get_timer()
+            assert timer is not None
+            if timer > start + seconds:
+                return count
+            now = max(now, timer)
+            core.handle_timer(now)
+            count += sum(
+                1
+                for item in drain(core)
+                if isinstance(item, Send)
+                and item.to is not None
+                and isinstance(item.message, Gossip)
+                and item.message.want_reply
+            )
+
+    peers = (peer_record(B), peer_record(C))
+    server = make_core(A, n=5, gathering_push_pull_interval=1.0, push_pull_interval=10.0)
+    agent = make_core(
+        "4" * 32, Role.AGENT, gathering_push_pull_interval=1.0, push_pull_interval=10.0
+    )
+    for core in (server, agent):
+        core.receive(Gossip(peers, False), Peer(B, 1), START)
+        drain(core)
+    gathering = exchanges(server, START, 40.0)
+    assert 40 / 1.25 - 1 <= gathering <= 40 / 0.75 + 1
+    assert exchanges(agent, START, 40.0) <= 40 / 7.5 + 1
+    decision = Decision("ab" * 16, B, "10.0.0.3", 0, (A, B, C))
+    server.receive(Commit(decision), Peer(B, 1), START + 40.0)
+    drain(server)
+    assert exchanges(server, START + 40.0, 40.0) <= 40 / 7.5 + 1
+
+
+def test_contacts_go_out_a_few_at_a_time_in_each_nodes_own_order() -> None:
+    addresses = [f"10.1.0.{i}:8443" for i in range(1, 13)]
+
+    def contacted(seed: int, steps: float) -> list[str]:
+        identity = Identity(A, Role.SERVER, ("10.0.0.2:8443",), "10.0.0.2")
+        core = GossipCore(config(3), identity, None, random.Random(seed), START)
+        drain(core)
+        core.discovered(addresses, START)
+        order = []
+        now = START
+        while now < START + steps:
+            for item in drain(core):
+                if isinstance(item, Send) and item.to is None:
+                    order.extend(item.addresses)
+            timer = core.get_timer()
+            assert timer is not None
+            now = timer
+            core.handle_timer(now)
+        return order
+
+    first = contacted(1, 0.01)
+    assert len(first) == GossipConfig.lan().max_contacts_per_round == 3
+    assert contacted(1, 0.01) == first  # seeded
+    assert contacted(2, 0.01) != first  # but each node has its own order
+    # While the table is short of partners, the next few follow a gossip interval later,
+    # until every address was contacted once.
+    everyone = contacted(1, 1.5)
+    assert sorted(everyone[: len(addresses)]) == sorted(addresses)
+
+
+def test_a_node_with_its_partners_worth_of_peers_contacts_one_address_at_a_time() -> None:
+    core = make_core(A, contact_interval=2.0)
+    peers = [peer_record(f"7{i:031x}", role=Role.AGENT) for i in range(core.config.partners)]
+    core.receive(Gossip(tuple(peers), False), Peer(peers[0].node_id, 1), START)
+    drain(core)
+    addresses = [f"10.1.0.{i}:8443" for i in range(1, 7)]
+    core.discovered(addresses, START + 0.1)
+    sent: list[tuple[float, str]] = []
+    now = START + 0.1
+    while now < START + 7.0:
+        for item in drain(core):
+            if isinstance(item, Send) and item.to is None:
+                sent.extend((now, a) for a in item.addresses)
+        timer = core.get_timer()
+        assert timer is not None
+        now = timer
+        core.handle_timer(now)
+    times = [t for t, _ in sent]
+    assert times[0] == START + 0.1
+    assert all(b - a >= 2.0 - 1e-9 for a, b in itertools.pairwise(times))
+    assert len(times) >= 3
+
+
+# --- wants_record: the codec's pre-filter changes nothing the core would do
+
+Z = "0" * 31 + "9"  # below A: a proposer A can vote for
+POOL = [Z, A, B, C, "4" * 32, "5" * 32, "6" * 32]
+OURS = Decision("ab" * 16, Z, "10.0.0.1", 0, (Z, A, B))
+
+
+def loaded_core(state: int) -> GossipCore:
+    """A server that holds records of every kind of peer; ``state`` 1: it voted for Z,
+    2: it decided."""
+    core = make_core(A, n=3)
+    held = (
+        peer_record(B, (A, B), heartbeat=2),
+        peer_record(C, heartbeat=3),
+        peer_record("4" * 32, role=Role.AGENT, heartbeat=2),
+        peer_record(Z, (Z, A, B), heartbeat=2),
+    )
+    core.receive(Gossip(held, False), Peer(B, 1), START + 1)
+    drain(core)
+    if state == 1:
+        core.receive(Propose(Z, 0, 5, core.status(START + 1).view), Peer(Z, 1), START + 1)
+        drain(core)
+        assert core.record().vote == Vote(Z, 0, 5)
+    elif state == 2:
+        core.receive(Commit(OURS), Peer(Z, 1), START + 1)
+        drain(core)
+        assert core.decision == OURS
+    return core
+
+
+def relayed_records() -> st.SearchStrategy[NodeRecord]:
+    """Records of the nodes of POOL, fresher or staler than those held, with our decision,
+    another or none; mostly well formed (a server's view counts itself, an agent has
+    none), sometimes not."""
+    ids = st.sampled_from(POOL)
+    other = Decision("cd" * 16, Z, "10.0.0.1", 0, (Z, A, B))
+
+    def shaped(
+        record: NodeRecord, incarnation: int, heartbeat: int, decision: Any, fix: bool
+    ) -> NodeRecord:
+        record = dataclasses.replace(
+            record, incarnation=incarnation, heartbeat=heartbeat, decision=decision
+        )
+        if fix:
+            server = record.role is Role.SERVER
+            record = dataclasses.replace(
+                record,
+                view_size=max(1, record.view_size) if server else 0,
+                view_digest=record.view_digest if server else EMPTY_VIEW_DIGEST,
+                released=(),
+            )
+        return record
+
+    return st.builds(
+        shaped,
+        node_records(ids, max_view=3, max_released=1),
+        st.integers(0, 2),
+        st.integers(0, 4),
+        st.sampled_from([None, None, OURS, other]),
+        st.integers(0, 3).map(bool),
+    )
+
+
+def normalized(out: list[object]) -> list[object]:
+    """Drained items, with record indexes in violation reasons left out (the filtered
+    message numbers its records without the declined ones)."""
+    return [
+        dataclasses.replace(item, reason=re.sub(r"records\[\d+\]", "records[i]", item.reason))
+        if isinstance(item, ProtocolViolation)
+        else item
+        for item in out
+    ]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.integers(0, 2), st.lists(relayed_records(), min_size=1, max_size=8), st.booleans())
+def test_decoding_through_wants_record_changes_nothing(
+    state: int, records: list[NodeRecord], want_reply: bool
+) -> None:
+    """Two cores in one state receive the same bytes, one decoded in full, the other
+    through ``decode(keep=core.wants_record)``: same events, sends, record, status, peers
+    and timers. The filter declines only what the core would have skipped anyway."""
+    data = codec.encode(Gossip(tuple(records), want_reply))
+    sender = Peer(records[0].node_id, 1)
+    plain, filtered = loaded_core(state), loaded_core(state)
+    plain.receive(codec.decode(data), sender, START + 2)
+    declined: list[object] = []
+
+    def keep(node_id: str, incarnation: int, heartbeat: int, cluster_id: str | None) -> bool:
+        wanted = filtered.wants_record(node_id, incarnation, heartbeat, cluster_id)
+        if not wanted:
+            declined.append(node_id)
+        return wanted
+
+    filtered.receive(codec.decode(data, keep=keep), sender, START + 2)
+    assert normalized(drain(filtered)) == normalized(drain(plain))
+    assert snapshot(filtered, START + 2) == snapshot(plain, START + 2)
+    for core in (plain, filtered):
+        core.handle_timer(START + 3)
+    assert drain(filtered) == drain(plain)
+    assert snapshot(filtered, START + 3) == snapshot(plain, START + 3)
+
+
+def test_wants_record_declines_stale_copies_and_keeps_what_matters() -> None:
+    core = loaded_core(1)  # holds B at (1, 2), voted for Z
+    assert not core.wants_record(B, 1, 2, None)  # the copy held
+    assert not core.wants_record(B, 1, 1, None)  # older
+    assert not core.wants_record(B, 0, 9, None)  # older incarnation
+    assert core.wants_record(B, 1, 3, None)  # fresher
+    assert core.wants_record(B, 2, 0, None)  # new incarnation
+    assert core.wants_record("6" * 32, 0, 0, None)  # not held
+    assert core.wants_record(B, 1, 2, "ef")  # a decision we do not hold
+    assert core.wants_record(Z, 1, 1, None)  # the proposer we voted for, stale or not
+    decided = loaded_core(2)
+    assert not decided.wants_record(B, 1, 2, OURS.cluster_id)  # our own decision
+    assert decided.wants_record(B, 1, 2, "cd" * 16)  # another cluster: a split to report
+
+
+def test_peer_rows_agree_by_digest() -> None:
+    """``PeerInfo.agrees``: the peer's record carries the digest of this node's view. The
+    same number of servers with another member does not agree."""
+    core = make_core(A, n=5)
+    view = (A, B, C)
+    core.receive(
+        Gossip((peer_record(B, view), peer_record(C, (A, C, "4" * 32))), False),
+        Peer(B, 1),
+        START + 1,
+    )
+    assert core.status(START + 1).view == view
+    rows = {row.node_id: row for row in core.peers(START + 1)}
+    assert rows[B].agrees
+    assert not rows[C].agrees
+    assert core.status(START + 1).waiting_for == (C,)
+    core.receive(Gossip((peer_record(C, view, heartbeat=2),), False), Peer(C, 1), START + 2)
+    assert {row.node_id: row.agrees for row in core.peers(START + 2)} == {B: True, C: True}
+
+
+def members_informed(net: Network, node: Node) -> bool:
+    """``rancherd discover``'s exit rule (``Node.members_informed``): every other member
+    of the decision reports it."""
+    core = net.core(node.name)
+    decision = core.decision
+    if decision is None:
+        return False
+    seen = {p.node_id: p.decision for p in core.peers(net.now) if p.alive}
+    return all(seen.get(m) == decision for m in decision.members if m != node.node_id)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+@pytest.mark.parametrize("seed", range(8))
+def test_nodes_that_stop_once_every_member_reports_the_decision_leave_none_waiting(
+    n: int, seed: int
+) -> None:
+    """``rancherd discover`` exits as soon as every member reports the decision. Each
+    decision must leave its node at once, to every partner: held for the next tick (or sent
+    to ``fanout`` of them) it could leave with a node that stops first, and the members that
+    never saw it would wait for it until the record expires."""
+    net = Network(dataclasses.replace(GossipConfig.local(), expected_servers=n), seed=seed)
+    net.add_servers(n)
+    net.discover_all()
+    stopped: dict[str, float] = {}
+
+    def step() -> bool:
+        for node in net.live():
+            if members_informed(net, node):
+                stopped[node.name] = net.now
+                net.crash(node.name)
+        return len(stopped) == n
+
+    assert net.run_until(step, 10.0), f"never informed: {set(net.nodes) - set(stopped)}"
+    assert max(stopped.values()) - min(stopped.values()) < 1.0
+
+
+def test_a_decision_leaves_at_once_to_every_partner_and_no_one_else() -> None:
+    core = quiet_server(n=3)
+    servers = server_ids(40)
+    sender = servers[0]
+    core.receive(
+        Gossip(tuple(peer_record(s) for s in servers), False), Peer(sender, 1), START + 0.5
+    )
+    drain(core)
+    tick, _ = run_to_tick(core, START + 0.5)
+    for caller in servers[1:5]:  # callers are partners too
+        core.receive(Gossip((peer_record(caller, heartbeat=2),), False), Peer(caller, 1), tick)
+    drain(core)
+    decision = Decision("ab" * 16, sender, "10.0.0.6", 0, tuple(sorted((sender, A, servers[1]))))
+    core.receive(Commit(decision), Peer(sender, 1), tick + 0.01)
+    assert [e for e in drain(core) if isinstance(e, Decided)]
+    assert core.get_timer() == tick + 0.01  # not held until push_on_change_interval
+    partners = set(core._partners.ids)
+    assert len(partners) > core.config.fanout
+    core.handle_timer(tick + 0.01)
+    sends = gossip_ticks(drain(core))
+    assert {s.to for s in sends} == partners  # every partner, once; not all 40 servers
+    assert len(sends) == len(partners) < len(servers)
+    assert all(s.message.records[0].decision == decision for s in sends)  # type: ignore[attr-defined]
+    _, after = run_to_tick(core, tick + 0.01)
+    assert len(after) <= core.config.fanout  # the next ticks are ordinary again

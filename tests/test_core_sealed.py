@@ -15,7 +15,7 @@ from gossip_harness import Envelope, Network
 
 from rancherd.gossip.core import Peer
 from rancherd.gossip.errors import RemoteProtocolError
-from rancherd.gossip.messages import Role
+from rancherd.gossip.messages import Role, view_digest
 from rancherd.gossip.security import SecureChannel, TokenKeys
 
 GOOD = TokenKeys.derive("the fleet's token")
@@ -109,7 +109,9 @@ def test_a_node_with_a_wrong_token_is_never_counted_and_learns_nothing() -> None
     assert len({net.decision_of(name) for name in good}) == 1
     for name in good:
         core = net.core(name)
-        assert INTRUDER_ID not in core.record().view
+        assert INTRUDER_ID not in core.status(net.now).view
+        good_view = tuple(sorted(net.core(other).record().node_id for other in good))
+        assert core.record().view_digest == view_digest(good_view)
         assert INTRUDER_ID not in {peer.node_id for peer in core.peers(net.now)}
     intruder = net.core("intruder")
     assert intruder.decision is None

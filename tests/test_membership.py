@@ -14,14 +14,21 @@ from strategies import node_records
 from rancherd.gossip import codec
 from rancherd.gossip.config import GossipConfig, backoff_delay, jittered, retransmit_limit
 from rancherd.gossip.membership import (
+    CHANGED_AGENT,
+    CHANGED_SERVER,
     GOSSIP_ENVELOPE_BYTES,
+    REFRESHED,
     Applied,
     BroadcastQueue,
     PeerTable,
     estimate_record_size,
+    is_fresher,
+    record_priority,
     record_problem,
 )
 from rancherd.gossip.messages import (
+    EMPTY_VIEW_DIGEST,
+    VIEW_DIGEST_SIZE,
     Decision,
     Gossip,
     NodeId,
@@ -29,6 +36,7 @@ from rancherd.gossip.messages import (
     Progress,
     Role,
     Vote,
+    view_digest,
 )
 
 ME = "0" * 31 + "5"
@@ -41,11 +49,17 @@ def record(
     incarnation: int = 1,
     heartbeat: int = 1,
     role: Role = Role.SERVER,
-    view: tuple[NodeId, ...] = (),
+    view: tuple[NodeId, ...] | None = None,
     address: str | None = None,
     released: tuple[Vote, ...] = (),
     decision: Decision | None = None,
+    vote: Vote | None = None,
+    progress: Progress = Progress.NONE,
 ) -> NodeRecord:
+    """A record reporting ``view`` (by digest and size); by default a server's view is
+    itself alone and an agent's is empty."""
+    if view is None:
+        view = (node_id,) if role is Role.SERVER else ()
     return NodeRecord(
         node_id=node_id,
         incarnation=incarnation,
@@ -54,11 +68,12 @@ def record(
         role=role,
         addresses=(address or f"10.0.0.{int(node_id, 16) % 250}:8443",),
         api_host="10.0.0.1",
-        view=view,
-        vote=None,
+        view_digest=view_digest(view) if view else EMPTY_VIEW_DIGEST,
+        view_size=len(view),
+        vote=vote,
         released=released,
         decision=decision,
-        progress=Progress.NONE,
+        progress=progress,
     )
 
 
@@ -122,8 +137,36 @@ def test_view_holds_servers_only_and_self() -> None:
     peers.apply(record(IDS[1], role=Role.AGENT), now=0)
     peers.apply(record(IDS[2]), now=0)
     assert peers.view == (IDS[0], ME, IDS[2])
+    assert peers.view_digest == view_digest(peers.view)
     assert peers.view_changed
     assert peers.servers == (IDS[0], IDS[2])
+
+
+def test_the_tables_digest_follows_its_view() -> None:
+    """The digest a record carries is that of the table's view, whatever moved it: a server
+    joining, a server becoming an agent, a server expiring."""
+    peers = table(cache=10.0)
+    assert peers.view == (ME,)
+    assert peers.view_digest == view_digest((ME,))
+    seen = {peers.view_digest}
+    peers.apply(record(IDS[0]), now=0)
+    peers.apply(record(IDS[2]), now=5)
+    assert peers.view_digest == view_digest((IDS[0], ME, IDS[2]))
+    seen.add(peers.view_digest)
+    peers.apply(record(IDS[2], incarnation=2, role=Role.AGENT), now=6)
+    assert peers.view == (IDS[0], ME)
+    assert peers.view_digest == view_digest((IDS[0], ME))
+    seen.add(peers.view_digest)
+    peers.expire(10.0)
+    assert peers.view == (ME,)
+    assert peers.view_digest == view_digest((ME,))
+    assert len(seen) == 3  # three views, three digests
+
+
+def test_an_agent_table_carries_the_empty_digest() -> None:
+    peers = table(server=False)
+    peers.apply(record(IDS[0]), now=0)
+    assert peers.view_digest == EMPTY_VIEW_DIGEST == view_digest(())
 
 
 def test_agreement_needs_n_members_reporting_exactly_the_view() -> None:
@@ -135,10 +178,43 @@ def test_agreement_needs_n_members_reporting_exactly_the_view() -> None:
     assert peers.disagreeing() == (IDS[1],)
     peers.apply(record(IDS[1], heartbeat=2, view=view), now=1)
     assert peers.agreement(3) == view
+    assert peers.disagreeing() == ()
     assert peers.agreement(4) is None  # fewer than N servers
     peers.apply(record(IDS[2], view=view), now=2)  # a fourth server: the view grows
     assert peers.agreement(3) is None
     assert peers.disagreeing() == (IDS[0], IDS[1], IDS[2])
+
+
+def test_agreement_compares_digests_not_sizes() -> None:
+    """A member whose view has the right size but other members disagrees; one that
+    reports the digest of the same view agrees, whatever else its record says."""
+    peers = table()
+    view = tuple(sorted([ME, IDS[0], IDS[1]]))
+    other = tuple(sorted([ME, IDS[0], IDS[2]]))
+    peers.apply(record(IDS[0], view=view), now=0)
+    peers.apply(record(IDS[1], view=other), now=0)
+    assert peers.view == view
+    assert peers.agreement(3) is None
+    assert peers.disagreeing() == (IDS[1],)
+    same_size_wrong_digest = dataclasses.replace(
+        record(IDS[1], heartbeat=2, view=view), view_digest=view_digest(other)
+    )
+    peers.apply(same_size_wrong_digest, now=1)
+    assert peers.agreement(3) is None
+    assert peers.disagreeing() == (IDS[1],)
+    peers.apply(record(IDS[1], heartbeat=3, view=view, vote=Vote(IDS[1], 1, 1)), now=2)
+    assert peers.agreement(3) == view
+    assert peers.disagreeing() == ()
+
+
+def test_a_view_change_of_a_member_marks_servers_changed() -> None:
+    peers = table()
+    peers.apply(record(IDS[0]), now=0)
+    peers.servers_changed = False
+    peers.apply(record(IDS[0], heartbeat=2), now=1)  # same view: a refresh
+    assert not peers.servers_changed
+    peers.apply(record(IDS[0], heartbeat=3, view=(IDS[0], ME)), now=2)
+    assert peers.servers_changed
 
 
 def test_an_agent_table_has_no_view_and_no_agreement() -> None:
@@ -197,9 +273,49 @@ def test_full_state_puts_servers_first_and_rotates_the_rest() -> None:
     assert len(tight) == 2  # own record and one more fit in three records' bytes
 
 
+def test_full_state_holds_every_server_beyond_max_records() -> None:
+    """``max_records`` bounds the agents only: one full state names every server, so a
+    server that receives it knows the whole view at once."""
+    peers = table()
+    servers = [f"{i:032x}" for i in range(200, 240)]
+    agents = [f"{i:032x}" for i in range(300, 340)]
+    for node_id in servers:
+        peers.apply(record(node_id), now=0)
+    for node_id in agents:
+        peers.apply(record(node_id, role=Role.AGENT), now=0)
+    own = record(ME)
+    size = estimate_record_size(own)
+    for max_records in (1, 5, 41, 50):
+        state = peers.full_state(own, size, max_records=max_records, byte_budget=60_000)
+        ids = [r.node_id for r in state]
+        assert ids[0] == ME
+        assert sorted(ids[1 : 1 + len(servers)]) == servers
+        assert len(ids) == max(max_records, 1 + len(servers))  # agents fill up to the bound
+        assert set(ids[1 + len(servers) :]) <= set(agents)
+    skipped = peers.full_state(own, size, max_records=1, byte_budget=60_000, skip=servers[3])
+    assert {r.node_id for r in skipped} == {ME, *servers} - {servers[3]}
+    assert len(codec.encode(Gossip(state, False))) <= 60_000
+
+
+def test_full_state_still_fits_the_codec_and_the_byte_budget() -> None:
+    peers = table()
+    servers = [f"{i:032x}" for i in range(1000, 1000 + codec.MAX_RECORDS + 10)]
+    for node_id in servers:
+        peers.apply(record(node_id), now=0)
+    own = record(ME)
+    size = estimate_record_size(own)
+    state = peers.full_state(own, size, max_records=8, byte_budget=codec.MAX_MESSAGE_SIZE)
+    assert len(state) <= codec.MAX_RECORDS
+    assert len(codec.encode(Gossip(state, True))) <= codec.MAX_MESSAGE_SIZE
+    budget = 10 * size
+    small = peers.full_state(own, size, max_records=8, byte_budget=budget)
+    assert 1 < len(small) < 10
+    assert len(codec.encode(Gossip(small, True))) <= budget
+
+
 def test_queue_relays_each_version_a_limited_number_of_times() -> None:
     queue = BroadcastQueue()
-    queue.push(record(IDS[0]), server=True)
+    queue.push(record(IDS[0]), CHANGED_SERVER)
     sent = [queue.take(5, 10_000, limit=3, skip=None) for _ in range(4)]
     assert [len(batch) for batch in sent] == [1, 1, 1, 0]
     assert len(queue) == 0
@@ -207,23 +323,118 @@ def test_queue_relays_each_version_a_limited_number_of_times() -> None:
 
 def test_queue_prefers_servers_then_fewest_transmits_then_newest() -> None:
     queue = BroadcastQueue()
-    queue.push(record(IDS[0], role=Role.AGENT), server=False)
-    queue.push(record(IDS[1]), server=True)
-    queue.push(record(IDS[2]), server=True)
+    queue.push(record(IDS[0], role=Role.AGENT), CHANGED_AGENT)
+    queue.push(record(IDS[1]), CHANGED_SERVER)
+    queue.push(record(IDS[2]), CHANGED_SERVER)
     assert [r.node_id for r in queue.take(2, 10_000, 5, None)] == [IDS[2], IDS[1]]
     # Servers at one transmit still beat an agent at zero: servers are what elections need.
     assert [r.node_id for r in queue.take(3, 10_000, 5, None)] == [IDS[2], IDS[1], IDS[0]]
-    queue.push(record(IDS[3], role=Role.AGENT), server=False)
+    queue.push(record(IDS[3], role=Role.AGENT), CHANGED_AGENT)
     assert [r.node_id for r in queue.take(2, 3_000, 2, None)] == [IDS[3], IDS[0]]
+
+
+def test_queue_relays_refreshes_after_every_change() -> None:
+    """A heartbeat-only refresh goes after every change, a changed agent's included, even
+    with fewer transmits: refreshes of a hundred servers must not crowd out the one change
+    an agreement waits for."""
+    queue = BroadcastQueue()
+    queue.push(record(IDS[0], role=Role.AGENT), CHANGED_AGENT)
+    queue.push(record(IDS[1]), CHANGED_SERVER)
+    queue.take(2, 10_000, 5, None)  # both at one transmit now
+    queue.push(record(IDS[2], heartbeat=2), REFRESHED)
+    queue.push(record(IDS[3], heartbeat=2), REFRESHED)
+    assert [r.node_id for r in queue.take(3, 10_000, 5, None)] == [IDS[1], IDS[0], IDS[3]]
+    # Within the refresh rank, fewest transmits first, as within the others.
+    assert [r.node_id for r in queue.take(4, 10_000, 5, None)] == [IDS[1], IDS[0], IDS[2], IDS[3]]
+
+
+def test_a_refresh_never_lowers_a_pending_changes_rank() -> None:
+    """The newer copy carries the pending change too: it keeps the change's rank (and
+    starts its transmits again), while a change raises a pending refresh's rank."""
+    queue = BroadcastQueue()
+    queue.push(record(IDS[0], view=(IDS[0], ME)), CHANGED_SERVER)
+    queue.push(record(IDS[1], role=Role.AGENT), CHANGED_AGENT)
+    queue.take(2, 10_000, 5, None)
+    queue.push(record(IDS[0], heartbeat=2, view=(IDS[0], ME)), REFRESHED)
+    queue.push(record(IDS[1], heartbeat=2, role=Role.AGENT), REFRESHED)
+    queue.push(record(IDS[2], heartbeat=2), REFRESHED)
+    assert [(r.node_id, r.heartbeat) for r in queue.take(3, 10_000, 5, None)] == [
+        (IDS[0], 2),
+        (IDS[1], 2),
+        (IDS[2], 2),
+    ]
+    # Once more, with the changes on more transmits than the refresh: rank still wins.
+    queue.push(record(IDS[2], heartbeat=3), REFRESHED)
+    assert [r.node_id for r in queue.take(1, 10_000, 5, None)] == [IDS[0]]
+    assert [r.node_id for r in queue.take(1, 10_000, 5, None)] == [IDS[0]]
+    queue.push(record(IDS[2], heartbeat=4, view=(IDS[2], ME)), CHANGED_SERVER)
+    assert [r.node_id for r in queue.take(1, 10_000, 5, None)] == [IDS[2]]
+
+
+def test_record_priority_tells_a_refresh_from_a_change() -> None:
+    old = record(IDS[0], view=(IDS[0], ME), vote=Vote(IDS[0], 1, 1))
+    refresh = dataclasses.replace(old, heartbeat=old.heartbeat + 5)
+    assert record_priority(refresh, old) == REFRESHED
+    assert record_priority(old, None) == CHANGED_SERVER
+    agent = record(IDS[1], role=Role.AGENT)
+    assert record_priority(agent, None) == CHANGED_AGENT
+    assert record_priority(dataclasses.replace(agent, heartbeat=9), agent) == REFRESHED
+    changes: list[dict[str, Any]] = [
+        {"incarnation": 2},
+        {"view_digest": view_digest((IDS[0], IDS[1], ME)), "view_size": 3},
+        {"view_digest": view_digest((IDS[0], IDS[2]))},  # same size, other members
+        {"vote": None},
+        {"vote": Vote(IDS[0], 2, 1)},
+        {"released": (Vote(IDS[0], 1, 1),)},
+        {"decision": Decision("ab", IDS[0], "10.0.0.1", 0, (IDS[0],))},
+        {"progress": Progress.WAITING},
+        {"addresses": ("10.9.9.9:1",)},
+        {"role": Role.AGENT},
+    ]
+    for change in changes:
+        changed = dataclasses.replace(refresh, **change)
+        expected = CHANGED_SERVER if changed.role is Role.SERVER else CHANGED_AGENT
+        assert record_priority(changed, old) == expected, change
+    assert CHANGED_SERVER < CHANGED_AGENT < REFRESHED  # lower ranks are relayed first
+
+
+def test_the_table_queues_refreshes_at_the_refresh_rank() -> None:
+    """What the table pushes: a heartbeat-only copy of a server after another server's
+    change; the change first, though it was applied first."""
+    peers = table()
+    peers.apply(record(IDS[0]), now=0)
+    peers.apply(record(IDS[1]), now=0)
+    peers.queue.take(5, 10_000, 1, None)  # both sent: the queue is empty
+    assert len(peers.queue) == 0
+    peers.apply(record(IDS[0], heartbeat=2, view=(IDS[0], IDS[1], ME)), now=1)
+    peers.apply(record(IDS[1], heartbeat=2), now=1)
+    assert [r.node_id for r in peers.queue.take(1, 10_000, 5, None)] == [IDS[0]]
+    assert [r.node_id for r in peers.queue.take(1, 10_000, 5, None)] == [IDS[0]]
+    assert [r.node_id for r in peers.queue.take(2, 10_000, 5, None)] == [IDS[0], IDS[1]]
+
+
+@given(
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.integers(0, 3),
+)
+def test_is_fresher_is_the_pair_order(inc: int, hb: int, old_inc: int, old_hb: int) -> None:
+    old = record(IDS[0], incarnation=old_inc, heartbeat=old_hb)
+    assert is_fresher(inc, hb, old) == ((inc, hb) > (old_inc, old_hb))
+    peers = table()
+    peers.apply(old, now=0)
+    applied = peers.apply(record(IDS[0], incarnation=inc, heartbeat=hb), now=1)
+    assert (applied is Applied.FRESHER) == is_fresher(inc, hb, old)
 
 
 def test_queue_replaces_a_superseded_version_and_honours_skip_and_budget() -> None:
     queue = BroadcastQueue()
-    queue.push(record(IDS[0], heartbeat=1), server=True)
+    queue.push(record(IDS[0], heartbeat=1), CHANGED_SERVER)
     queue.take(1, 10_000, 5, None)
-    queue.push(record(IDS[0], heartbeat=2), server=True)
+    queue.push(record(IDS[0], heartbeat=2), CHANGED_SERVER)
     assert [r.heartbeat for r in queue.take(5, 10_000, 5, None)] == [2]
-    queue.push(record(IDS[1]), server=True)
+    queue.push(record(IDS[1]), CHANGED_SERVER)
     assert queue.take(5, 10_000, 5, skip=IDS[1]) == [record(IDS[0], heartbeat=2)]
     size = estimate_record_size(record(IDS[1]))
     assert queue.take(5, size - 1, 5, None) == []
@@ -233,7 +444,7 @@ def test_queue_replaces_a_superseded_version_and_honours_skip_and_budget() -> No
 def test_queue_compacts_superseded_items() -> None:
     queue = BroadcastQueue()
     for heartbeat in range(10_000):
-        queue.push(record(IDS[0], heartbeat=heartbeat), server=True)
+        queue.push(record(IDS[0], heartbeat=heartbeat), heartbeat % 3)
     assert len(queue) == 1
     assert queue._stacked < 100
     assert [r.heartbeat for r in queue.take(5, 10_000, 5, None)] == [9999]
@@ -245,10 +456,16 @@ def test_queue_compacts_superseded_items() -> None:
 def test_record_problem_rejects_what_the_core_must_not_act_on() -> None:
     good = record(IDS[0], view=(IDS[0],))
     assert record_problem(good) is None
+    assert record_problem(record(IDS[1], role=Role.AGENT)) is None
     bad = [
         dataclasses.replace(good, node_id="not-an-id"),
         dataclasses.replace(good, heartbeat=-1),
-        dataclasses.replace(good, view=(IDS[1], IDS[0])),
+        dataclasses.replace(good, view_digest=b"short"),
+        dataclasses.replace(good, view_digest=bytearray(good.view_digest)),  # type: ignore[arg-type]
+        dataclasses.replace(good, view_digest=(IDS[0],)),  # type: ignore[arg-type]
+        dataclasses.replace(good, view_size=0),  # a server whose view misses itself
+        dataclasses.replace(good, view_size=codec.MAX_VIEW + 1),
+        dataclasses.replace(good, view_size=True),
         dataclasses.replace(good, role=Role.AGENT),  # an agent with a view
         dataclasses.replace(good, released=(Vote(IDS[1], 0, 0),)),  # someone else's round
         dataclasses.replace(good, decision=Decision("ab", IDS[1], "h", 0, (IDS[0],))),
@@ -272,7 +489,9 @@ def test_record_problem_shortcuts_still_check_what_changed() -> None:
     fresher = dataclasses.replace(previous, heartbeat=2)
     assert record_problem(fresher, checked=checked, previous=previous) is None
     bad = [
-        dataclasses.replace(fresher, view=(IDS[1], IDS[0])),
+        dataclasses.replace(fresher, view_digest=b"short"),
+        dataclasses.replace(fresher, view_size=0),
+        dataclasses.replace(fresher, view_size=-1),
         dataclasses.replace(fresher, addresses=("",)),
         dataclasses.replace(fresher, api_host=""),
         dataclasses.replace(fresher, released=(Vote(IDS[1], 0, 0),)),
@@ -324,6 +543,8 @@ def test_presets_are_valid_and_named() -> None:
         {"max_released": 9},
         {"released_kept": 2},
         {"max_records_per_gossip": 1},
+        {"partners": 1},  # fewer than the fanout
+        {"gathering_push_pull_interval": 0.0},
         {"round_timeout": 0.1, "retransmit_interval": 0.5},
         {"server_cache_duration": -1.0},
     ],
@@ -339,3 +560,28 @@ def test_scaling_formulas() -> None:
     assert jittered(1.0, 0.25, 0.0) == 0.75
     assert jittered(1.0, 0.25, 0.5) == 1.0
     assert backoff_delay(2.0, 0.5) == 1.0
+
+
+# --- the view digest
+
+
+@given(st.lists(st.sets(st.sampled_from([*IDS, ME]), max_size=6), min_size=2, max_size=8))
+def test_view_digest_is_a_fixed_size_function_of_the_view(views: list[set[NodeId]]) -> None:
+    digests = {}
+    for members in views:
+        view = tuple(sorted(members))
+        digest = view_digest(view)
+        assert type(digest) is bytes
+        assert len(digest) == VIEW_DIGEST_SIZE
+        assert digest == view_digest(tuple(sorted(members)))  # a function of the view alone
+        digests[view] = digest
+    # Distinct views, distinct digests (a 64-bit collision among a handful would be news).
+    assert len(set(digests.values())) == len(digests)
+
+
+def test_view_digest_sees_every_member() -> None:
+    base = (IDS[0], IDS[1], ME)
+    assert view_digest(base) != view_digest(base[:2])
+    assert view_digest(base) != view_digest((IDS[0], IDS[2], ME))
+    assert view_digest(()) == EMPTY_VIEW_DIGEST
+    assert view_digest((ME,)) != EMPTY_VIEW_DIGEST

@@ -14,6 +14,9 @@ from strategies import messages
 from rancherd.gossip.codec import MAX_FRAME, MAX_MESSAGE_SIZE, encode, records_that_fit
 from rancherd.gossip.errors import LocalProtocolError, RemoteProtocolError
 from rancherd.gossip.messages import (
+    EMPTY_VIEW_DIGEST,
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
     Ack,
     Gossip,
     Hello,
@@ -143,7 +146,9 @@ def test_separately_derived_keys_interoperate() -> None:
 
 
 def test_largest_message_fits_a_frame() -> None:
-    record = NodeRecord(A, 0, 0, 0, Role.AGENT, (), "h" * 253, (), None, (), None, Progress.NONE)
+    record = NodeRecord(
+        A, 0, 0, 0, Role.AGENT, (), "h" * 253, EMPTY_VIEW_DIGEST, 0, None, (), None, Progress.NONE
+    )
     count = records_that_fit([record] * 1000)
     message = Gossip((record,) * count, True)
     assert MAX_MESSAGE_SIZE - 300 < len(encode(message)) <= MAX_MESSAGE_SIZE
@@ -420,6 +425,23 @@ def test_no_common_version() -> None:
     with pytest.raises(IncompatibleVersionError, match=r"1\.\.2.*3\.\.4"):
         responder.receive(initiator.start())
     assert_dead(responder)
+
+
+def test_this_build_refuses_a_version_1_peer() -> None:
+    """Protocol 2 records carry a view digest where version 1 records carried the list:
+    a build of each cannot read the other's gossip, so the hello refuses the pairing."""
+    assert (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION) == (2, 2)
+    ours = (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION)
+    for theirs_initiates in (True, False):
+        old = channel(A, initiator=theirs_initiates, versions=(1, 1))
+        new = channel(B, initiator=not theirs_initiates, versions=ours)
+        initiator, responder = (old, new) if theirs_initiates else (new, old)
+        with pytest.raises(IncompatibleVersionError):
+            responder.receive(initiator.start())
+    new_i = channel(A, initiator=True, versions=ours)
+    new_r = channel(B, initiator=False, versions=ours)
+    handshake(new_i, new_r)
+    assert new_i.version == new_r.version == 2
 
 
 def test_version_is_bound_to_the_keys() -> None:

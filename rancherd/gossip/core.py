@@ -200,6 +200,8 @@ class GossipCore:
         self._next_push_pull = now + self._push_pull_interval() * (0.5 + 0.5 * rng.random())
         self._last_tick = -math.inf
         self._news = True
+        self._announce = False
+        """The next tick carries our new decision: it goes to every partner, not fanout."""
         # Discovery.
         self._own_addresses = frozenset(identity.addresses)
         self._discovered: dict[Address, float] = {}  # address -> last seen in an answer
@@ -633,7 +635,7 @@ class GossipCore:
         """Carry out the election's effects in order (a Store holds back what follows)."""
         if not effects:
             return
-        stored = False
+        stored = decided = False
         for effect in effects:
             if isinstance(effect, Store):
                 self._persist(effect)
@@ -646,10 +648,11 @@ class GossipCore:
                 self._emit(SplitDetected(ours, effect.theirs, effect.source))
             else:
                 self._emit(effect)  # Decided: the election's effect is the core's event
+                decided = True
         self._status_dirty = True
         if stored:
             self._bump()
-            self._changed(now)
+            self._changed(now, at_once=decided)
 
     def _settle(self, now: float) -> None:
         """After every input: act on view changes, maybe propose, report status changes."""
@@ -741,7 +744,11 @@ class GossipCore:
         news = self._news or self._table.queue.has_changes
         self._news = False
         self._bump(news=False)
-        count = config.fanout if news else config.quiet_fanout
+        if self._announce:  # a new decision: every partner
+            count = len(self._table)
+        else:
+            count = config.fanout if news else config.quiet_fanout
+        self._announce = False
         servers = min(config.server_fanout, count) if self._is_server else 0
         targets = self._partners.targets(self._table, count, servers, self._rng)
         if not targets:
@@ -779,14 +786,23 @@ class GossipCore:
         )
         self._send_to(targets[0], Gossip(records, want_reply=True))
 
-    def _changed(self, now: float) -> None:
+    def _changed(self, now: float, at_once: bool = False) -> None:
         """Our view, vote or decision changed: the node ticks early (at most one tick per
         ``push_on_change_interval``), so the change leaves at once, as an epidemic through
         its partners and their relay queues. An early tick replaces the next regular one,
-        so a change costs no frames beyond the tick's, whatever the size of the fleet."""
+        so a change costs no frames beyond the tick's, whatever the size of the fleet.
+
+        ``at_once``: we just decided. That tick is not held back and goes to every partner
+        (a few frames, once): a node may stop as soon as every member reports the decision
+        (``rancherd discover``), and so may the peers a held-back or fanout-only tick
+        reached, before they relay it; the other members would then wait for our decision
+        until the record expires."""
         if not len(self._table):
             return
-        due = max(now, self._last_tick + self._config.push_on_change_interval)
+        at_once = at_once and self._is_server  # members wait for servers' news only
+        if at_once:
+            self._announce = True
+        due = now if at_once else max(now, self._last_tick + self._config.push_on_change_interval)
         if due < self._next_gossip:
             self._next_gossip = due
 

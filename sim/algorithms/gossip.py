@@ -20,12 +20,15 @@ This adapter is the simulator's driver (``rancherd/gossip/core.py`` describes th
   a zeroconf browser keeps records) and feeds the cached set to ``core.discovered``.
 
 With ``codec`` every message is encoded and decoded by ``rancherd.gossip.codec`` on the
-way, to exercise it.
+way, to exercise it; where the codec takes a ``keep`` pre-filter, the receiver's
+``core.wants_record`` is passed, as the real driver would, so a codec run also checks that
+declining stale relayed records changes nothing (the trace stays that of a plain run).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +66,11 @@ def make_config(scenario: Scenario) -> GossipConfig:
     )
 
 
-def codec_roundtrip() -> Callable[[Message], Message]:
+Keep = Callable[[str, int, int, "str | None"], bool]
+Roundtrip = Callable[[Message, "Keep | None"], Message]
+
+
+def codec_roundtrip() -> Roundtrip:
     """Encode and decode through ``rancherd.gossip.codec`` (raises if it is not there)."""
     import importlib
 
@@ -79,9 +86,17 @@ def codec_roundtrip() -> Callable[[Message], Message]:
     raise RuntimeError("rancherd.gossip.codec has no encode_message/decode_message pair")
 
 
-def _roundtrip(encode: Any, decode: Any) -> Callable[[Message], Message]:
-    def roundtrip(message: Message) -> Message:
-        result: Message = decode(encode(message))
+def _roundtrip(encode: Any, decode: Any) -> Roundtrip:
+    try:
+        takes_keep = "keep" in inspect.signature(decode).parameters
+    except (TypeError, ValueError):
+        takes_keep = False
+
+    def roundtrip(message: Message, keep: Keep | None) -> Message:
+        data = encode(message)
+        result: Message = (
+            decode(data, keep=keep) if takes_keep and keep is not None else decode(data)
+        )
         return result
 
     return roundtrip
@@ -142,7 +157,8 @@ class GossipProcess:
         peer: Peer = payload[0]
         message: Message = payload[1]
         if self.algorithm.roundtrip is not None:
-            message = self.algorithm.roundtrip(message)
+            wants_record = getattr(core, "wants_record", None)
+            message = self.algorithm.roundtrip(message, wants_record)
         core.receive(message, peer, self.host.now())
         self._pump()
 
