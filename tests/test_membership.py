@@ -13,17 +13,13 @@ from strategies import node_records
 
 from rancherd.gossip import codec
 from rancherd.gossip.config import GossipConfig, backoff_delay, jittered, retransmit_limit
+from rancherd.gossip.election import Election
 from rancherd.gossip.membership import (
-    CHANGED_AGENT,
-    CHANGED_SERVER,
     GOSSIP_ENVELOPE_BYTES,
-    REFRESHED,
     Applied,
-    BroadcastQueue,
     PeerTable,
     estimate_record_size,
     is_fresher,
-    record_priority,
     record_problem,
 )
 from rancherd.gossip.messages import (
@@ -38,9 +34,23 @@ from rancherd.gossip.messages import (
     Vote,
     view_digest,
 )
+from rancherd.gossip.queue import (
+    CHANGED_AGENT,
+    CHANGED_SERVER,
+    REFRESHED,
+    BroadcastQueue,
+    record_priority,
+)
 
 ME = "0" * 31 + "5"
 IDS = [f"{i:032x}" for i in (1, 3, 7, 9, 11)]
+
+
+def agreement(peers: PeerTable, expected: int) -> tuple[NodeId, ...] | None:
+    """The election's rule 0 applied to what ``peers`` holds."""
+    config = dataclasses.replace(GossipConfig(), expected_servers=expected)
+    election = Election(config, peers.self_id, peers.self_is_server, "h", None, 0, (), None, 0.0)
+    return election.agreement(peers.view, peers.disagreeing())
 
 
 def record(
@@ -174,14 +184,14 @@ def test_agreement_needs_n_members_reporting_exactly_the_view() -> None:
     view = tuple(sorted([ME, IDS[0], IDS[1]]))
     peers.apply(record(IDS[0], view=view), now=0)
     peers.apply(record(IDS[1], view=view[:2]), now=0)
-    assert peers.agreement(3) is None
+    assert agreement(peers, 3) is None
     assert peers.disagreeing() == (IDS[1],)
     peers.apply(record(IDS[1], heartbeat=2, view=view), now=1)
-    assert peers.agreement(3) == view
+    assert agreement(peers, 3) == view
     assert peers.disagreeing() == ()
-    assert peers.agreement(4) is None  # fewer than N servers
+    assert agreement(peers, 4) is None  # fewer than N servers
     peers.apply(record(IDS[2], view=view), now=2)  # a fourth server: the view grows
-    assert peers.agreement(3) is None
+    assert agreement(peers, 3) is None
     assert peers.disagreeing() == (IDS[0], IDS[1], IDS[2])
 
 
@@ -194,16 +204,16 @@ def test_agreement_compares_digests_not_sizes() -> None:
     peers.apply(record(IDS[0], view=view), now=0)
     peers.apply(record(IDS[1], view=other), now=0)
     assert peers.view == view
-    assert peers.agreement(3) is None
+    assert agreement(peers, 3) is None
     assert peers.disagreeing() == (IDS[1],)
     same_size_wrong_digest = dataclasses.replace(
         record(IDS[1], heartbeat=2, view=view), view_digest=view_digest(other)
     )
     peers.apply(same_size_wrong_digest, now=1)
-    assert peers.agreement(3) is None
+    assert agreement(peers, 3) is None
     assert peers.disagreeing() == (IDS[1],)
     peers.apply(record(IDS[1], heartbeat=3, view=view, vote=Vote(IDS[1], 1, 1)), now=2)
-    assert peers.agreement(3) == view
+    assert agreement(peers, 3) == view
     assert peers.disagreeing() == ()
 
 
@@ -221,7 +231,7 @@ def test_an_agent_table_has_no_view_and_no_agreement() -> None:
     peers = table(server=False)
     peers.apply(record(IDS[0], view=(IDS[0],)), now=0)
     assert peers.view == ()
-    assert peers.agreement(1) is None
+    assert agreement(peers, 1) is None
     assert peers.servers == (IDS[0],)
 
 
@@ -555,8 +565,11 @@ def test_bad_configs_are_refused(changes: dict[str, Any]) -> None:
 
 
 def test_scaling_formulas() -> None:
+    # memberlist's formula: 4 x ceil(log10(n + 1)).
     assert retransmit_limit(4, 1) == 4
-    assert retransmit_limit(4, 1000) == 40
+    assert retransmit_limit(4, 9) == 4
+    assert retransmit_limit(4, 10) == 8
+    assert retransmit_limit(4, 1000) == 16
     assert jittered(1.0, 0.25, 0.0) == 0.75
     assert jittered(1.0, 0.25, 0.5) == 1.0
     assert backoff_delay(2.0, 0.5) == 1.0

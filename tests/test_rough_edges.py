@@ -44,7 +44,8 @@ def test_plan_refuses_a_server_that_is_not_a_host_or_url(tmp_path: Path, server:
     ("server", "url"),
     [
         ("10.0.0.5", "https://10.0.0.5:6443"),
-        ("k8s.example.com:7443", "https://k8s.example.com:7443"),
+        # A server: is a Rancher URL: its host's supervisor port, whatever port it names.
+        ("k8s.example.com:7443", "https://k8s.example.com:6443"),
         ("https://[fd00::5]", "https://[fd00::5]:6443"),
     ],
 )
