@@ -34,7 +34,15 @@ CDF_SCENARIOS = ("happy-n3", "mdns-loss-30")
 HEATMAP_SCENARIO = "happy-n3"
 HEATMAP_LOSS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 HEATMAP_CACHE = (10.0, 30.0, 60.0, 300.0)
-SCALING = (("happy-n1", 1), ("happy-n3", 3), ("happy-n5", 5), ("happy-n7", 7))
+SCALING = (
+    ("happy-n1", 1),
+    ("happy-n3", 3),
+    ("happy-n5", 5),
+    ("happy-n7", 7),
+    ("happy-n10", 10),
+    ("happy-n20", 20),
+    ("happy-n50", 50),
+)
 
 
 @dataclass(frozen=True, slots=True)
