@@ -186,6 +186,8 @@ async def test_three_namespaces_find_each_other_and_goodbye_withdraws(
                 for peer in (second, late):
                     await peer.wait_until(lambda p: first.endpoint not in p.latest)
                 assert await first.process.wait() == 0
+                # The process can be reaped before its output is read to the end.
+                await first.wait_until(lambda p: "eof" in p.events)
             assert first.events[-2:] == ["stopped", "eof"]
             assert {second.endpoint, late.endpoint} <= second.latest
 
