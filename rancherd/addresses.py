@@ -4,14 +4,9 @@ follows it."""
 
 from __future__ import annotations
 
-__all__ = ["bracketed", "join_host_port"]
+__all__ = ["bracketed"]
 
 
 def bracketed(host: str) -> str:
     """``host`` as a URL or ``Host:`` header writes it: an IPv6 literal in brackets."""
     return f"[{host}]" if ":" in host else host
-
-
-def join_host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 host in brackets."""
-    return f"{bracketed(host)}:{port}"

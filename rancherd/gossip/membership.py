@@ -437,9 +437,6 @@ class PeerTable:
             return list(servers)
         return [servers[i] for i in rng.sample(range(len(servers)), count)]
 
-    def random_server(self, rng: random.Random) -> NodeId | None:
-        return self._servers[rng.randrange(len(self._servers))] if self._servers else None
-
     def full_state(
         self,
         own: NodeRecord,
