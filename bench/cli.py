@@ -163,12 +163,13 @@ def traffic(
     as_json: bool,
 ) -> None:
     """Frames and bytes per node per second, in-memory fleet on virtual time, until decided."""
-    from bench.traffic import run_traffic
+    from bench.traffic import run_traffic, traffic
     from rancherd.gossip.transport import TransportLimits
 
     limits = None if max_connections is None else TransportLimits(max_connections=max_connections)
     # Printed as soon as measured: stopping a thousand nodes takes minutes more.
-    run_traffic(
+    job = partial(
+        traffic,
         servers,
         agents,
         expected or servers,
@@ -179,6 +180,7 @@ def traffic(
         report=_echo,
         on_result=lambda result: _print_result(result.as_dict(), as_json),
     )
+    run_traffic(job)
 
 
 @cli.command("frame-cost")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -173,33 +173,9 @@ async def _progress(
         )
 
 
-def run_traffic(
-    servers: int,
-    agents: int,
-    expected: int,
-    *,
-    seed: int = 0,
-    preset: str = "lan",
-    limit: float = 60.0,
-    limits: TransportLimits | None = None,
-    report: Callable[[str], None] = lambda _: None,
-    on_result: Callable[[TrafficResult], None] = lambda _: None,
-) -> TrafficResult:
-    """``traffic`` in a ``trio.run`` of its own on a ``MockClock``."""
-
-    async def job() -> TrafficResult:
-        return await traffic(
-            servers,
-            agents,
-            expected,
-            seed=seed,
-            preset=preset,
-            limit=limit,
-            limits=limits,
-            report=report,
-            on_result=on_result,
-        )
-
+def run_traffic(job: Callable[[], Awaitable[TrafficResult]]) -> TrafficResult:
+    """``job`` (a ``functools.partial`` of ``traffic``) in a ``trio.run`` of its own on a
+    ``MockClock``."""
     try:
         return trio.run(job, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:

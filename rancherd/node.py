@@ -227,7 +227,7 @@ class Node:
             driver.deliver,
             rng=random.Random(rng.getrandbits(64)),
             random_bytes=self._random_bytes,
-            keep=driver.wants_record,
+            keep=core.wants_record,
         )
         self.driver, self.links = driver, links
         provider = self._provider or make_provider(discovery.params, default_port=discovery.port)

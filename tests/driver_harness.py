@@ -131,7 +131,7 @@ class Fleet:
             driver.deliver,
             rng=node.rng,
             random_bytes=node.rng.randbytes,
-            keep=driver.wants_record,
+            keep=core.wants_record,
         )
         node.driver, node.links = driver, links
         async with trio.open_nursery() as nursery:

@@ -12,13 +12,12 @@ from hypothesis import strategies as st
 from strategies import node_records
 
 from rancherd.gossip import codec
+from rancherd.gossip.codec import GOSSIP_ENVELOPE_BYTES, estimate_record_size
 from rancherd.gossip.config import GossipConfig, backoff_delay, jittered, retransmit_limit
 from rancherd.gossip.election import Election
 from rancherd.gossip.membership import (
-    GOSSIP_ENVELOPE_BYTES,
     Applied,
     PeerTable,
-    estimate_record_size,
     is_fresher,
     record_problem,
 )

@@ -155,12 +155,6 @@ class Driver:
         self.core.set_progress(progress, trio.current_time())
         self._drain()
 
-    def wants_record(
-        self, node_id: str, incarnation: int, heartbeat: int, cluster_id: str | None
-    ) -> bool:
-        """The core's pre-filter of relayed records (for the links' decoding)."""
-        return self.core.wants_record(node_id, incarnation, heartbeat, cluster_id)
-
     # --- what the node knows
 
     @property

@@ -116,7 +116,7 @@ class Links:
         random_bytes: Callable[[int], bytes],
         keep: RecordFilter | None = None,
     ) -> None:
-        """``keep``: the core's pre-filter of relayed records (``Driver.wants_record``),
+        """``keep``: the core's pre-filter of relayed records (``GossipCore.wants_record``),
         so that a Gossip's stale copies are dropped while decoding, before conversion."""
         self._transport = transport
         self._limits = transport.limits

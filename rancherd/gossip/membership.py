@@ -56,13 +56,10 @@ from rancherd.gossip.messages import (
 from rancherd.gossip.queue import BroadcastQueue, record_priority
 
 __all__ = [
-    "GOSSIP_ENVELOPE_BYTES",
     "Applied",
-    "BroadcastQueue",
     "PeerEntry",
     "PeerTable",
     "decision_problem",
-    "estimate_record_size",
     "id_problem",
     "ids_problem",
     "is_fresher",
