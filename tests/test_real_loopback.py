@@ -396,5 +396,7 @@ async def test_fifty_processes_decide_on_one_cluster_init(
     assert len(inits) == 1
     assert inits[0] < servers
     assert [d["role"] for d in decided[servers:]] == ["agent"] * agents
-    # Every process saw every member report the decision before it left.
-    assert all(d["informed"] for d in decided)
+    # Every server saw every member report the decision before it left. (An agent may
+    # learn the decision after the servers have gone: relayed, from other agents; nobody
+    # waits on an agent, so its "informed" is best effort.)
+    assert all(d["informed"] for d in decided[:servers])
