@@ -29,7 +29,7 @@ from pathlib import Path
 
 import trio
 
-from rancherd.config import Config, Role
+from rancherd.config import Config
 from rancherd.discover import cancel_on_signals
 from rancherd.gossip.election import JoinRole, init_ready, join_turn
 from rancherd.gossip.messages import Progress
@@ -76,13 +76,15 @@ class Decision:
 
 def decide_statically(config: Config) -> Decision:
     """The original rancherd's rules, for a config without discovery."""
-    if config.role is Role.CLUSTER_INIT or (config.role is Role.SERVER and not config.server):
+    if config.role is JoinRole.CLUSTER_INIT or (
+        config.role is JoinRole.SERVER and not config.server
+    ):
         return Decision(JoinRole.CLUSTER_INIT, None)
     if not config.server:
         raise BootstrapError(
             f"role {config.role} without discovery needs server: the URL of a node to join"
         )
-    role = JoinRole.SERVER if config.role is Role.SERVER else JoinRole.AGENT
+    role = JoinRole.SERVER if config.role is JoinRole.SERVER else JoinRole.AGENT
     return Decision(role, config.server)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from rancherd.config import Config, DiscoveryConfig, Preset, Role, Secret
+from rancherd.config import Config, DiscoveryConfig, Preset, Secret
 from rancherd.discover import LOG_NODE
 from rancherd.discovery.params import DiscoveryParams
 from rancherd.discovery.provider import (
@@ -28,6 +28,7 @@ from rancherd.discovery.provider import (
     format_endpoint,
     send_answer,
 )
+from rancherd.kinds import JoinRole
 from rancherd.node import Node, Outcome
 from rancherd.state import DataDir
 
@@ -87,7 +88,7 @@ def demo_configs(count: int, port: int, token: str, data_root: Path) -> list[Con
     params = DiscoveryParams.from_mapping({"provider": "static", "addrs": addrs})
     return [
         Config(
-            role=Role.SERVER,
+            role=JoinRole.SERVER,
             token=Secret(token),
             discovery=DiscoveryConfig(
                 params=params,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import trio
 
-from rancherd.config import Config, Role
+from rancherd.config import Config
 from rancherd.control import ControlServer
 from rancherd.discovery import make_provider
 from rancherd.discovery.provider import Advertisement, Provider, format_endpoint
@@ -30,7 +30,6 @@ from rancherd.gossip.driver import Driver
 from rancherd.gossip.election import JoinRole
 from rancherd.gossip.links import Links
 from rancherd.gossip.messages import Decision
-from rancherd.gossip.messages import Role as WireRole
 from rancherd.gossip.security import TokenKeys
 from rancherd.gossip.transport import Transport, TransportLimits
 from rancherd.state import DataDir
@@ -162,7 +161,7 @@ class Node:
             raise NodeError("the config has no discovery section: nothing to discover")
         if config.token is None:
             raise NodeError("the config has no token: discovery needs the fleet's token")
-        if config.role not in (Role.SERVER, Role.AGENT):
+        if config.role not in (JoinRole.SERVER, JoinRole.AGENT):
             raise NodeError(f"role {config.role} does not take part in discovery")
         self.config = config
         self.data_dir = data_dir
@@ -171,11 +170,11 @@ class Node:
         self._provider = provider
         self._limits = limits or TransportLimits()
         self._random_bytes = random_bytes
-        base = gossip_config or GossipConfig.preset(str(self._discovery.preset))
-        self.gossip_config = dataclasses.replace(
-            base,
+        self.gossip_config = GossipConfig.for_fleet(
+            self._discovery.preset,
             expected_servers=self._discovery.expected_servers,
             server_cache_duration=self._discovery.server_cache_duration,
+            base=gossip_config,
         )
         self.driver: Driver | None = None
         self.links: Links | None = None
@@ -207,7 +206,7 @@ class Node:
         endpoints, ips = own_addresses(config)
         self.endpoints = tuple(endpoints)
         api_host = config.address or (ips[0] if ips else endpoints[0].rsplit(":", 1)[0])
-        role = WireRole.SERVER if config.role is Role.SERVER else WireRole.AGENT
+        role = config.role.node_role
         seed = int.from_bytes(self._random_bytes(16), "big")
         rng = random.Random(seed)
         core = GossipCore(

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from rancherd.bootstrap import BootstrapError, GossipHooks, decide_statically
 from rancherd.cli import cli
-from rancherd.config import Config, Role, Secret
+from rancherd.config import Config, Secret
 from rancherd.gossip.core import PeerInfo, PersistedState
 from rancherd.gossip.election import JoinRole
 from rancherd.gossip.messages import Decision, Progress, Vote
@@ -26,16 +26,16 @@ DECISION = Decision("c1", A, "10.0.0.1", 0, (A, B, C, D))
 
 
 def test_static_rules_follow_the_original() -> None:
-    assert decide_statically(Config(role=Role.CLUSTER_INIT)).role is JoinRole.CLUSTER_INIT
-    assert decide_statically(Config(role=Role.SERVER)).role is JoinRole.CLUSTER_INIT
-    joining = decide_statically(Config(role=Role.SERVER, server="https://10.0.0.1:6443"))
+    assert decide_statically(Config(role=JoinRole.CLUSTER_INIT)).role is JoinRole.CLUSTER_INIT
+    assert decide_statically(Config(role=JoinRole.SERVER)).role is JoinRole.CLUSTER_INIT
+    joining = decide_statically(Config(role=JoinRole.SERVER, server="https://10.0.0.1:6443"))
     assert (joining.role, joining.server_url) == (JoinRole.SERVER, "https://10.0.0.1:6443")
     agent = decide_statically(
-        Config(role=Role.AGENT, server="https://10.0.0.1:6443", token=Secret("t"))
+        Config(role=JoinRole.AGENT, server="https://10.0.0.1:6443", token=Secret("t"))
     )
     assert agent.role is JoinRole.AGENT
     with pytest.raises(BootstrapError, match="needs server"):
-        decide_statically(Config(role=Role.AGENT))
+        decide_statically(Config(role=JoinRole.AGENT))
 
 
 class _Core:
@@ -65,7 +65,7 @@ def peer(node_id: str, progress: Progress, *, alive: bool = True) -> PeerInfo:
 
 
 def hooks(me: str, peers: list[PeerInfo]) -> GossipHooks:
-    plan = build_plan(Config(role=Role.SERVER, token=Secret("t")), JoinRole.SERVER, "10.0.0.1")
+    plan = build_plan(Config(role=JoinRole.SERVER, token=Secret("t")), JoinRole.SERVER, "10.0.0.1")
     return GossipHooks(_Node(_Driver(me, peers)), plan)  # type: ignore[arg-type]
 
 
@@ -171,7 +171,7 @@ class _RecordingDriver(_Driver):
 def test_progress_is_installing_only_after_the_last_wait() -> None:
     from rancherd.install.apply import StepState
 
-    plan = build_plan(Config(role=Role.SERVER, token=Secret("t")), JoinRole.SERVER, "10.0.0.1")
+    plan = build_plan(Config(role=JoinRole.SERVER, token=Secret("t")), JoinRole.SERVER, "10.0.0.1")
     driver = _RecordingDriver()
     hook = GossipHooks(_Node(driver), plan)  # type: ignore[arg-type]
     ids = plan.step_ids()

@@ -15,9 +15,11 @@ from rancherd.config import (
     IMPLICIT_PATHS,
     ConfigError,
     LoadedConfig,
-    Role,
     load_config,
 )
+from rancherd.config import check as check_module
+from rancherd.config import loader as loader_module
+from rancherd.kinds import JoinRole
 
 BASE = """\
 role: server
@@ -71,7 +73,7 @@ def test_defaults_match_the_original() -> None:
 def test_one_explicit_file(tmp_path: Path) -> None:
     path = write(tmp_path, "config.yaml", BASE)
     loaded = load(path)
-    assert loaded.config.role is Role.SERVER
+    assert loaded.config.role is JoinRole.SERVER
     assert loaded.config.token is not None
     assert loaded.config.token.reveal() == "base-token"
     assert loaded.files == (path,)
@@ -237,7 +239,7 @@ def test_rancherd_key_in_a_plain_file_is_the_only_part_read(tmp_path: Path) -> N
         """,
     )
     loaded = load(path)
-    assert loaded.config.role is Role.SERVER
+    assert loaded.config.role is JoinRole.SERVER
     assert loaded.sources == {"role": path}
 
 
@@ -365,11 +367,11 @@ def test_invalid_utf8_is_an_error_with_its_line(tmp_path: Path) -> None:
 def test_utf8_bom_is_fine(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
-    assert load(path).config.role is Role.SERVER
+    assert load(path).config.role is JoinRole.SERVER
 
 
 def test_oversized_file_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "MAX_FILE_SIZE", 64)
+    monkeypatch.setattr(loader_module, "MAX_FILE_SIZE", 64)
     path = write(tmp_path, "config.yaml", BASE + "# " + "x" * 100 + "\n")
     with pytest.raises(ConfigError, match="larger than"):
         load(path)
@@ -415,7 +417,7 @@ def test_a_bug_in_the_loader_is_still_a_config_error(
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError(TOKEN_LIKE)
 
-    monkeypatch.setattr(config_module._Checker, "config", broken)
+    monkeypatch.setattr(check_module.Checker, "config", broken)
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, "config.yaml", BASE))
     assert issues_of(caught) == ["internal error while reading the config (KeyError)"]

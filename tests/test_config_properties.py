@@ -17,13 +17,12 @@ from rancherd.config import (
     DiscoveryConfig,
     Instruction,
     LoadedConfig,
-    Preset,
-    Role,
     Secret,
     config_to_dict,
     load_config,
 )
 from rancherd.discovery.params import DiscoveryParams, HostPort
+from rancherd.kinds import USER_PRESETS, JoinRole
 
 # Function-scoped tmp_path does not mix with @given; one directory per example instead.
 
@@ -128,6 +127,8 @@ def test_any_document_gives_a_config_or_a_config_error(value: object) -> None:
 
 _TEXT = st.text(min_size=1, max_size=30)
 _SECRET_TEXT = _TEXT.filter(lambda text: text.strip() != "")
+_LINE = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=30)
+"""Names, versions, hosts: a control character there is refused (issue 15)."""
 _NODE_NAME = st.from_regex(
     r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?(\.[a-z0-9]{1,5}){0,2}", fullmatch=True
 )
@@ -190,7 +191,7 @@ def discoveries(draw: st.DrawFn) -> tuple[dict[str, Any], DiscoveryConfig]:
         written["advertiseAddresses"] = [str(a) for a in addresses]
         expected["advertise_addresses"] = tuple(addresses)
     if draw(st.booleans()):
-        preset = draw(st.sampled_from(Preset))
+        preset = draw(st.sampled_from(USER_PRESETS))
         written["preset"], expected["preset"] = preset.value, preset
     return written, DiscoveryConfig(**expected)
 
@@ -212,15 +213,14 @@ def instructions(draw: st.DrawFn) -> tuple[dict[str, Any], Instruction]:
     return written, Instruction(**expected)
 
 
-@st.composite
-def configs(draw: st.DrawFn) -> tuple[dict[str, Any], Config]:
-    role = draw(st.sampled_from(Role))
-    written: dict[str, Any] = {"role": role.value}
-    expected: dict[str, Any] = {"role": role}
+def _joining(draw: st.DrawFn, role: JoinRole) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Token, server and discovery, as the role allows them."""
+    written: dict[str, Any] = {}
+    expected: dict[str, Any] = {}
     how = "alone"
-    if role is Role.AGENT:
+    if role is JoinRole.AGENT:
         how = draw(st.sampled_from(["server", "discovery"]))
-    elif role is Role.SERVER:
+    elif role is JoinRole.SERVER:
         how = draw(st.sampled_from(["alone", "server", "discovery"]))
     if how != "alone" or draw(st.booleans()):
         token = draw(_SECRET_TEXT)
@@ -230,6 +230,13 @@ def configs(draw: st.DrawFn) -> tuple[dict[str, Any], Config]:
         written["server"] = expected["server"] = f"https://{host}"
     elif how == "discovery":
         written["discovery"], expected["discovery"] = draw(discoveries())
+    return written, expected
+
+
+def _scalars(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one-line strings, the node name and the addresses."""
+    written: dict[str, Any] = {}
+    expected: dict[str, Any] = {}
     for key, name in (
         ("kubernetesVersion", "kubernetes_version"),
         ("rancherVersion", "rancher_version"),
@@ -238,15 +245,25 @@ def configs(draw: st.DrawFn) -> tuple[dict[str, Any], Config]:
         ("rancherInstallerImage", "rancher_installer_image"),
     ):
         if draw(st.booleans()):
-            written[key] = expected[name] = draw(_TEXT)
+            written[key] = expected[name] = draw(_LINE)
     if draw(st.booleans()):
         written["nodeName"] = expected["node_name"] = draw(_NODE_NAME)
     for key, name in (("address", "address"), ("internalAddress", "internal_address")):
         if draw(st.booleans()):
             written[key] = expected[name] = ",".join(draw(st.lists(_IP, min_size=1, max_size=2)))
+    if draw(st.booleans()):
+        directory = "/" + draw(st.text(st.characters(blacklist_characters="\0"), max_size=20))
+        written["dataDir"], expected["data_dir"] = directory, Path(directory)
+    return written, expected
+
+
+def _collections(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Lists of strings, free-form maps and instructions."""
+    written: dict[str, Any] = {}
+    expected: dict[str, Any] = {}
     for key, name in (("tlsSans", "tls_sans"), ("taints", "taints"), ("labels", "labels")):
         if draw(st.booleans()):
-            items = draw(st.lists(_TEXT, max_size=3))
+            items = draw(st.lists(_LINE, max_size=3))
             written[key], expected[name] = items, tuple(items)
     for key, name in (("rancherValues", "rancher_values"), ("extraConfig", "extra_config")):
         if draw(st.booleans()):
@@ -260,6 +277,13 @@ def configs(draw: st.DrawFn) -> tuple[dict[str, Any], Config]:
             pairs = draw(st.lists(instructions(), max_size=3))
             written[key] = [w for w, _ in pairs]
             expected[name] = tuple(e for _, e in pairs)
+    return written, expected
+
+
+def _objects(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Resources (under both spellings) and registries."""
+    written: dict[str, Any] = {}
+    expected: dict[str, Any] = {}
     resources: list[Any] = []
     for key in ("resources", "bootstrapResources"):
         if draw(st.booleans()):
@@ -272,7 +296,7 @@ def configs(draw: st.DrawFn) -> tuple[dict[str, Any], Config]:
     expected["resources"] = tuple(resources)
     if draw(st.booleans()):
         registries = {
-            "mirrors": {draw(_TEXT): {"endpoint": draw(st.lists(_TEXT, max_size=2))}},
+            "mirrors": {draw(_TEXT): {"endpoint": draw(st.lists(_LINE, max_size=2))}},
             "configs": {
                 draw(_TEXT): {
                     "auth": {"username": draw(_TEXT), "password": draw(_TEXT)},
@@ -281,9 +305,17 @@ def configs(draw: st.DrawFn) -> tuple[dict[str, Any], Config]:
             },
         }
         written["registries"], expected["registries"] = registries, frozen(registries)
-    if draw(st.booleans()):
-        directory = "/" + draw(st.text(st.characters(blacklist_characters="\0"), max_size=20))
-        written["dataDir"], expected["data_dir"] = directory, Path(directory)
+    return written, expected
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> tuple[dict[str, Any], Config]:
+    role = draw(st.sampled_from(JoinRole))
+    written: dict[str, Any] = {"role": role.value}
+    expected: dict[str, Any] = {"role": role}
+    for part in (_joining(draw, role), _scalars(draw), _collections(draw), _objects(draw)):
+        written.update(part[0])
+        expected.update(part[1])
     return written, Config(**expected)
 
 

@@ -20,12 +20,12 @@ from rancherd.config import (
     Instruction,
     LoadedConfig,
     Preset,
-    Role,
     Secret,
     config_to_dict,
     load_config,
 )
 from rancherd.discovery.params import DiscoveryParams, HostPort
+from rancherd.kinds import JoinRole
 
 TOKEN = "s3cr3t-T0KEN-value"
 DISCOVERY = """\
@@ -229,13 +229,17 @@ def test_deep_nesting_is_refused(tmp_path: Path) -> None:
     assert any("nested deeper than 64 levels" in line for line in found)
 
 
-def test_very_deep_nesting_is_refused(tmp_path: Path) -> None:
-    # Deeper than PyYAML's recursive composer can go: a RecursionError inside it.
+@pytest.mark.parametrize("depth", [5000, 100_000])
+def test_very_deep_nesting_is_refused_with_its_line(tmp_path: Path, depth: int) -> None:
+    # Deeper than PyYAML's recursive composer can go: refused while composing (issue 15).
     path = tmp_path / "config.yaml"
-    path.write_text(VALID + "extraConfig: " + "[" * 5000 + "]" * 5000 + "\n")
+    path.write_text(VALID + "extraConfig: " + "[" * depth + "]" * depth + "\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path, implicit_paths=(), default_path=None)
-    assert [str(i) for i in caught.value.issues] == [f"{path}: nested too deeply to read"]
+    line = VALID.count("\n") + 1
+    assert [str(i) for i in caught.value.issues] == [
+        f"{path}:{line}: nested too deeply to read (more than 200 levels)"
+    ]
 
 
 # --- Keys ----------------------------------------------------------------------------
@@ -575,7 +579,7 @@ def test_relations_are_skipped_when_a_file_is_unreadable(tmp_path: Path) -> None
 
 
 def test_role_server_without_server_or_discovery_is_valid(tmp_path: Path) -> None:
-    assert load_text(tmp_path, "role: server\n").config == Config(role=Role.SERVER)
+    assert load_text(tmp_path, "role: server\n").config == Config(role=JoinRole.SERVER)
 
 
 def test_join_a_server(tmp_path: Path) -> None:
@@ -769,10 +773,10 @@ def test_secret() -> None:
     assert secret != Secret("other")
     assert secret != TOKEN
     assert hash(secret) == hash(Secret(TOKEN))
-    assert TOKEN not in repr(Config(role=Role.SERVER, token=secret))
+    assert TOKEN not in repr(Config(role=JoinRole.SERVER, token=secret))
     with pytest.raises(TypeError):
         pickle.dumps(secret)
-    assert dataclasses.replace(Config(role=Role.SERVER, token=secret)).token is secret
+    assert dataclasses.replace(Config(role=JoinRole.SERVER, token=secret)).token is secret
 
 
 @pytest.mark.parametrize(
@@ -872,7 +876,7 @@ dataDir: /srv/rancherd
 def test_every_field(tmp_path: Path) -> None:
     config = load_text(tmp_path, FULL).config
     assert config == Config(
-        role=Role.SERVER,
+        role=JoinRole.SERVER,
         token=Secret(TOKEN),
         discovery=DiscoveryConfig(
             params=DiscoveryParams.from_mapping(
@@ -948,7 +952,7 @@ def test_every_field(tmp_path: Path) -> None:
 def test_config_is_frozen_all_the_way_down(tmp_path: Path) -> None:
     config = load_text(tmp_path, FULL).config
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.role = Role.AGENT  # type: ignore[misc]
+        config.role = JoinRole.AGENT  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.rancher_values["replicas"] = 1  # type: ignore[index]
     assert isinstance(config.extra_config["disable"], tuple)

@@ -33,7 +33,6 @@ from rancherd.config import (
     Config,
     ConfigError,
     LoadedConfig,
-    Role,
     Secret,
     config_to_dict,
     load_config,
@@ -387,11 +386,11 @@ def flags(name: str) -> set[str]:
 def runtime_configs() -> Iterator[tuple[str, Runtime, JoinRole, dict[str, Any]]]:
     """The drop-in rancherd writes for each runtime and role, from a config using every
     key it maps (and no extraConfig, whose keys are the user's)."""
-    roles = {JoinRole.CLUSTER_INIT: Role.CLUSTER_INIT, JoinRole.SERVER: Role.SERVER}
+    roles = {JoinRole.CLUSTER_INIT: JoinRole.CLUSTER_INIT, JoinRole.SERVER: JoinRole.SERVER}
     for runtime, version in ((Runtime.K3S, "v1.31.4+k3s1"), (Runtime.RKE2, "v1.31.4+rke2r1")):
         for role in JoinRole:
             config = Config(
-                role=roles.get(role, Role.AGENT),
+                role=roles.get(role, JoinRole.AGENT),
                 token=Secret("t0ken"),
                 kubernetes_version=version,
                 tls_sans=("k8s.example.com",),

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rancherd.config import Config, Instruction, Role, Secret, load_config
+from rancherd.config import Config, Instruction, Secret, load_config
 from rancherd.gossip.election import JoinRole
 from rancherd.install import (
     Plan,
@@ -221,7 +221,7 @@ def test_joining_nodes_skip_instructions_as_in_the_original(
     assert not [s for s in plan.steps if s.name.startswith(("pre-", "post-"))]
     assert any("cluster-init node only" in note for note in plan.notes)
     with pytest.raises(PlanError, match="image is not supported"):
-        build_plan(dataclasses.replace(config, role=Role.CLUSTER_INIT), JoinRole.CLUSTER_INIT)
+        build_plan(dataclasses.replace(config, role=JoinRole.CLUSTER_INIT), JoinRole.CLUSTER_INIT)
 
 
 @pytest.mark.parametrize(
@@ -410,7 +410,7 @@ def test_no_token_survives_any_rendering(token: str, role: JoinRole) -> None:
 
     def plan_with(secret: str) -> Plan:
         config = Config(
-            role=Role.AGENT if role is JoinRole.AGENT else Role.SERVER,
+            role=JoinRole.AGENT if role is JoinRole.AGENT else JoinRole.SERVER,
             token=Secret(secret),
             kubernetes_version="v1.31.4+k3s1",
             rancher_version="v2.9.3",

@@ -40,6 +40,7 @@ from rancherd.gossip.queue import (
     BroadcastQueue,
     record_priority,
 )
+from rancherd.kinds import Preset
 
 ME = "0" * 31 + "5"
 IDS = [f"{i:032x}" for i in (1, 3, 7, 9, 11)]
@@ -534,7 +535,7 @@ def test_a_gossip_within_the_estimate_always_encodes(records: list[NodeRecord]) 
 
 
 def test_presets_are_valid_and_named() -> None:
-    for name in GossipConfig.PRESET_NAMES:
+    for name in Preset:
         assert isinstance(GossipConfig.preset(name), GossipConfig)
     assert GossipConfig.lan().gossip_interval < GossipConfig.sim().gossip_interval
     with pytest.raises(ValueError, match="unknown gossip preset"):

@@ -16,7 +16,7 @@ import trio
 from click.testing import CliRunner
 
 from rancherd.cli import cli
-from rancherd.config import Config, DiscoveryConfig, Preset, Role, Secret
+from rancherd.config import Config, DiscoveryConfig, Preset, Secret
 from rancherd.control import ControlError, fetch_snapshots
 from rancherd.discovery.params import DiscoveryParams
 from rancherd.gossip.election import JoinRole
@@ -32,7 +32,7 @@ PORT = 8443
 def make_config(index: int, count: int, tmp_path: Path, *, expected: int | None = None) -> Config:
     addrs = " ".join(f"10.1.0.{i + 1}:{PORT}" for i in range(count))
     return Config(
-        role=Role.SERVER,
+        role=JoinRole.SERVER,
         token=Secret("node test token"),
         discovery=DiscoveryConfig(
             params=DiscoveryParams.from_mapping({"provider": "static", "addrs": addrs}),

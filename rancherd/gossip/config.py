@@ -5,17 +5,18 @@ Shaped after memberlist's ``config.go`` (``DefaultLANConfig``, ``DefaultLocalCon
 the few formulas that scale with the fleet are small pure functions.
 
 Only ``expected_servers`` and ``server_cache_duration`` come from the user's config
-(``expectedServers``, ``serverCacheDuration``); the rest are engineering constants. A driver
-builds ``dataclasses.replace(GossipConfig.lan(), expected_servers=..., ...)``.
+(``expectedServers``, ``serverCacheDuration``); the rest are engineering constants. The node
+and the simulator both build theirs with ``GossipConfig.for_fleet(preset, ...)``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 
 from rancherd.gossip.codec import MAX_MESSAGE_SIZE, MAX_RECORDS, MAX_RELEASED, MAX_VIEW
+from rancherd.kinds import Preset
 
 __all__ = [
     "PRESETS",
@@ -119,49 +120,31 @@ class GossipConfig:
     """Forgotten peers remembered (oldest dropped first), so a stale copy of a dead
     node's record relayed by a slower peer does not bring it back to life."""
 
-    PRESET_NAMES: ClassVar[tuple[str, ...]] = ("lan", "local", "sim")
-
     def __post_init__(self) -> None:
-        problems: list[str] = []
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, int | float) and value < 0:
-                problems.append(f"{field.name} must not be negative")
-        if not 1 <= self.expected_servers <= MAX_VIEW:
-            problems.append(f"expected_servers must be in 1..{MAX_VIEW} (a view's limit)")
-        for name in (
-            "server_cache_duration",
-            "gossip_interval",
-            "decided_gossip_interval",
-            "push_pull_interval",
-            "gathering_push_pull_interval",
-        ):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be positive")
-        if not 0 <= self.gossip_jitter < 1:
-            problems.append("gossip_jitter must be in [0, 1)")
-        if self.fanout < 1 or self.server_fanout > self.fanout:
-            problems.append("fanout must be at least 1 and at least server_fanout")
-        if not 1 <= self.quiet_fanout <= self.fanout:
-            problems.append("quiet_fanout must be in 1..fanout")
-        if self.partners < self.fanout:
-            problems.append("partners must be at least fanout")
-        if not 1 <= self.max_released <= MAX_RELEASED:
-            problems.append(f"max_released must be in 1..{MAX_RELEASED}")
-        if self.released_kept < self.max_released:
-            problems.append("released_kept must be at least max_released")
-        if not 2 <= self.max_records_per_gossip <= self.max_records_per_push_pull <= MAX_RECORDS:
-            problems.append(
-                f"need 2 <= max_records_per_gossip <= max_records_per_push_pull <= {MAX_RECORDS}"
-            )
-        if not 1024 <= self.max_message_bytes <= MAX_MESSAGE_SIZE:
-            problems.append(f"max_message_bytes must be in 1024..{MAX_MESSAGE_SIZE}")
-        if self.round_timeout <= self.retransmit_interval:
-            problems.append("round_timeout must exceed retransmit_interval")
-        if self.max_contacts_per_round < 1:
-            problems.append("max_contacts_per_round must be at least 1")
+        problems = [
+            *_negative_fields(self),
+            *_timing_problems(self),
+            *_fanout_problems(self),
+            *_size_problems(self),
+        ]
         if problems:
             raise ValueError("invalid GossipConfig: " + "; ".join(problems))
+
+    @classmethod
+    def for_fleet(
+        cls,
+        preset: Preset | str,
+        *,
+        expected_servers: int,
+        server_cache_duration: float,
+        base: GossipConfig | None = None,
+    ) -> GossipConfig:
+        """The engine's config for one fleet: the preset's timings (or ``base``) with the
+        user's two choices. The node and the simulator both build their config here."""
+        start = base if base is not None else cls.preset(preset)
+        return replace(
+            start, expected_servers=expected_servers, server_cache_duration=server_cache_duration
+        )
 
     @classmethod
     def lan(cls) -> GossipConfig:
@@ -211,15 +194,76 @@ class GossipConfig:
         )
 
     @classmethod
-    def preset(cls, name: str) -> GossipConfig:
-        """The preset called ``name`` (one of ``PRESET_NAMES``)."""
-        factory = PRESETS.get(name)
-        if factory is None:
+    def preset(cls, name: Preset | str) -> GossipConfig:
+        """The preset called ``name`` (a ``rancherd.kinds.Preset``)."""
+        if name not in PRESETS:
             raise ValueError(f"unknown gossip preset {name!r}; one of {', '.join(PRESETS)}")
-        return factory()
+        return PRESETS[Preset(name)]()
 
 
-PRESETS = {"lan": GossipConfig.lan, "local": GossipConfig.local, "sim": GossipConfig.sim}
+PRESETS: Mapping[Preset, Callable[[], GossipConfig]] = {
+    Preset.LAN: GossipConfig.lan,
+    Preset.LOCAL: GossipConfig.local,
+    Preset.SIM: GossipConfig.sim,
+}
+"""Each preset's factory, keyed by the one list of names (``rancherd.kinds.Preset``)."""
+
+
+def _negative_fields(config: GossipConfig) -> list[str]:
+    return [
+        f"{field.name} must not be negative"
+        for field in fields(config)
+        if isinstance(getattr(config, field.name), int | float) and getattr(config, field.name) < 0
+    ]
+
+
+def _timing_problems(config: GossipConfig) -> list[str]:
+    problems = [
+        f"{name} must be positive"
+        for name in (
+            "server_cache_duration",
+            "gossip_interval",
+            "decided_gossip_interval",
+            "push_pull_interval",
+            "gathering_push_pull_interval",
+        )
+        if getattr(config, name) <= 0
+    ]
+    if not 0 <= config.gossip_jitter < 1:
+        problems.append("gossip_jitter must be in [0, 1)")
+    if config.round_timeout <= config.retransmit_interval:
+        problems.append("round_timeout must exceed retransmit_interval")
+    return problems
+
+
+def _fanout_problems(config: GossipConfig) -> list[str]:
+    problems = []
+    if config.fanout < 1 or config.server_fanout > config.fanout:
+        problems.append("fanout must be at least 1 and at least server_fanout")
+    if not 1 <= config.quiet_fanout <= config.fanout:
+        problems.append("quiet_fanout must be in 1..fanout")
+    if config.partners < config.fanout:
+        problems.append("partners must be at least fanout")
+    if config.max_contacts_per_round < 1:
+        problems.append("max_contacts_per_round must be at least 1")
+    return problems
+
+
+def _size_problems(config: GossipConfig) -> list[str]:
+    problems = []
+    if not 1 <= config.expected_servers <= MAX_VIEW:
+        problems.append(f"expected_servers must be in 1..{MAX_VIEW} (a view's limit)")
+    if not 1 <= config.max_released <= MAX_RELEASED:
+        problems.append(f"max_released must be in 1..{MAX_RELEASED}")
+    if config.released_kept < config.max_released:
+        problems.append("released_kept must be at least max_released")
+    if not (2 <= config.max_records_per_gossip <= config.max_records_per_push_pull <= MAX_RECORDS):
+        problems.append(
+            f"need 2 <= max_records_per_gossip <= max_records_per_push_pull <= {MAX_RECORDS}"
+        )
+    if not 1024 <= config.max_message_bytes <= MAX_MESSAGE_SIZE:
+        problems.append(f"max_message_bytes must be in 1024..{MAX_MESSAGE_SIZE}")
+    return problems
 
 
 def retransmit_limit(retransmit_mult: int, nodes: int) -> int:

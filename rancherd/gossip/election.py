@@ -50,6 +50,7 @@ from rancherd.gossip.messages import (
     Role,
     Vote,
 )
+from rancherd.kinds import JoinRole
 
 __all__ = [
     "Abandoned",
@@ -76,12 +77,6 @@ class Phase(StrEnum):
     VOTED = "voted"
     BACKOFF = "backoff"
     DECIDED = "decided"
-
-
-class JoinRole(StrEnum):
-    CLUSTER_INIT = "cluster-init"
-    SERVER = "server"
-    AGENT = "agent"
 
 
 ElectionMessage = Propose | Ack | Refuse | Release | Commit

@@ -20,6 +20,8 @@ import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 
+from rancherd.kinds import Role as Role  # defined once, for config and gossip alike
+
 PROTOCOL_VERSION = 2
 """The version this build speaks; peers agree on ``min(max_a, max_b)`` in the hello.
 
@@ -51,13 +53,6 @@ class Tag(IntEnum):
     REFUSE = 5
     RELEASE = 6
     COMMIT = 7
-
-
-class Role(IntEnum):
-    """What a node may become. Only servers vote and only servers can win."""
-
-    SERVER = 1
-    AGENT = 2
 
 
 class Progress(IntEnum):

@@ -54,7 +54,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from rancherd.addresses import bracketed
-from rancherd.config import Config, Instruction, Role, Secret, config_to_dict
+from rancherd.config import Config, Instruction, Secret, config_to_dict
 from rancherd.gossip.election import JoinRole
 from rancherd.install.plan import (
     REDACTED,
@@ -290,11 +290,11 @@ def build_plan(
 
 
 def _check_role(config: Config, role: JoinRole, server: str | None) -> None:
-    if config.role is Role.AGENT and role is not JoinRole.AGENT:
+    if config.role is JoinRole.AGENT and role is not JoinRole.AGENT:
         raise PlanError(f"this node is configured as an agent: it joins as one, never as {role}")
-    if config.role is not Role.AGENT and role is JoinRole.AGENT:
+    if config.role is not JoinRole.AGENT and role is JoinRole.AGENT:
         raise PlanError(f"this node is configured as {config.role}: it never joins as an agent")
-    if config.role is Role.CLUSTER_INIT and role is not JoinRole.CLUSTER_INIT:
+    if config.role is JoinRole.CLUSTER_INIT and role is not JoinRole.CLUSTER_INIT:
         raise PlanError("this node is configured as cluster-init: it creates the cluster")
     if role is JoinRole.CLUSTER_INIT:
         if server is not None:

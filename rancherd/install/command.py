@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import click
 
 from rancherd.cli_options import config_option
-from rancherd.config import Config, Role
+from rancherd.config import Config
 from rancherd.gossip.election import JoinRole
 from rancherd.install.builders import (
     INSTALL_SCRIPT_ENV,
@@ -122,7 +122,7 @@ def _decide(config: Config, role: str | None, server: str | None) -> tuple[JoinR
                 "nobody (use --role server or --role agent with --server)"
             )
         return join_role, None if join_role is JoinRole.CLUSTER_INIT else target
-    if config.role is Role.CLUSTER_INIT:
+    if config.role is JoinRole.CLUSTER_INIT:
         return JoinRole.CLUSTER_INIT, None
     if config.discovery is not None and server is None:
         raise click.UsageError(

@@ -27,12 +27,10 @@ declining stale relayed records changes nothing (the trace stays that of a plain
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
+from rancherd.gossip import codec
 from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.core import (
     Decided,
@@ -55,12 +53,8 @@ GOSSIP_PORT = 7946
 
 def make_config(scenario: Scenario) -> GossipConfig:
     """The scenario's preset, with its ``expectedServers`` and ``serverCacheDuration``."""
-    preset: Any = getattr(GossipConfig, scenario.gossip.preset, None)
-    base = preset() if callable(preset) else GossipConfig()
-    if not isinstance(base, GossipConfig):
-        raise TypeError(f"GossipConfig.{scenario.gossip.preset}() did not return a GossipConfig")
-    return dataclasses.replace(
-        base,
+    return GossipConfig.for_fleet(
+        scenario.gossip.preset,
         expected_servers=scenario.expected_servers,
         server_cache_duration=scenario.server_cache_duration,
     )
@@ -71,33 +65,10 @@ Roundtrip = Callable[[Message, "Keep | None"], Message]
 
 
 def codec_roundtrip() -> Roundtrip:
-    """Encode and decode through ``rancherd.gossip.codec`` (raises if it is not there)."""
-    import importlib
-
-    codec: Any = importlib.import_module("rancherd.gossip.codec")
-    for encode_name, decode_name in (
-        ("encode_message", "decode_message"),
-        ("encode", "decode"),
-    ):
-        encode = getattr(codec, encode_name, None)
-        decode = getattr(codec, decode_name, None)
-        if callable(encode) and callable(decode):
-            return _roundtrip(encode, decode)
-    raise RuntimeError("rancherd.gossip.codec has no encode_message/decode_message pair")
-
-
-def _roundtrip(encode: Any, decode: Any) -> Roundtrip:
-    try:
-        takes_keep = "keep" in inspect.signature(decode).parameters
-    except (TypeError, ValueError):
-        takes_keep = False
+    """Encode and decode through ``rancherd.gossip.codec``, the receiver's ``keep`` applied."""
 
     def roundtrip(message: Message, keep: Keep | None) -> Message:
-        data = encode(message)
-        result: Message = (
-            decode(data, keep=keep) if takes_keep and keep is not None else decode(data)
-        )
-        return result
+        return codec.decode(codec.encode(message), keep=keep)
 
     return roundtrip
 
