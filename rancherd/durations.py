@@ -64,7 +64,7 @@ def parse_duration_ns(text: str) -> int:
         if text.lstrip("+-") == "0":
             return 0
         raise DurationError(
-            f"{original!r} has no unit; write {_bare_number_hint(text)} "
+            f"{_shown(original)} has no unit; write {_bare_number_hint(text)} "
             "(units: ns, us, ms, s, m, h)"
         )
     sign = 1
@@ -73,14 +73,14 @@ def parse_duration_ns(text: str) -> int:
         sign = -1 if body[0] == "-" else 1
         body = body[1:]
     if not body:
-        raise DurationError(f"{original!r} is not a duration; write for example 60s or 1m")
+        raise DurationError(f"{_shown(original)} is not a duration; write for example 60s or 1m")
     total = 0
     position = 0
     while position < len(body):
         match = _COMPONENT.match(body, position)
         if match is None:
             raise DurationError(
-                f"{original!r} is not a duration; write for example 90s, 1m30s or 1.5h "
+                f"{_shown(original)} is not a duration; write for example 90s, 1m30s or 1.5h "
                 "(units: ns, us, ms, s, m, h)"
             )
         number, unit = match.groups()
@@ -96,6 +96,17 @@ def parse_duration_ns(text: str) -> int:
 
 _ABS_LIMIT = 2**63
 """Go accumulates the magnitude in a uint64 and refuses it past 2**63 at every step."""
+_MAX_WHOLE_DIGITS = len(str(_ABS_LIMIT))
+"""More digits than 2**63 has (leading zeros aside) are too long whatever the unit."""
+_SHOWN = 40
+"""Characters of a wrong duration quoted in a message; longer ones are cut."""
+
+
+def _shown(text: str) -> str:
+    """``repr`` of what was written, cut when long (a 5,000-digit number stays readable)."""
+    if len(text) <= _SHOWN:
+        return repr(text)
+    return f"{text[: _SHOWN // 2]!r}...({len(text)} characters)"
 
 
 def _component_ns(number: str, unit: int, original: str) -> int:
@@ -106,7 +117,9 @@ def _component_ns(number: str, unit: int, original: str) -> int:
     is 1200000000000ns in Go, one more than the exact value truncated.
     """
     whole_text, _, fraction_text = number.partition(".")
-    whole = int(whole_text or "0")
+    if len(whole_text.lstrip("0")) > _MAX_WHOLE_DIGITS:
+        raise _too_long(original)  # before int(): Python refuses to read 4,300+ digits
+    whole = int(whole_text.lstrip("0") or "0")
     if whole > _ABS_LIMIT // unit:
         raise _too_long(original)
     fraction, scale = 0, 1.0
@@ -126,10 +139,12 @@ def _component_ns(number: str, unit: int, original: str) -> int:
 
 
 def _too_long(original: str) -> DurationError:
-    return DurationError(f"{original!r} is too long; the largest duration is about 292 years")
+    return DurationError(f"{_shown(original)} is too long; the largest duration is about 292 years")
 
 
 def _bare_number_hint(text: str) -> str:
+    if len(text) > _SHOWN:
+        return "60s"
     try:
         value = float(text)
     except ValueError:  # pragma: no cover - the regex only lets numbers through

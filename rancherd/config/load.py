@@ -20,6 +20,7 @@ from rancherd.config.model import (
     Config,
     ConfigError,
     ConfigIssue,
+    yaml_keys,
 )
 from rancherd.config.yamlvalues import Map
 
@@ -107,7 +108,7 @@ def _load(
     default_path: Path | None,
     cloud_config_paths: Collection[Path],
 ) -> LoadedConfig:
-    loader = Loader({Path(p) for p in cloud_config_paths})
+    loader = Loader({Path(p) for p in cloud_config_paths}, frozenset(yaml_keys(Config)))
     for path in implicit_paths:
         loader.add_file(Path(path), required=False, directory_ok=True)
     if explicit is not None:

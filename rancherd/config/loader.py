@@ -46,6 +46,8 @@ class _TooMany(Exception):
 @dataclass(slots=True)
 class Loader:
     cloud_config_paths: Collection[Path]
+    root_keys: Collection[str] | None = None
+    """The schema's top-level keys (see ``Converter.root_keys``)."""
     issues: Issues = field(default_factory=Issues)
     merged: Value | None = None
     looked: list[Looked] = field(default_factory=list)
@@ -190,7 +192,7 @@ class Loader:
         node = self.ours(path, display, composed.root, cloud_config)
         if node is None:
             return
-        converter = Converter(display, self.issues, composed.explicit)
+        converter = Converter(display, self.issues, composed.explicit, self.root_keys)
         before = len(self.issues)
         value = converter.convert(node, "")
         # Problems in the YAML itself (duplicate keys, tags) make a file unusable.

@@ -15,14 +15,20 @@ first. The config loader and the simulator's scenario loader both read YAML this
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.error import MarkedYAMLError, YAMLError
-from yaml.events import ScalarEvent
+from yaml.events import (
+    CollectionEndEvent,
+    CollectionStartEvent,
+    MappingStartEvent,
+    NodeEvent,
+    ScalarEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader, ReaderError
@@ -170,7 +176,8 @@ class _BoundedComposer(Composer):
         return int(events.peek_event().start_mark.line) + 1
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        self.nodes += 1
+        if not (isinstance(parent, MappingNode) and index is None):  # keys are not values
+            self.nodes += 1
         self.depth += 1
         try:
             if self.nodes > MAX_VALUES:
@@ -188,14 +195,13 @@ class _BoundedComposer(Composer):
         events: Any = self
         event: ScalarEvent = events.get_event()
         tag = event.tag
-        explicit = tag is not None and tag != "!"
-        if not explicit:
+        if tag is None or tag == "!":
             tag = self.resolve(ScalarNode, event.value, event.implicit)  # type: ignore[attr-defined]
         # libyaml says '' for a plain scalar, the pure-Python parser None.
         style = event.style or None
         marks: Any = (event.start_mark, event.end_mark)
         node = ScalarNode(str(tag), event.value, marks[0], marks[1], style=style)
-        if explicit:
+        if event.tag is not None:  # "!!str 1e3", "! 1e3": the writer chose, YAML did not guess
             self.explicit.add(id(node))
         if anchor is not None:
             self.anchors[anchor] = node
@@ -213,6 +219,7 @@ class _PyEvents(Reader, Scanner, Parser, _BoundedComposer, Resolver):
 
 
 _EVENT_SOURCES: list[Callable[[str], _BoundedComposer]] = []
+_count_events: Callable[[str], None] | None = None
 try:
     from yaml._yaml import CParser
 
@@ -223,10 +230,55 @@ try:
             Resolver.__init__(self)
             self.bound()
 
+    def _count_c_events(text: str) -> None:
+        """Count values and depth on libyaml's events, building nothing: a file over a
+        bound is refused at the cost of reading ``MAX_VALUES`` events (a tenth of a
+        second), before any node is built."""
+        parser = CParser(text)
+        try:
+            _count(parser)
+        finally:
+            parser.dispose()
+
     _EVENT_SOURCES.append(_CEvents)
+    _count_events = _count_c_events
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     pass
 _EVENT_SOURCES.append(_PyEvents)
+
+
+def _line_of(event: NodeEvent) -> int:
+    mark: Any = event.start_mark
+    return int(mark.line) + 1
+
+
+def _count(parser: Any) -> None:
+    """Raise ``_Refused`` at the first value over ``MAX_VALUES`` or level over the depth."""
+    values = 0
+    open_collections: list[list[int]] = []
+    """Per open collection: [1 for a map, 0 for a list; children seen so far]."""
+    while parser.check_event():
+        event = parser.get_event()
+        if isinstance(event, CollectionEndEvent):
+            open_collections.pop()
+            continue
+        if not isinstance(event, NodeEvent):
+            continue
+        top = open_collections[-1] if open_collections else None
+        if top is not None:
+            top[1] += 1
+        if top is None or not (top[0] and top[1] % 2):  # a map's odd children are keys
+            values += 1
+            if values > MAX_VALUES:
+                line = _line_of(event)
+                raise _Refused(line, "too many values (aliases expanding?); refused")
+        if isinstance(event, CollectionStartEvent):
+            open_collections.append([int(isinstance(event, MappingStartEvent)), 0])
+            if len(open_collections) > MAX_COMPOSE_DEPTH:
+                line = _line_of(event)
+                raise _Refused(
+                    line, f"nested too deeply to read (more than {MAX_COMPOSE_DEPTH} levels)"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +291,17 @@ class Composed:
 
 def compose_yaml(text: str, file: str, issues: Issues) -> Composed | None:
     """The document's nodes, or None with a file issue (syntax, a limit, a bad character)."""
-    for index, source in enumerate(_EVENT_SOURCES):
-        last = index == len(_EVENT_SOURCES) - 1
+    sources = _EVENT_SOURCES
+    if _count_events is not None:
+        try:
+            _count_events(text)
+        except _Refused as exc:
+            issues.add_file(file, exc.line, exc.message)
+            return None
+        except Exception:
+            sources = _EVENT_SOURCES[-1:]  # libyaml's messages differ: the pure-Python words them
+    for index, source in enumerate(sources):
+        last = index == len(sources) - 1
         try:
             composer = source(text)
             try:
@@ -305,13 +366,21 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 class Converter:
     """Turns one file's composed YAML into ``Value``s, reporting what YAML hides."""
 
-    def __init__(self, file: str, issues: Issues, explicit: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        file: str,
+        issues: Issues,
+        explicit: frozenset[int] = frozenset(),
+        root_keys: Collection[str] | None = None,
+    ) -> None:
         self.file = file
         self.issues = issues
         self.explicit = explicit
+        self.root_keys = root_keys
+        """The keys a schema knows at the top: the values of others are not converted
+        (they are reported as unknown keys, whatever they hold)."""
         self.budget = MAX_VALUES
         self.constructor = SafeConstructor()
-        self.resolver = Resolver()
 
     def origin(self, node: Node) -> Origin:
         return Origin(self.file, node.start_mark.line + 1)
@@ -376,13 +445,8 @@ class Converter:
                 "cannot make one of it; quote it",
             )
             return None
-        # "Plain" means YAML guessed the type: no quotes and no explicit tag (!!str 0123).
-        resolve = cast("Callable[..., str]", self.resolver.resolve)
-        guessed = (
-            node.style is None
-            and id(node) not in self.explicit
-            and node.tag == resolve(ScalarNode, node.value, (True, False))
-        )
+        # "Plain" means YAML guessed the type: no quotes and no tag written (!!str 0123).
+        guessed = node.style is None and id(node) not in self.explicit
         return Scalar(origin, value, node.tag, guessed, node.value)
 
     def key(self, node: Node, path: str) -> str | None:
@@ -427,6 +491,9 @@ class Converter:
                 )
                 continue
             first_line[key] = key_origin.line
+            if depth == 0 and self.root_keys is not None and key not in self.root_keys:
+                entries[key] = Entry(key_origin, Scalar(key_origin, None, _TAG + "null", False, ""))
+                continue
             value = self.convert(value_node, join(path, key), depth + 1)
             if value is not None:
                 entries[key] = Entry(key_origin, value)
