@@ -17,6 +17,10 @@ import click
 import trio
 
 from bench.results import Series, save_series, stamp
+from rancherd.kinds import USER_PRESETS
+
+_PRESETS = click.Choice([preset.value for preset in USER_PRESETS])
+"""The gossip presets a run may choose (``rancherd.kinds``)."""
 
 T = TypeVar("T")
 MODES = ("netns-mdns", "loopback-static", "inprocess")
@@ -62,7 +66,7 @@ def cli() -> None:
 @click.option("--mode", type=click.Choice(MODES), required=True)
 @click.option("--nodes", type=click.IntRange(1, 128), default=3, show_default=True)
 @click.option("--runs", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--preset", type=_PRESETS, default="lan", show_default=True)
 @click.option(
     "--seeds",
     type=click.IntRange(1, 128),
@@ -97,7 +101,7 @@ def serf(nodes: int, runs: int, limit: float, poll: float) -> None:
 @cli.command()
 @click.option("--nodes", type=click.IntRange(2, 127), default=50, show_default=True)
 @click.option("--runs", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--preset", type=_PRESETS, default="lan", show_default=True)
 @click.option("--limit", type=float, default=120.0, show_default=True, help="Seconds per run.")
 @click.option("--poll", type=float, default=0.1, show_default=True, help="Seconds between asks.")
 def members(nodes: int, runs: int, preset: str, limit: float, poll: float) -> None:
@@ -141,7 +145,7 @@ def _print_result(document: dict[str, object], as_json: bool) -> None:
 @click.option("--agents", type=click.IntRange(0, 10_000), default=0, show_default=True)
 @click.option("--expected", type=click.IntRange(1, 1000), default=None, help="[default: --servers]")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--preset", type=_PRESETS, default="lan", show_default=True)
 @click.option(
     "--limit", type=float, default=60.0, show_default=True, help="Virtual seconds to wait."
 )
@@ -185,7 +189,7 @@ def traffic(
 
 @cli.command("frame-cost")
 @click.option("--nodes", type=click.IntRange(2, 100), default=10, show_default=True)
-@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--preset", type=_PRESETS, default="lan", show_default=True)
 @click.option("--limit", type=float, default=60.0, show_default=True, help="Seconds to decide.")
 @click.option("--settle", type=float, default=3.0, show_default=True, help="Seconds after it.")
 @click.option("--window", type=float, default=20.0, show_default=True, help="Seconds measured.")
@@ -215,7 +219,7 @@ def frame_cost(
 
 @cli.command()
 @click.option("--nodes", type=click.IntRange(2, 100), default=30, show_default=True)
-@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--preset", type=_PRESETS, default="lan", show_default=True)
 @click.option("--limit", type=float, default=90.0, show_default=True, help="Seconds to decide.")
 @click.option("--cpu", type=int, default=None, help="The core to share [default: the last].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -232,7 +236,7 @@ def overload(nodes: int, preset: str, limit: float, cpu: int | None, as_json: bo
 @cli.command("compare-serf")
 @click.option("--nodes", type=click.IntRange(2, 127), default=50, show_default=True)
 @click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True)
-@click.option("--preset", type=click.Choice(("lan", "local")), default="lan", show_default=True)
+@click.option("--preset", type=_PRESETS, default="lan", show_default=True)
 @click.option("--limit", type=float, default=120.0, show_default=True, help="Seconds per run.")
 @click.option("--poll", type=float, default=0.1, show_default=True, help="Seconds between asks.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -21,8 +21,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from rancherd.config.yamlvalues import (
+    Converter,
+    Issues,
+    Map,
+    Scalar,
+    Seq,
+    Value,
+    compose_yaml,
+)
+from rancherd.kinds import USER_PRESETS, Preset
 from sim.dists import Distribution, Exponential, Fixed, LogNormal, Uniform
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -253,42 +261,42 @@ def _dotted(path: Path_) -> str:
 
 
 class _Yaml:
-    """Turns composed YAML into dicts, lists and scalars, refusing what would surprise."""
+    """Positioned YAML values (``rancherd.config.yamlvalues``, the config's reader: bounded,
+    duplicate keys and tags refused) to dicts, lists and scalars with their lines, refusing
+    the scalars that would surprise."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.lines: dict[Path_, int] = {}
         self.errors: list[str] = []
 
-    def convert(self, node: yaml.Node, path: Path_) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                line = key_node.start_mark.line + 1
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != (
-                    "tag:yaml.org,2002:str"
-                ):
-                    self.errors.append(f"{self.source}:{line}: {_dotted(path)}: keys are names")
-                    continue
-                key = str(key_node.value)
-                if key in out:
-                    self.errors.append(
-                        f"{self.source}:{line}: {_dotted((*path, key))}: duplicate key"
-                    )
-                    continue
-                out[key] = self.convert(value_node, (*path, key))
-                self.lines[(*path, key)] = line
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        return self.scalar(node, path)
+    def load(self, text: str) -> Any:
+        """The document as plain data (None when empty); problems go to ``errors``."""
+        issues = Issues()
+        composed = compose_yaml(text, self.source, issues)
+        value = None
+        if composed is not None and composed.root is not None:
+            converter = Converter(self.source, issues, composed.explicit)
+            value = converter.convert(composed.root, "")
+        self.errors.extend(str(issue) for issue in issues.items)
+        return None if value is None else self.convert(value, ())
 
-    def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
-        text = str(node.value)
-        tag = node.tag
-        where = f"{self.source}:{node.start_mark.line + 1}: {_dotted(path)}"
+    def convert(self, value: Value, path: Path_) -> Any:
+        self.lines[path] = value.origin.line
+        if isinstance(value, Map):
+            out: dict[str, Any] = {}
+            for key, entry in value.entries.items():
+                out[key] = self.convert(entry.value, (*path, key))
+                self.lines[(*path, key)] = entry.key_origin.line
+            return out
+        if isinstance(value, Seq):
+            return [self.convert(item, (*path, i)) for i, item in enumerate(value.items)]
+        return self.scalar(value, path)
+
+    def scalar(self, value: Scalar, path: Path_) -> Any:
+        text = value.text
+        tag = value.tag
+        where = f"{self.source}:{value.origin.line}: {_dotted(path)}"
         if tag == "tag:yaml.org,2002:str":
             return text
         if tag == "tag:yaml.org,2002:null":
@@ -303,17 +311,17 @@ class _Yaml:
             if not plain.isdigit() or (len(plain) > 1 and plain.startswith("0")):
                 self.errors.append(f"{where}: {text!r} is not a plain decimal number")
                 return None
-            return int(text)
+            return value.value
         if tag == "tag:yaml.org,2002:float":
             try:
-                value = float(text)
+                number = float(text)
             except ValueError:
                 self.errors.append(f"{where}: {text!r} is not a plain decimal number")
                 return None
-            if not math.isfinite(value):
+            if not math.isfinite(number):
                 self.errors.append(f"{where}: {text!r} is not a finite number")
                 return None
-            return value
+            return number
         self.errors.append(f"{where}: {text!r} is read as {tag.rsplit(':', 1)[-1]}; quote it")
         return None
 
@@ -530,7 +538,8 @@ TOP_KEYS = (
     "gossip",
 )
 FAULT_KINDS = ("partition", "one_way", "hold", "crash")
-GOSSIP_PRESETS = ("sim", "lan", "local")
+GOSSIP_PRESETS: tuple[str, ...] = (Preset.SIM, *USER_PRESETS)
+"""The simulator's own preset first (its default), then the ones a config may choose."""
 
 
 def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> Scenario:
@@ -758,11 +767,7 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     if not sep or not key.strip():
         raise ScenarioError([f"override {text!r}: expected KEY.PATH=VALUE"])
     loader = _Yaml(f"override {text!r}")
-    try:
-        node = yaml.compose(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ScenarioError([f"override {text!r}: {exc}"]) from None
-    value = None if node is None else loader.convert(node, ())
+    value = loader.load(raw) if raw.strip() else None
     if loader.errors:
         raise ScenarioError(loader.errors)
     return tuple(key.strip().split(".")), value
@@ -806,11 +811,9 @@ def scenario_names() -> list[str]:
 
 def load_text(text: str, source: str, overrides: Sequence[str] = ()) -> Scenario:
     converter = _Yaml(source)
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        raise ScenarioError([f"{source}: {exc}"]) from None
-    data = {} if node is None else converter.convert(node, ())
+    data = converter.load(text)
+    if data is None:
+        data = {}
     if converter.errors:
         raise ScenarioError(converter.errors)
     if not isinstance(data, dict):
