@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, NoReturn, TypeAlias
+from typing import Literal, NoReturn, TypeAlias
 
 from rancherd.discovery.params import DiscoveryParams, HostPort
 from rancherd.kinds import JoinRole, Preset
@@ -321,8 +321,3 @@ class ConfigError(Exception):
     def __init__(self, issues: Sequence[ConfigIssue]) -> None:
         self.issues = list(issues)
         super().__init__("\n".join(str(issue) for issue in self.issues))
-
-
-def field_value(obj: object, name: str) -> Any:
-    """A dataclass field's value (for the generic reading and dump)."""
-    return getattr(obj, name)

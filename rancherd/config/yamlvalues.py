@@ -218,8 +218,20 @@ class _PyEvents(Reader, Scanner, Parser, _BoundedComposer, Resolver):
         self.bound()
 
 
+class _PyParser(Reader, Scanner, Parser):
+    def __init__(self, text: str) -> None:
+        Reader.__init__(self, text)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+
+
+def _count_py_events(text: str) -> None:
+    """``_count`` on the pure-Python parser's events (when PyYAML lacks libyaml)."""
+    _count(_PyParser(text))
+
+
 _EVENT_SOURCES: list[Callable[[str], _BoundedComposer]] = []
-_count_events: Callable[[str], None] | None = None
+_count_events: Callable[[str], None] | None = _count_py_events
 try:
     from yaml._yaml import CParser
 
@@ -589,12 +601,3 @@ def _int_surprise(text: str, value: int) -> str | None:
     if _OCTAL.fullmatch(text):
         return f"YAML 1.1 reads {text} as the octal number {value}"
     return None
-
-
-def plain_value(value: Value) -> Any:
-    """A value as plain Python data (dicts, lists, scalars), origins dropped."""
-    if isinstance(value, Map):
-        return {key: plain_value(entry.value) for key, entry in value.entries.items()}
-    if isinstance(value, Seq):
-        return [plain_value(item) for item in value.items]
-    return value.value
