@@ -325,3 +325,15 @@ dd if=/dev/zero of=full/filler bs=1k count=64 2>/dev/null || true
         output = (tmp_path / f"{name}.out").read_text()
         assert expected in output, output
         assert "Traceback" not in output
+
+
+def test_a_binary_runtime_token_file_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("role: server\nkubernetesVersion: v1.31.4+k3s1\n")
+    token_file = tmp_path / "root/var/lib/rancher/k3s/server/token"
+    token_file.parent.mkdir(parents=True)
+    token_file.write_bytes(b"abc\xed\xa0\x80def\n")  # an encoded surrogate: not UTF-8
+    result = run("get-token", "--config", str(config), "--root", str(tmp_path / "root"))
+    assert result.exit_code == 1, result.output
+    clean_exit(result)
+    assert "is not UTF-8 text" in result.stderr
