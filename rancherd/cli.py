@@ -296,31 +296,15 @@ def demo_command(nodes: int, loss: float, timeout: float, seed: int | None, verb
 
     from rancherd.demo import run_demo
     from rancherd.discover import setup_logging
-    from rancherd.install.builders import PlanError, build_plan
 
     setup_logging(verbose)
     if not verbose:
         logging.getLogger().setLevel(logging.WARNING)
-    result = trio.run(
-        lambda: run_demo(nodes, loss, timeout, click.echo, seed=seed),
-    )
-    outcomes = result.outcomes
-    clusters = {o.cluster_id for o in outcomes if o is not None}
-    if None in outcomes or len(clusters) != 1:
-        undecided = sum(o is None for o in outcomes)
-        click.echo(f"not decided after {result.seconds:.1f}s: {undecided} node(s) undecided")
+    result = trio.run(lambda: run_demo(nodes, loss, timeout, click.echo, seed=seed))
+    for line in result.report():
+        click.echo(line)
+    if not result.one_cluster:
         raise SystemExit(1)
-    click.echo(f"\nall {nodes} nodes decided in {result.seconds:.2f}s on cluster {clusters.pop()}")
-    for index, (config, outcome) in enumerate(zip(result.configs, outcomes, strict=True), 1):
-        assert outcome is not None
-        where = "" if outcome.server_url is None else f", joins {outcome.server_url}"
-        click.echo(f"\n== node-{index} ({config.address}): {outcome.role}{where}")
-        try:
-            plan = build_plan(config, outcome.role, outcome.server_url)
-        except PlanError as exc:
-            click.echo(f"(no plan: {exc})")
-            continue
-        click.echo(plan.to_text().rstrip())
 
 
 # --- bootstrap ----------------------------------------------------------------------------
