@@ -289,15 +289,22 @@ class DataDir:
 
     def exists(self) -> bool:
         """True when the directory is there and safe to use (``StateError`` when unsafe)."""
+        user = os.geteuid()
         try:
+            link = os.lstat(self.path)
             info = os.stat(self.path)
         except FileNotFoundError:
             return False
         except OSError as exc:
             raise StateError(f"cannot use data dir {self.path}: {exc.strerror}") from None
+        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (user, 0):
+            # Whoever made the link chose where our files go (a user's link in /tmp to /etc).
+            raise StateError(
+                f"data dir {self.path} is a symlink made by uid {link.st_uid}: it chooses "
+                f"where rancherd writes. Fix: remove it, or pass the real directory"
+            )
         if not stat.S_ISDIR(info.st_mode):
             raise StateError(f"data dir {self.path} is not a directory")
-        user = os.geteuid()
         if info.st_uid != user:
             raise StateError(
                 f"data dir {self.path} belongs to uid {info.st_uid}, not to this user "

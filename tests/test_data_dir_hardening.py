@@ -97,6 +97,21 @@ def test_a_data_dir_of_another_user_is_refused(tmp_path: Path) -> None:
     assert "belongs to uid 65534" in answer["problems"][0]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make another user's symlink")
+def test_a_data_dir_symlink_of_another_user_is_refused(tmp_path: Path) -> None:
+    target = private_dir(tmp_path / "target")  # ours and safe: only the link is theirs
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    os.lchown(link, 65534, 65534)
+    with pytest.raises(StateError, match="is a symlink made by uid 65534"):
+        DataDir(link).lock()
+    assert list(target.iterdir()) == []
+    os.lchown(link, 0, 0)
+    mine = DataDir(link)
+    mine.lock()  # root's own link (a data dir moved to a bigger disk) is fine
+    mine.unlock()
+
+
 def test_a_lock_symlink_is_not_followed(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
