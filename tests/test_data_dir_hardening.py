@@ -352,3 +352,43 @@ def test_a_binary_runtime_token_file_is_a_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     clean_exit(result)
     assert "is not UTF-8 text" in result.stderr
+
+
+async def test_a_full_disk_at_the_vote_stops_the_node_before_it_acks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC exactly when a server persists its vote: the node stops with the error (no
+    exception group, no traceback), and its peer never sees an ack or a decision."""
+    import trio
+    from test_node import make_config, make_node
+
+    from rancherd.files import write_atomic
+    from rancherd.gossip.memory_transport import MemoryNetwork
+    from rancherd.node import single_errors
+
+    network = MemoryNetwork()
+    configs = [make_config(i, 2, tmp_path) for i in range(2)]
+    healthy, failing = (make_node(network, c) for c in configs)
+
+    def full_at_the_vote(path: Path, data: bytes, mode: int = 0o600, owner: object = None) -> None:
+        if path.parent == configs[1].data_dir and b'"vote": {' in data:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write_atomic(path, data, mode)
+
+    monkeypatch.setattr("rancherd.state.write_atomic", full_at_the_vote)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(healthy.run)
+
+            async def run_failing() -> None:
+                with single_errors():  # as discover and bootstrap run a node
+                    async with trio.open_nursery() as inner:
+                        await inner.start(failing.run)
+                        await trio.sleep_forever()
+
+            with pytest.raises(StateError, match="No space left on device") as error:
+                await run_failing()
+            nursery.cancel_scope.cancel()
+    assert "gossip.json" in str(error.value)
+    assert healthy.outcome() is None
+    assert DataDir(configs[1].data_dir).load_gossip() in (None, PersistedState(incarnation=1))
