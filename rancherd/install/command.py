@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import click
 
-from rancherd.bootstrap import BootstrapError, decide_statically
 from rancherd.cli_options import Invocation, SharedOptionsCommand, pass_invocation
 from rancherd.config import Config, Role
+from rancherd.decision import BootstrapError, decide_statically
 from rancherd.gossip.election import JoinRole
 from rancherd.install.builders import (
     INSTALL_SCRIPT_ENV,
