@@ -24,12 +24,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from rancherd.config import Config
+from rancherd.decision import BootstrapError, Decision, decide_statically
 from rancherd.discover import cancel_on_signals
 from rancherd.gossip.election import JoinRole, init_ready, join_turn
 from rancherd.gossip.messages import Progress
@@ -56,36 +56,8 @@ FAILED_LINGER = 3.0
 """Seconds a node whose plan failed stays up, so gossip carries ``failed`` to its peers."""
 
 
-class BootstrapError(Exception):
-    """The bootstrap cannot go on; the message says why."""
-
-
 class Stopped(BootstrapError):
     """SIGTERM or SIGINT arrived before the node finished its plan."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """This node's part: create the cluster, or join ``server_url`` as server or agent."""
-
-    role: JoinRole
-    server_url: str | None
-    cluster_id: str | None = None
-    how: str = "config"
-
-
-def decide_statically(config: Config) -> Decision:
-    """The original rancherd's rules, for a config without discovery."""
-    if config.role is JoinRole.CLUSTER_INIT or (
-        config.role is JoinRole.SERVER and not config.server
-    ):
-        return Decision(JoinRole.CLUSTER_INIT, None)
-    if not config.server:
-        raise BootstrapError(
-            f"role {config.role} without discovery needs server: the URL of a node to join"
-        )
-    role = JoinRole.SERVER if config.role is JoinRole.SERVER else JoinRole.AGENT
-    return Decision(role, config.server)
 
 
 def _from_outcome(outcome: Outcome) -> Decision:

@@ -1,4 +1,10 @@
-"""The ``rancherd`` command line: one click group, thin commands."""
+"""The ``rancherd`` command line: one click group, thin commands, one context object.
+
+The group builds an ``Invocation`` (``rancherd.cli_options``) from the shared options
+(``--config``, ``--data-dir`` and their environment variables); each command takes it
+with ``@pass_invocation``, asks it for the config or the data dir, calls the module that
+does the work, and turns that module's errors into exit statuses and messages.
+"""
 
 from __future__ import annotations
 
@@ -6,112 +12,67 @@ import contextlib
 import importlib
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import click
 
 from rancherd import __version__
-from rancherd.cli_options import config_option, data_dir_option
-from rancherd.config import (
-    CLOUD_CONFIG_PATHS,
-    DEFAULT_CONFIG_PATH,
-    IMPLICIT_PATHS,
-    ConfigError,
-    LoadedConfig,
-    load_config,
+from rancherd.cli_options import (
+    IMPLICIT_PATHS_ENV,
+    InvalidConfig,
+    Invocation,
+    SharedOptionsCommand,
+    group_options,
+    pass_invocation,
 )
+from rancherd.config import CLOUD_CONFIG_PATHS, DEFAULT_CONFIG_PATH, IMPLICIT_PATHS
 
 if TYPE_CHECKING:
     from rancherd.state import DataDir
+
+__all__ = ["IMPLICIT_PATHS_ENV", "InvalidConfig", "cli", "main"]
 
 
 class _Group(click.Group):
     """The group, with the installer's commands imported only when one of them runs (or
     help lists them): every other command starts without the installer's modules."""
 
-    _lazy: ClassVar[dict[str, tuple[str, str]]] = {
-        "plan": ("rancherd.install.command", "plan_command"),
-        "get-token": ("rancherd.install.command", "get_token_command"),
-    }
+    command_class = SharedOptionsCommand
+    _lazy: ClassVar[tuple[str, ...]] = ("plan", "get-token")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self._lazy])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        where = self._lazy.get(cmd_name)
-        if where is None:
+        if cmd_name not in self._lazy:
             return super().get_command(ctx, cmd_name)
-        command: click.Command = getattr(importlib.import_module(where[0]), where[1])
+        installer = importlib.import_module("rancherd.install.command")
+        command: click.Command = installer.COMMANDS[cmd_name]
         return command
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group,
+    params=group_options(),
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="rancherd")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Turn machines booted from one config into one Kubernetes cluster.
 
     Every machine runs the same config. The servers find each other, agree on who is
     there, and exactly one of them creates the cluster; every other node joins it.
     """
+    ctx.ensure_object(Invocation)
 
 
 # --- config ---------------------------------------------------------------------------
 
-IMPLICIT_PATHS_ENV = "RANCHERD_IMPLICIT_PATHS"
-"""Colon-separated paths that replace the implicit config paths (tests, debugging)."""
-
-
-class InvalidConfig(click.ClickException):
-    """Bad config: every issue on its own line on stderr, exit status 2."""
-
-    exit_code = 2
-
-    def __init__(self, error: ConfigError) -> None:
-        super().__init__(str(error))
-        self.issues = [str(issue) for issue in error.issues]
-        first = error.issues[0] if error.issues else None
-        # No file at all: one problem, then the list of places looked in (not problems).
-        self.nothing_found = (
-            first is not None and first.file is None and first.message.endswith("looked in:")
-        )
-
-    def show(self, file: object = None) -> None:
-        if self.nothing_found:
-            click.echo(f"Error: {self.issues[0]}", err=True)
-            for place in self.issues[1:]:
-                click.echo(f"  {place}", err=True)
-            return
-        count = len(self.issues)
-        click.echo(f"Error: invalid config ({count} problem{'s' * (count != 1)}):", err=True)
-        for issue in self.issues:
-            click.echo(issue, err=True)
-
-
-def implicit_paths_from_env() -> Sequence[Path]:
-    """``$RANCHERD_IMPLICIT_PATHS`` split on ``:`` if set (empty: none), else the defaults."""
-    value = os.environ.get(IMPLICIT_PATHS_ENV)
-    if value is None:
-        return IMPLICIT_PATHS
-    return [Path(part) for part in value.split(":") if part]
-
-
-def load_config_or_exit(config_path: Path | None) -> LoadedConfig:
-    """Load the config for a command; bad config ends the command with exit status 2."""
-    try:
-        return load_config(config_path, implicit_paths=implicit_paths_from_env())
-    except ConfigError as exc:
-        raise InvalidConfig(exc) from None
-
 
 def _cloud_note(path: Path) -> str:
     return "  (cloud-config: only its rancherd: key)" if path in CLOUD_CONFIG_PATHS else ""
-
-
-def _data_dir_of(config_path: Path | None, data_dir: Path | None) -> Path:
-    """``--data-dir``, else the config's (loading the config only when needed)."""
-    return data_dir if data_dir is not None else load_config_or_exit(config_path).config.data_dir
 
 
 _CONFIG_HELP = f"""Check the config and print it as rancherd will use it.
@@ -145,11 +106,11 @@ See docs/CONFIG.md for every key.
 """
 
 
-@cli.command("config", help=_CONFIG_HELP)
-@config_option
+@cli.command("config", help=_CONFIG_HELP, shared=("config",))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: config, sources and files.")
-def config_command(config_path: Path | None, as_json: bool) -> None:
-    loaded = load_config_or_exit(config_path)
+@pass_invocation
+def config_command(invocation: Invocation, as_json: bool) -> None:
+    loaded = invocation.loaded
     if as_json:
         click.echo(json.dumps(loaded.to_json_dict(), indent=2))
     else:
@@ -160,8 +121,6 @@ def config_command(config_path: Path | None, as_json: bool) -> None:
 
 
 @cli.command("discover")
-@config_option
-@data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @click.option(
     "--timeout",
@@ -177,9 +136,9 @@ def config_command(config_path: Path | None, as_json: bool) -> None:
     help="Seconds to stay up after deciding, answering nodes that start later.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every peer event, not only changes.")
+@pass_invocation
 def discover_command(
-    config_path: Path | None,
-    data_dir: Path | None,
+    invocation: Invocation,
     as_json: bool,
     timeout: float,
     linger: float,
@@ -203,13 +162,12 @@ def discover_command(
 
     from rancherd.discover import run_discover, setup_logging
     from rancherd.node import NodeError
-    from rancherd.state import DataDir, StateError
+    from rancherd.state import StateError
 
-    loaded = load_config_or_exit(config_path)
+    config, directory = invocation.config, invocation.data_dir
     setup_logging(verbose)
-    directory = DataDir(data_dir or loaded.config.data_dir)
     try:
-        result = trio.run(run_discover, loaded.config, directory, timeout, linger)
+        result = trio.run(run_discover, config, directory, timeout, linger)
     except (NodeError, StateError) as exc:
         raise click.ClickException(str(exc)) from None
     if result.outcome is None:
@@ -236,17 +194,14 @@ def discover_command(
 
 
 @cli.command("peers")
-@config_option
-@data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.option(
     "--watch",
     is_flag=True,
     help="Redraw at every change (and each second) until Ctrl-C; appends when piped.",
 )
-def peers_command(
-    config_path: Path | None, data_dir: Path | None, as_json: bool, watch: bool
-) -> None:
+@pass_invocation
+def peers_command(invocation: Invocation, as_json: bool, watch: bool) -> None:
     """Show what the running node waits for, and every peer it knows.
 
     Asks the rancherd running on this machine (through the control socket in its data
@@ -270,9 +225,8 @@ def peers_command(
 
     from rancherd.control import ControlError, fetch_snapshots
     from rancherd.peers_view import WatchScreen, render
-    from rancherd.state import DataDir
 
-    socket_path = DataDir(_data_dir_of(config_path, data_dir)).control_socket
+    socket_path = invocation.data_dir.control_socket
     screen = WatchScreen(terminal=sys.stdout.isatty() and not as_json)
 
     async def show() -> dict[str, object] | None:
@@ -302,7 +256,7 @@ def peers_command(
 # --- demo -------------------------------------------------------------------------------
 
 
-@cli.command("demo")
+@cli.command("demo", shared=())
 @click.option(
     "--nodes",
     type=click.IntRange(1, 50),
@@ -342,39 +296,21 @@ def demo_command(nodes: int, loss: float, timeout: float, seed: int | None, verb
 
     from rancherd.demo import run_demo
     from rancherd.discover import setup_logging
-    from rancherd.install.builders import PlanError, build_plan
 
     setup_logging(verbose)
     if not verbose:
         logging.getLogger().setLevel(logging.WARNING)
-    result = trio.run(
-        lambda: run_demo(nodes, loss, timeout, click.echo, seed=seed),
-    )
-    outcomes = result.outcomes
-    clusters = {o.cluster_id for o in outcomes if o is not None}
-    if None in outcomes or len(clusters) != 1:
-        undecided = sum(o is None for o in outcomes)
-        click.echo(f"not decided after {result.seconds:.1f}s: {undecided} node(s) undecided")
+    result = trio.run(lambda: run_demo(nodes, loss, timeout, click.echo, seed=seed))
+    for line in result.report():
+        click.echo(line)
+    if not result.one_cluster:
         raise SystemExit(1)
-    click.echo(f"\nall {nodes} nodes decided in {result.seconds:.2f}s on cluster {clusters.pop()}")
-    for index, (config, outcome) in enumerate(zip(result.configs, outcomes, strict=True), 1):
-        assert outcome is not None
-        where = "" if outcome.server_url is None else f", joins {outcome.server_url}"
-        click.echo(f"\n== node-{index} ({config.address}): {outcome.role}{where}")
-        try:
-            plan = build_plan(config, outcome.role, outcome.server_url)
-        except PlanError as exc:
-            click.echo(f"(no plan: {exc})")
-            continue
-        click.echo(plan.to_text().rstrip())
 
 
 # --- bootstrap ----------------------------------------------------------------------------
 
 
 @cli.command("bootstrap")
-@config_option
-@data_dir_option
 @click.option(
     "--root",
     type=click.Path(path_type=Path, file_okay=False),
@@ -385,9 +321,9 @@ def demo_command(nodes: int, loss: float, timeout: float, seed: int | None, verb
 @click.option("--force", is_flag=True, help="Apply the plan again even after the done stamp.")
 @click.option("--dry-run", is_flag=True, help="Decide and print the plan; apply nothing.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every peer event, not only changes.")
+@pass_invocation
 def bootstrap_command(
-    config_path: Path | None,
-    data_dir: Path | None,
+    invocation: Invocation,
     root: Path,
     force: bool,
     dry_run: bool,
@@ -418,16 +354,15 @@ def bootstrap_command(
     from rancherd.install.builders import PlanError
     from rancherd.node import NodeError
     from rancherd.notify import Notifier
-    from rancherd.state import DataDir, StateError
+    from rancherd.state import StateError
 
-    loaded = load_config_or_exit(config_path)
+    config, directory = invocation.config, invocation.data_dir
     setup_logging(verbose)
-    directory = DataDir(data_dir or loaded.config.data_dir)
     notifier = Notifier.from_env(os.environ)
     try:
         decision, plan = trio.run(
             lambda: run_bootstrap(
-                loaded.config,
+                config,
                 directory,
                 root=root,
                 force=force,
@@ -454,17 +389,14 @@ def bootstrap_command(
 
 
 @cli.command("reset")
-@config_option
-@data_dir_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--forget-install",
     is_flag=True,
     help="Also remove the done stamp and the plan's progress (the runtime stays installed).",
 )
-def reset_command(
-    config_path: Path | None, data_dir: Path | None, yes: bool, forget_install: bool
-) -> None:
+@pass_invocation
+def reset_command(invocation: Invocation, yes: bool, forget_install: bool) -> None:
     """Release this node's vote and decision, when the cluster-init node is gone for good.
 
     A server that voted keeps its vote until the proposer that holds it releases it, and
@@ -476,13 +408,13 @@ def reset_command(
     This can form a second cluster if the old one still runs somewhere: only reset when
     the old cluster-init node is really gone.
     """
-    from rancherd.state import DataDir, DataDirBusy, StateError
+    from rancherd.state import DataDirBusy, StateError
 
-    directory = DataDir(_data_dir_of(config_path, data_dir))
-    if not directory.path.exists():  # locking would create it
-        click.echo(f"nothing to reset: {directory.path} does not exist")
-        return
+    directory = invocation.data_dir
     try:
+        if not directory.exists():  # locking would create it
+            click.echo(f"nothing to reset: {directory.path} does not exist")
+            return
         directory.lock()
     except DataDirBusy:
         raise click.ClickException(
@@ -492,26 +424,19 @@ def reset_command(
         raise click.ClickException(str(exc)) from None
     try:
         _reset(directory, yes, forget_install)
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         directory.unlock()
 
 
 def _reset(directory: DataDir, yes: bool, forget_install: bool) -> None:
-    import dataclasses
-
-    from rancherd.gossip.core import PersistedState
-    from rancherd.state import StateError
-
-    try:
-        state = directory.load_gossip()
-    except StateError as exc:
-        click.echo(f"warning: {exc}", err=True)
+    held = directory.held()
+    if held.damaged is not None:
+        click.echo(f"warning: {held.damaged}", err=True)
         click.echo("the damaged state is replaced by an empty one", err=True)
-        state = None
-    done = directory.done_file.exists()
-    vote = None if state is None else state.vote
-    decision = None if state is None else state.decision
-    if vote is None and decision is None and not (forget_install and done):
+    vote, decision = held.vote, held.decision
+    if vote is None and decision is None and not (forget_install and held.done):
         click.echo(f"nothing to reset in {directory.path}: no vote, no decision")
         return
     if vote is not None:
@@ -521,33 +446,31 @@ def _reset(directory: DataDir, yes: bool, forget_install: bool) -> None:
             f"decision: cluster {decision.cluster_id}, "
             f"init node {decision.init_node} at {decision.init_host}"
         )
-    if done and not forget_install:
+    if held.done and not forget_install:
         click.echo("note: the done stamp stays (this node ran its runtime); see --forget-install")
     if not yes:
         click.confirm("Release them?", abort=True)
-    base = state if state is not None else PersistedState()
-    directory.save_gossip(dataclasses.replace(base, vote=None, decision=None))
-    if forget_install:
-        for path in (directory.done_file, directory.path / "plan-progress.json"):
-            path.unlink(missing_ok=True)
+    directory.release(held, forget_install=forget_install)
     click.echo("released; start rancherd again to take part in a new election")
 
 
 # --- info ---------------------------------------------------------------------------------
 
+_INFO_DECISION_KEYS = ("cluster_id", "init_node", "init_host")
+"""The part of a decision ``info`` shows (``peers`` shows the members)."""
+
 
 @cli.command("info")
-@config_option
-@data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info_command(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+@pass_invocation
+def info_command(invocation: Invocation, as_json: bool) -> None:
     """Versions, this node's id and its state in the data dir (nothing is started)."""
     import platform
 
     from rancherd.gossip.messages import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
-    from rancherd.state import DataDir, StateError
+    from rancherd.state import StateError, decision_json, vote_json
 
-    directory = DataDir(_data_dir_of(config_path, data_dir))
+    directory = invocation.data_dir
     info: dict[str, object] = {
         "rancherd": __version__,
         "python": platform.python_version(),
@@ -556,28 +479,20 @@ def info_command(config_path: Path | None, data_dir: Path | None, as_json: bool)
     }
     problems: list[str] = []
     try:
-        node_id = (
-            directory.node_id_file.read_text().strip() if directory.node_id_file.exists() else None
-        )
+        node_id = directory.read_node_id()
         state = directory.load_gossip()
         done = directory.load_done()
-    except (StateError, OSError) as exc:
+    except StateError as exc:
         problems.append(str(exc))
         node_id, state, done = None, None, None
+    vote = None if state is None else state.vote
+    decision = None if state is None else state.decision
     info["node_id"] = node_id
-    info["vote"] = (
-        None
-        if state is None or state.vote is None
-        else {"proposer": state.vote.proposer, "round": state.vote.round}
-    )
+    info["vote"] = None if vote is None else vote_json(vote)
     info["decision"] = (
         None
-        if state is None or state.decision is None
-        else {
-            "cluster_id": state.decision.cluster_id,
-            "init_node": state.decision.init_node,
-            "init_host": state.decision.init_host,
-        }
+        if decision is None
+        else {key: decision_json(decision)[key] for key in _INFO_DECISION_KEYS}
     )
     info["done"] = (
         None

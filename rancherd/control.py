@@ -8,7 +8,7 @@ root (or the data dir's owner) can connect. One JSON request line in, JSON lines
 
 A snapshot is ``{"node": {...}, "status": {...}, "peers": [...], "unanswered": [...],
 "links": [...]}``, computed when it is sent (its ages are those of that moment); see
-``snapshot()``. Nothing in it is secret. Bad requests get ``{"error": ...}`` and a close.
+``Node.snapshot()``. Nothing in it is secret. Bad requests get ``{"error": ...}`` and a close.
 """
 
 from __future__ import annotations
@@ -19,110 +19,37 @@ import os
 import socket
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
-from rancherd.gossip.core import PeerInfo, Status
-from rancherd.gossip.messages import Decision, Vote
-
-if TYPE_CHECKING:
-    from rancherd.node import Node
-
-__all__ = ["UNANSWERED_NOTE", "ControlError", "ControlServer", "fetch_snapshots", "snapshot"]
+__all__ = ["ControlError", "ControlServer", "SnapshotSource", "fetch_snapshots"]
 
 _MAX_REQUEST = 1024
 _WATCH_MIN_INTERVAL = 0.2
 _MAX_CLIENTS = 16
 
 
-UNANSWERED_NOTE = "no answer: not a rancherd, another token, or a firewall"
-"""Why a discovered address may stay silent, for the operator to go and look."""
-
-
 class ControlError(Exception):
     """No node answers on the control socket, or it answered nonsense."""
 
 
-def _vote(vote: Vote | None) -> dict[str, Any] | None:
-    if vote is None:
-        return None
-    return {"proposer": vote.proposer, "round": vote.round}
+class SnapshotSource(Protocol):
+    """What the socket serves: a running node (``rancherd.node.Node``)."""
 
+    def snapshot(self) -> dict[str, Any]:
+        """What ``rancherd peers --json`` prints, as of now."""
+        ...
 
-def _decision(decision: Decision | None) -> dict[str, Any] | None:
-    if decision is None:
-        return None
-    return {
-        "cluster_id": decision.cluster_id,
-        "init_node": decision.init_node,
-        "init_host": decision.init_host,
-        "round": decision.round,
-        "members": list(decision.members),
-    }
-
-
-def _status(status: Status) -> dict[str, Any]:
-    return {
-        "phase": str(status.phase),
-        "text": status.text,
-        "node_id": status.node_id,
-        "role": status.role.name.lower(),
-        "expected_servers": status.expected_servers,
-        "view": list(status.view),
-        "waiting_for": list(status.waiting_for),
-        "vote": _vote(status.vote),
-        "decision": _decision(status.decision),
-        "split": status.split,
-        "duplicate_id": status.duplicate_id,
-    }
-
-
-def _peer(peer: PeerInfo, decision: Decision | None) -> dict[str, Any]:
-    return {
-        "node_id": peer.node_id,
-        "role": peer.role.name.lower(),
-        "addresses": list(peer.addresses),
-        "state": "alive" if peer.alive else "expired",
-        "last_heard": round(peer.last_heard, 3),
-        "learned": peer.learned,
-        "agrees": peer.agrees,
-        "vote": _vote(peer.vote),
-        "decision": _decision(peer.decision),
-        "same_decision": decision is not None and peer.decision == decision,
-        "progress": peer.progress.name.lower(),
-    }
-
-
-def snapshot(node: Node) -> dict[str, Any]:
-    """What ``rancherd peers --json`` prints."""
-    status = node.status
-    outcome = node.outcome()
-    decision = None if status is None else status.decision
-    links = [] if node.links is None else node.links.links()
-    return {
-        "node": {
-            "node_id": node.node_id,
-            "role": str(node.config.role),
-            "uptime": round(trio.current_time() - node.started_at, 3),
-            "outcome": None if outcome is None else outcome.as_dict(),
-        },
-        "status": None if status is None else _status(status),
-        "peers": [_peer(p, decision) for p in node.peers()],
-        "unanswered": [
-            {"address": row.address, "discovered_ago": row.discovered_ago, "note": UNANSWERED_NOTE}
-            for row in node.unanswered()
-        ],
-        "links": [
-            {"peer": link.peer, "remote": link.remote, "outbound": link.outbound} for link in links
-        ],
-    }
+    async def wait_changed(self) -> None:
+        """Return at the next change of the status."""
+        ...
 
 
 class ControlServer:
-    def __init__(self, path: Path, node: Node) -> None:
+    def __init__(self, path: Path, source: SnapshotSource) -> None:
         self.path = path
-        self.node = node
+        self.source = source
         self._clients = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -172,18 +99,14 @@ class ControlServer:
         if op not in ("snapshot", "watch"):
             await _send(stream, {"error": 'expected {"op": "snapshot"} or {"op": "watch"}'})
             return
-        await _send(stream, snapshot(self.node))
+        await _send(stream, self.source.snapshot())
         if op == "snapshot":
             return
         while True:
-            driver = self.node.driver
-            if driver is None:
-                await trio.sleep(_WATCH_MIN_INTERVAL)
-            else:
-                with trio.move_on_after(1.0):
-                    await driver.wait_changed()
-                await trio.sleep(_WATCH_MIN_INTERVAL)
-            await _send(stream, snapshot(self.node))
+            with trio.move_on_after(1.0):
+                await self.source.wait_changed()
+            await trio.sleep(_WATCH_MIN_INTERVAL)
+            await _send(stream, self.source.snapshot())
 
 
 async def _read_line(stream: trio.SocketStream) -> bytes:

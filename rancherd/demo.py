@@ -110,6 +110,35 @@ class DemoResult:
     outcomes: list[Outcome | None]
     seconds: float
 
+    @property
+    def one_cluster(self) -> bool:
+        """Every node decided, all on the same cluster."""
+        clusters = {o.cluster_id for o in self.outcomes if o is not None}
+        return None not in self.outcomes and len(clusters) == 1
+
+    def report(self) -> list[str]:
+        """What the demo prints at the end: who decided what, and each node's plan."""
+        if not self.one_cluster:
+            undecided = sum(o is None for o in self.outcomes)
+            return [f"not decided after {self.seconds:.1f}s: {undecided} node(s) undecided"]
+        from rancherd.install.builders import PlanError, build_plan
+
+        cluster = next(o.cluster_id for o in self.outcomes if o is not None)
+        lines = [
+            f"\nall {len(self.outcomes)} nodes decided in {self.seconds:.2f}s on cluster {cluster}"
+        ]
+        for index, (config, outcome) in enumerate(zip(self.configs, self.outcomes, strict=True)):
+            assert outcome is not None
+            where = "" if outcome.server_url is None else f", joins {outcome.server_url}"
+            lines.append(f"\n== node-{index + 1} ({config.address}): {outcome.role}{where}")
+            try:
+                plan = build_plan(config, outcome.role, outcome.server_url)
+            except PlanError as exc:
+                lines.append(f"(no plan: {exc})")
+                continue
+            lines.append(plan.to_text().rstrip())
+        return lines
+
 
 async def run_demo(
     count: int,

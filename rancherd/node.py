@@ -17,6 +17,7 @@ import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -32,6 +33,7 @@ from rancherd.gossip.links import Links
 from rancherd.gossip.messages import Decision
 from rancherd.gossip.security import TokenKeys
 from rancherd.gossip.transport import Transport, TransportLimits
+from rancherd.peers_view import UNANSWERED_NOTE, peer_json, status_json
 from rancherd.state import DataDir
 
 __all__ = [
@@ -109,6 +111,21 @@ def own_addresses(config: Config) -> tuple[list[str], list[str]]:
             "set discovery.advertiseAddresses"
         )
     return [format_endpoint(ip, port) for ip in ips], ips
+
+
+def _token_text(config: Config) -> str:
+    """The token, or ``NodeError`` when it cannot be UTF-8 (a lone surrogate such as
+    ``\\ud800``, which YAML's escapes can produce): no key can be derived from it."""
+    assert config.token is not None
+    token = config.token.reveal()
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise NodeError(
+            f"the token is not valid text: character {exc.start + 1} is a lone surrogate "
+            "(an escape such as \\ud800); write the token as plain UTF-8 text"
+        ) from None
+    return token
 
 
 def _is_ip(text: str) -> bool:
@@ -202,7 +219,7 @@ class Node:
         node_id = self.data_dir.node_id(self._random_bytes)
         self.node_id = node_id
         persisted = self.data_dir.load_gossip()
-        keys = await trio.to_thread.run_sync(TokenKeys.derive, config.token.reveal())
+        keys = await trio.to_thread.run_sync(TokenKeys.derive, _token_text(config))
         endpoints, ips = own_addresses(config)
         self.endpoints = tuple(endpoints)
         api_host = config.address or (ips[0] if ips else endpoints[0].rsplit(":", 1)[0])
@@ -340,12 +357,82 @@ class Node:
         )
 
     async def wait_decided(self) -> Outcome:
+        """The decision, once there is one; ``NodeError`` when it would make this machine
+        join itself (``self_join_problem``)."""
         await self._running.wait()
         assert self.driver is not None
         await self.driver.wait_decided()
+        problem = self.self_join_problem()
+        if problem is not None:
+            log.error("%s", problem)
+            raise NodeError(problem)
         outcome = self.outcome()
         assert outcome is not None
         return outcome
+
+    async def wait_changed(self) -> None:
+        """Return at the node's next status change (for the control socket's watchers)."""
+        await self._running.wait()
+        assert self.driver is not None
+        await self.driver.wait_changed()
+
+    def self_join_problem(self) -> str | None:
+        """What is wrong when the decision names this machine's address as the init node's
+        but another node id: this machine was the init node and its data dir was wiped or
+        replaced (a new node id, no vote, no stamp). Joining would point the runtime at
+        itself while nobody creates the cluster any more, so the node must not go on.
+
+        The init node's address alone is not enough (several test nodes share a host on
+        different ports): the init node must also be unknown, or known at one of our own
+        gossip endpoints (its old record, still relayed, carries this machine's address)."""
+        driver = self.driver
+        decision = None if driver is None else driver.core.decision
+        if driver is None or decision is None or decision.init_node == self.node_id:
+            return None
+        hosts = {self.config.address, *(e.rsplit(":", 1)[0].strip("[]") for e in self.endpoints)}
+        if decision.init_host not in hosts:
+            return None
+        init = next((p for p in driver.peers() if p.node_id == decision.init_node), None)
+        if init is not None and init.alive and not set(init.addresses) & set(self.endpoints):
+            return None
+        return (
+            f"the cluster's decision names this machine ({decision.init_host}) as its init "
+            f"node {decision.init_node}, but this data dir ({self.data_dir.path}) has another "
+            f"node id ({self.node_id}) and no vote for it: the init node's data dir was wiped "
+            "or replaced. This node will not join itself. If the cluster still runs here, "
+            "restore the data dir (node-id, gossip.json, done.json) from a backup; if it is "
+            "gone for good, stop rancherd on every node, run `rancherd reset` on each, and "
+            "start them again to elect a new init node (docs/OPERATIONS.md, recovery)"
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``rancherd peers --json`` prints (the control socket sends it)."""
+        status = self.status
+        outcome = self.outcome()
+        decision = None if status is None else status.decision
+        links = [] if self.links is None else self.links.links()
+        return {
+            "node": {
+                "node_id": self.node_id,
+                "role": str(self.config.role),
+                "uptime": round(trio.current_time() - self.started_at, 3),
+                "outcome": None if outcome is None else outcome.as_dict(),
+            },
+            "status": None if status is None else status_json(status),
+            "peers": [peer_json(p, decision) for p in self.peers()],
+            "unanswered": [
+                {
+                    "address": row.address,
+                    "discovered_ago": row.discovered_ago,
+                    "note": UNANSWERED_NOTE,
+                }
+                for row in self.unanswered()
+            ],
+            "links": [
+                {"peer": link.peer, "remote": link.remote, "outbound": link.outbound}
+                for link in links
+            ],
+        }
 
     def members_informed(self) -> bool:
         """Every member of the decision (that we know of) reports the same decision."""

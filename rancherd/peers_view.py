@@ -1,16 +1,56 @@
-"""``rancherd peers``: a running node's status line and its table of peers, as text."""
+"""``rancherd peers``: a running node's snapshot (the JSON the control socket sends) and
+its rendering as text: the status line and the table of peers."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["WatchScreen", "render"]
+from rancherd.gossip.core import PeerInfo, Status
+from rancherd.gossip.messages import Decision
+from rancherd.state import decision_json, vote_json
 
-_UNANSWERED_NOTE = "no answer: not a rancherd, another token, or a firewall"
+__all__ = ["UNANSWERED_NOTE", "WatchScreen", "peer_json", "render", "status_json"]
+
+UNANSWERED_NOTE = "no answer: not a rancherd, another token, or a firewall"
+"""Why a discovered address may stay silent, for the operator to go and look."""
 _REDRAW = "\x1b[H\x1b[J"
 """Cursor home, clear to the end of the screen: the next frame replaces the last."""
 
 _COLUMNS = ("NODE", "ROLE", "STATE", "ADDRESSES", "HEARD", "LEARNED", "AGREES", "PROGRESS")
+
+
+def status_json(status: Status) -> dict[str, Any]:
+    """A node's status in a snapshot."""
+    return {
+        "phase": str(status.phase),
+        "text": status.text,
+        "node_id": status.node_id,
+        "role": status.role.name.lower(),
+        "expected_servers": status.expected_servers,
+        "view": list(status.view),
+        "waiting_for": list(status.waiting_for),
+        "vote": None if status.vote is None else vote_json(status.vote),
+        "decision": None if status.decision is None else decision_json(status.decision),
+        "split": status.split,
+        "duplicate_id": status.duplicate_id,
+    }
+
+
+def peer_json(peer: PeerInfo, decision: Decision | None) -> dict[str, Any]:
+    """One peer in a snapshot; ``decision`` is ours (for ``same_decision``)."""
+    return {
+        "node_id": peer.node_id,
+        "role": peer.role.name.lower(),
+        "addresses": list(peer.addresses),
+        "state": "alive" if peer.alive else "expired",
+        "last_heard": round(peer.last_heard, 3),
+        "learned": peer.learned,
+        "agrees": peer.agrees,
+        "vote": None if peer.vote is None else vote_json(peer.vote),
+        "decision": None if peer.decision is None else decision_json(peer.decision),
+        "same_decision": decision is not None and peer.decision == decision,
+        "progress": peer.progress.name.lower(),
+    }
 
 
 def _short(node_id: str) -> str:
@@ -71,7 +111,7 @@ def render(snapshot: dict[str, Any]) -> str:
         rows.append(
             ("?", "?", "no answer", str(row.get("address", "?")), "never", "discovery", "-", "-")
         )
-        notes.append(f"{row.get('address', '?')}: discovered {ago}, {_UNANSWERED_NOTE}")
+        notes.append(f"{row.get('address', '?')}: discovered {ago}, {UNANSWERED_NOTE}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines.append("")
     for row in rows:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from click.testing import CliRunner
 
 from rancherd.cli import cli
@@ -161,3 +163,45 @@ def test_peers_without_a_running_node_fails_clearly(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["peers", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "is rancherd running with this data dir" in result.output
+
+
+async def test_a_wiped_init_node_says_so_and_never_joins_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15, item 6: the init node restarted with an empty data dir gets a new node id
+    and learns the old decision from its peers; it names this machine as the init node."""
+    network = MemoryNetwork()
+    configs = [make_config(i, 2, tmp_path) for i in range(2)]
+    # The init node is the lower node id: make it node-0.
+    for config, node_id in zip(configs, ("0" * 32, "f" * 32), strict=True):
+        DataDir(config.data_dir).create()
+        (config.data_dir / "node-id").write_text(node_id + "\n")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            init_scope = trio.CancelScope()
+            init, other = (make_node(network, c) for c in configs)
+
+            async def run_init(task_status: trio.TaskStatus[None]) -> None:
+                with init_scope:
+                    await init.run(task_status=task_status)
+
+            await nursery.start(run_init)
+            await nursery.start(other.run)
+            assert (await init.wait_decided()).role is JoinRole.CLUSTER_INIT
+            assert (await other.wait_decided()).role is JoinRole.SERVER
+            await init.wait_members_informed()
+            init_scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            # The operator wipes the init node's data dir; it starts again, same address.
+            shutil.rmtree(configs[0].data_dir)
+            wiped = make_node(network, configs[0])
+            await nursery.start(wiped.run)
+            with pytest.raises(NodeError, match="data dir was wiped") as error:
+                await wiped.wait_decided()
+            nursery.cancel_scope.cancel()
+    assert wiped.node_id != "0" * 32
+    assert "will not join itself" in str(error.value)
+    assert "rancherd reset" in str(error.value)
+    assert "data dir was wiped" in caplog.text
+    # The peer that stayed is not fooled: the init node it knows is another machine.
+    assert other.self_join_problem() is None

@@ -123,7 +123,7 @@ class KeySpec:
     """The message when the key is missing, for a field without a default."""
 
 
-_SPEC = "rancherd.config"
+_SPEC = "rancherd.config:spec"  # the dataclass field metadata key
 
 
 def spec(

@@ -75,6 +75,7 @@ __all__ = [
     "encoded_size",
     "estimate_record_size",
     "records_that_fit",
+    "wire_problem",
 ]
 
 # --- Limits -------------------------------------------------------------------------------
@@ -838,6 +839,17 @@ def decode(data: bytes, keep: RecordFilter | None = None) -> Message:
     except _Invalid as error:
         raise RemoteProtocolError(f"invalid message: {error}") from None
     return message
+
+
+def wire_problem(value: Vote | Decision) -> str | None:
+    """Why ``encode`` would refuse ``value`` inside a message, or None. For values read
+    from elsewhere than the wire (the data dir's ``gossip.json``), so they are held to
+    the same rules before anything carries them."""
+    try:
+        _NESTED[type(value)].to_wire(value)
+    except (_Invalid, KeyError) as error:
+        return str(error) if isinstance(error, _Invalid) else "not a Vote or a Decision"
+    return None
 
 
 def encoded_size(message: Message) -> int:

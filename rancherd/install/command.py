@@ -1,10 +1,12 @@
-"""The ``rancherd plan`` and ``rancherd get-token`` commands (registered by ``rancherd.cli``).
+"""The ``rancherd plan`` and ``rancherd get-token`` commands.
 
-``rancherd.cli`` imports this module, so its helpers are imported inside the commands.
+``rancherd.cli`` imports this module by name (``COMMANDS``) only when one of them runs;
+both take the context object of ``rancherd.cli_options``, never ``rancherd.cli`` itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -13,8 +15,9 @@ from urllib.parse import urlsplit
 
 import click
 
-from rancherd.cli_options import config_option
+from rancherd.cli_options import Invocation, SharedOptionsCommand, pass_invocation
 from rancherd.config import Config
+from rancherd.decision import BootstrapError, decide_statically
 from rancherd.gossip.election import JoinRole
 from rancherd.install.builders import (
     INSTALL_SCRIPT_ENV,
@@ -24,7 +27,7 @@ from rancherd.install.builders import (
     build_plan,
 )
 
-__all__ = ["get_token_command", "plan_command"]
+__all__ = ["COMMANDS", "get_token_command", "plan_command"]
 
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", re.ASCII)
 
@@ -79,8 +82,7 @@ install script (a path or a URL); ${SYSTEMCTL_ENV} is the systemctl to run (e.g.
 """
 
 
-@click.command("plan", help=_PLAN_HELP)
-@config_option
+@click.command("plan", help=_PLAN_HELP, cls=SharedOptionsCommand, shared=("config",))
 @click.option(
     "--role",
     type=click.Choice([role.value for role in JoinRole]),
@@ -95,12 +97,11 @@ install script (a path or a URL); ${SYSTEMCTL_ENV} is the systemctl to run (e.g.
     help="The init node to join (default: the config's server).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@pass_invocation
 def plan_command(
-    config_path: Path | None, role: str | None, server: str | None, as_json: bool
+    invocation: Invocation, role: str | None, server: str | None, as_json: bool
 ) -> None:
-    from rancherd.cli import load_config_or_exit
-
-    config = load_config_or_exit(config_path).config
+    config = invocation.config
     join_role, target = _decide(config, role, server)
     try:
         plan = build_plan(config, join_role, target, options=PlanOptions.from_env())
@@ -122,16 +123,16 @@ def _decide(config: Config, role: str | None, server: str | None) -> tuple[JoinR
                 "nobody (use --role server or --role agent with --server)"
             )
         return join_role, None if join_role is JoinRole.CLUSTER_INIT else target
-    if config.role is JoinRole.CLUSTER_INIT:
-        return JoinRole.CLUSTER_INIT, None
-    if config.discovery is not None and server is None:
+    if config.discovery is not None and server is None and config.role is not JoinRole.CLUSTER_INIT:
         raise click.UsageError(
             "with discovery, the election decides this node's role at boot: pass --role "
             "(cluster-init, server or agent) and, to see a join, --server HOST"
         )
-    if target is not None:
-        return JoinRole(config.role.value), target
-    return JoinRole.CLUSTER_INIT, None  # role server, no server: the original's rule
+    try:
+        decision = decide_statically(dataclasses.replace(config, server=target))
+    except BootstrapError as exc:
+        raise click.UsageError(f"{exc} (or pass --server HOST)") from None
+    return decision.role, decision.server_url
 
 
 _GET_TOKEN_HELP = """Print the token other nodes join this cluster with.
@@ -146,8 +147,7 @@ that sets the token. Exit status 1 when no token can be given.
 """
 
 
-@click.command("get-token", help=_GET_TOKEN_HELP)
-@config_option
+@click.command("get-token", help=_GET_TOKEN_HELP, cls=SharedOptionsCommand, shared=("config",))
 @click.option(
     "--root",
     type=click.Path(path_type=Path, file_okay=False),
@@ -155,11 +155,11 @@ that sets the token. Exit status 1 when no token can be given.
     show_default=True,
     help="Where the runtime's files are (a mounted disk, tests).",
 )
-def get_token_command(config_path: Path | None, root: Path) -> None:
-    from rancherd.cli import load_config_or_exit
+@pass_invocation
+def get_token_command(invocation: Invocation, root: Path) -> None:
     from rancherd.install.token import GetTokenError, join_token  # x509: only here
 
-    loaded = load_config_or_exit(config_path)
+    loaded = invocation.loaded
     token_file = loaded.sources.get("token")
     try:
         answer = join_token(loaded.config, token_file=token_file, root=root)
@@ -168,3 +168,7 @@ def get_token_command(config_path: Path | None, root: Path) -> None:
     for warning in answer.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(answer.token)
+
+
+COMMANDS: dict[str, click.Command] = {"plan": plan_command, "get-token": get_token_command}
+"""The commands ``rancherd.cli`` lists, by name."""

@@ -70,6 +70,8 @@ def join_token(
             ) from None
         except OSError as exc:
             raise GetTokenError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise GetTokenError(f"{path} is not UTF-8 text: not a token {runtime} wrote") from None
         if not generated:
             raise GetTokenError(f"{path} is empty")
         return JoinTokenAnswer(generated)
