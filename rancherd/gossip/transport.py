@@ -111,6 +111,12 @@ class FrameConnection(abc.ABC):
     async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close (idempotent, never raises on a broken connection)."""
 
+    def authenticated(self) -> None:
+        """Called by the links layer once the peer proved it holds the token (the sealed
+        handshake completed). A transport that evicts connections under pressure keeps
+        authenticated ones and evicts the others first; the default does nothing."""
+        return
+
 
 ConnectionHandler = Callable[[FrameConnection], Awaitable[None]]
 
