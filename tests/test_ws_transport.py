@@ -358,11 +358,16 @@ async def test_total_limit_counts_inbound_and_outbound() -> None:
     recorder = Server()
     limited = WebSocketTransport(HOST, 0, TransportLimits(max_connections=2))
     other = WebSocketTransport(HOST, 0)
+
+    async def trusted(conn: FrameConnection) -> None:
+        conn.authenticated()  # as the links layer does after the sealed handshake
+        await recorder.echo(conn)
+
     with trio.fail_after(10):
         async with (
             limited,
             other,
-            serving(limited, recorder.echo) as limited_address,
+            serving(limited, trusted) as limited_address,
             serving(other, recorder.echo) as other_address,
         ):
             inbound = await other.connect(limited_address)
@@ -383,6 +388,58 @@ async def test_total_limit_counts_inbound_and_outbound() -> None:
             assert await round_trip(again, b"again") == b"again"
             for conn in (inbound, again):
                 await conn.aclose()
+
+
+async def test_unauthenticated_connections_make_room_for_peers_and_dials() -> None:
+    """Issue 15.4: silent connections are evicted, oldest first, for a new connection
+    beyond ``max_unauthenticated`` and for any connection when every slot is taken; an
+    authenticated peer and our own dials are never evicted."""
+    recorder = Server()
+    limits = TransportLimits(max_connections=4, max_unauthenticated=2)
+    limited = WebSocketTransport(HOST, 0, limits)
+    other = WebSocketTransport("127.0.0.2", 0)
+
+    async def trusted(conn: FrameConnection) -> None:
+        conn.authenticated()
+        await recorder.echo(conn)
+
+    with trio.fail_after(10):
+        async with (
+            limited,
+            other,
+            serving(limited, trusted) as limited_address,
+            serving(other, recorder.echo) as other_address,
+        ):
+            host, port = parse_address(limited_address)
+            silent = [await trio.open_tcp_stream(host, port) for _ in range(2)]
+            await eventually(lambda: limited.statistics()["unauthenticated"] == 2)
+            silent.append(await trio.open_tcp_stream(host, port))  # evicts silent[0]
+            with trio.fail_after(2):  # at once, not after handshake_timeout (5 s)
+                await wait_closed_by_peer(silent[0])
+            peer = await other.connect(limited_address)  # evicts silent[1]
+            with trio.fail_after(2):
+                await wait_closed_by_peer(silent[1])
+            assert await round_trip(peer, b"peer") == b"peer"
+            silent.append(await trio.open_tcp_stream(host, port))
+            await eventually(lambda: limited.statistics()["open"] == 3)
+            dials = [await limited.connect(other_address)]  # the fourth slot
+            dials.append(await limited.connect(other_address))  # evicts silent[2]
+            dials.append(await limited.connect(other_address))  # evicts silent[3]
+            with pytest.raises(TransportError, match="max_connections"):
+                await limited.connect(other_address)  # nothing left to evict
+            with trio.fail_after(2):
+                for stream in silent[2:]:
+                    await wait_closed_by_peer(stream)
+            statistics = limited.statistics()
+            assert statistics["evicted"] == 4
+            assert statistics["open"] == 4
+            assert statistics["unauthenticated"] == 0
+            assert await round_trip(peer, b"still") == b"still"
+            for conn in [peer, *dials]:
+                assert await round_trip(conn, b"x") == b"x"
+                await conn.aclose()
+            for stream in silent:
+                await stream.aclose()
 
 
 async def test_refusals_are_logged_once_then_summarised(caplog: pytest.LogCaptureFixture) -> None:

@@ -69,6 +69,12 @@ class TransportLimits:
     max_connections: int = 512
     """Simultaneous connections in total, inbound and outbound: well under the usual
     1024-file-descriptor limit, leaving room for the control socket and the installer."""
+    max_unauthenticated: int = 128
+    """Inbound connections still upgrading or authenticating. Beyond it, and whenever
+    ``max_connections`` is reached, one of them is evicted to make room (the oldest of the
+    address holding the most), so a flood of silent connections never takes the slots of
+    authenticated peers or of our own dials (websocket transport; the memory transport
+    only counts ``max_connections``)."""
     connect_backoff_min: float = 0.1
     """First wait before dialling an address again after a failed dial."""
     connect_backoff_max: float = 5.0

@@ -19,14 +19,27 @@ every connection needs a home that outlives the call that opened it:
 
 Limits. ``serve`` runs its own accept loop instead of ``trio_websocket.serve_websocket``
 so that limits apply before the upgrade: a connection over
-``max_connections_per_address`` or ``max_connections`` gets a plain TCP close right after
-``accept``, before any byte is read, so a flood costs one ``accept`` and one ``close`` per
-connection and never a parser or a timer. (``CLOSE_TRY_LATER`` would need the upgrade
-first; the dialling side sees a ``TransportError`` either way.) An upgrade that is not done
-within ``handshake_timeout``, is not a WebSocket upgrade, or asks for another path than
-``path`` (answered with HTTP 404) is dropped; the handler never sees any of these.
-Dropped and refused connections are logged at most once per ``DROP_LOG_INTERVAL`` with
-counts, so a flood cannot flood the journal.
+``max_connections_per_address`` gets a plain TCP close right after ``accept``, before any
+byte is read, so a flood costs one ``accept`` and one ``close`` per connection and never a
+parser or a timer.
+
+Slots. The ``max_connections`` slots are shared by inbound connections, which are
+*unauthenticated* until the links layer calls ``FrameConnection.authenticated()``, and our
+own dials. At most ``max_unauthenticated`` inbound connections wait to authenticate; when a
+new one arrives beyond that, or any connection (a dial included) finds every slot taken,
+an unauthenticated inbound connection is evicted (its socket closed at once, no close
+handshake) to make room: the oldest of the address that holds the most of them, since a
+flood comes from few addresses with several connections each and a peer dials once.
+Authenticated peers and our own dials are never evicted, so a flood of silent connections
+cannot keep the fleet's peers out: an honest handshake takes milliseconds. Only when every
+slot holds an authenticated or outbound connection is a new one refused (with a plain TCP
+close too: ``CLOSE_TRY_LATER`` would need the upgrade first; the dialling side sees a
+``TransportError`` either way).
+
+An upgrade that is not done within ``handshake_timeout``, is not a WebSocket upgrade, or
+asks for another path than ``path`` (answered with HTTP 404) is dropped; the handler never
+sees any of these. Dropped, refused and evicted connections are logged at most once per
+``DROP_LOG_INTERVAL`` with counts, so a flood cannot flood the journal.
 
 trio-websocket quirks handled here: its reader task can raise (``ConnectionRejected``,
 ``ConnectionClosed`` on a broken socket) into the nursery it runs in, and when the TCP
@@ -45,6 +58,7 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self, cast
 
@@ -219,15 +233,31 @@ class _DropLog:
         self._counts.clear()
 
 
+@dataclass(eq=False)
+class _Slot:
+    """One inbound connection's place under ``max_connections``."""
+
+    host: str
+    remote: Address
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    evicted: bool = False
+    released: bool = False
+
+
 class WebSocketConnection(FrameConnection):
     """One upgraded connection; frames are binary WebSocket messages."""
 
     def __init__(
-        self, ws: trio_websocket.WebSocketConnection, stream: trio.SocketStream, remote: Address
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        stream: trio.SocketStream,
+        remote: Address,
+        on_authenticated: Callable[[], None] | None = None,
     ) -> None:
         self._ws = ws
         self._stream = stream
         self._remote = remote
+        self._on_authenticated = on_authenticated
         self._closing = False
         self._closed = trio.Event()
         self._local_close: ConnectionClosed | None = None
@@ -267,6 +297,17 @@ class WebSocketConnection(FrameConnection):
             await self.aclose(CLOSE_POLICY, "binary frames only")
             raise self._error()
         return message
+
+    def authenticated(self) -> None:
+        if self._on_authenticated is not None:
+            self._on_authenticated()
+            self._on_authenticated = None
+
+    def _abort(self) -> None:
+        """Close the socket without a close handshake (an evicted connection)."""
+        self._closing = True
+        self._stream.socket.close()
+        self._closed.set()
 
     async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self._closing:
@@ -318,7 +359,10 @@ class WebSocketTransport(Transport):
         self._open = 0
         self._outbound = 0
         self._inbound_by_host: dict[str, int] = {}
+        self._unauthenticated: dict[_Slot, None] = {}
+        """Inbound connections not yet authenticated, oldest first."""
         self._refused = 0
+        self._evicted = 0
         self._drops = _DropLog()
         self._nursery: trio.Nursery | None = None
         self._exit: Callable[..., Awaitable[bool | None]] | None = None
@@ -353,13 +397,16 @@ class WebSocketTransport(Transport):
             raise
 
     def statistics(self) -> dict[str, int]:
-        """Open connections (``open``, ``outbound``), connections refused over a limit
-        (``refused``) and all inbound connections dropped before the handler (``dropped``,
-        refused ones included)."""
+        """Open connections (``open``, ``outbound``, ``unauthenticated``), connections
+        refused over a limit (``refused``), unauthenticated ones evicted to make room
+        (``evicted``) and all inbound connections dropped before the handler (``dropped``,
+        refused and evicted ones included)."""
         return {
             "open": self._open,
             "outbound": self._outbound,
+            "unauthenticated": len(self._unauthenticated),
             "refused": self._refused,
+            "evicted": self._evicted,
             "dropped": self._drops.total,
         }
 
@@ -403,43 +450,76 @@ class WebSocketTransport(Transport):
             except OSError:  # gone before we looked
                 stream.socket.close()
                 continue
-            refusal = self._admit_inbound(host)
-            if refusal is not None:
+            slot = self._admit_inbound(host, remote)
+            if isinstance(slot, str):
                 self._refused += 1
-                self._drops.note(refusal, remote)
+                self._drops.note(slot, remote)
                 stream.socket.close()
                 continue
-            nursery.start_soon(self._run_inbound, stream, host, remote, handler, name=remote)
+            nursery.start_soon(self._run_inbound, stream, slot, handler, name=remote)
 
-    def _admit_inbound(self, host: str) -> str | None:
-        if self._open >= self.limits.max_connections:
-            return f"over max_connections ({self.limits.max_connections})"
+    def _admit_inbound(self, host: str, remote: Address) -> _Slot | str:
+        """A slot for a new inbound connection (evicting if need be), or why not."""
         count = self._inbound_by_host.get(host, 0)
         if count >= self.limits.max_connections_per_address:
             return f"over max_connections_per_address ({self.limits.max_connections_per_address})"
+        if len(self._unauthenticated) >= self.limits.max_unauthenticated:
+            self._evict_one()
+        if self._open >= self.limits.max_connections and not self._evict_one():
+            return f"over max_connections ({self.limits.max_connections})"
         self._open += 1
         self._inbound_by_host[host] = count + 1
-        return None
+        slot = _Slot(host, remote)
+        self._unauthenticated[slot] = None
+        return slot
 
-    def _release_inbound(self, host: str) -> None:
+    def _evict_one(self) -> bool:
+        """Close an unauthenticated inbound connection now: the oldest of the address
+        that holds the most of them (a flood comes from few addresses, several
+        connections each; a peer dials once). False if there is none."""
+        if not self._unauthenticated:
+            return False
+        counts = Counter(slot.host for slot in self._unauthenticated)
+        most = max(counts.values())
+        slot = next(slot for slot in self._unauthenticated if counts[slot.host] == most)
+        slot.evicted = True
+        self._release_inbound(slot)
+        slot.scope.cancel()
+        self._evicted += 1
+        self._drops.note("evicted while unauthenticated, to make room", slot.remote)
+        return True
+
+    def _authenticated(self, slot: _Slot) -> None:
+        self._unauthenticated.pop(slot, None)
+
+    def _release_inbound(self, slot: _Slot) -> None:
+        if slot.released:
+            return
+        slot.released = True
+        self._unauthenticated.pop(slot, None)
         self._open -= 1
-        self._inbound_by_host[host] -= 1
-        if not self._inbound_by_host[host]:
-            del self._inbound_by_host[host]
+        self._inbound_by_host[slot.host] -= 1
+        if not self._inbound_by_host[slot.host]:
+            del self._inbound_by_host[slot.host]
 
     async def _run_inbound(
-        self, stream: trio.SocketStream, host: str, remote: Address, handler: ConnectionHandler
+        self, stream: trio.SocketStream, slot: _Slot, handler: ConnectionHandler
     ) -> None:
+        remote = slot.remote
         try:
-            async with _reader_tasks() as reader:
-                ws = await self._upgrade_inbound(reader, stream, remote)
-                if ws is not None:
-                    await self._run_handler(handler, WebSocketConnection(ws, stream, remote))
+            with slot.scope:
+                async with _reader_tasks() as reader:
+                    ws = await self._upgrade_inbound(reader, stream, remote)
+                    if ws is not None:
+                        conn = WebSocketConnection(
+                            ws, stream, remote, lambda: self._authenticated(slot)
+                        )
+                        await self._run_handler(handler, conn, slot)
         except Exception:
             # A bug on the upgrade path (ours or trio-websocket's) ends this connection only.
             log.exception("connection from %s failed", remote)
         finally:
-            self._release_inbound(host)
+            self._release_inbound(slot)
             stream.socket.close()
 
     async def _upgrade_inbound(
@@ -469,7 +549,9 @@ class WebSocketTransport(Transport):
         return None
 
     @staticmethod
-    async def _run_handler(handler: ConnectionHandler, conn: WebSocketConnection) -> None:
+    async def _run_handler(
+        handler: ConnectionHandler, conn: WebSocketConnection, slot: _Slot
+    ) -> None:
         cancelled = False
         try:
             await handler(conn)
@@ -480,7 +562,10 @@ class WebSocketTransport(Transport):
             # A bug in the handler must not end serve: every other peer would lose us.
             log.exception("connection handler failed for %s", conn.remote)
         finally:
-            await conn._close_on_exit(cancelled)
+            if slot.evicted:
+                conn._abort()
+            else:
+                await conn._close_on_exit(cancelled)
 
     # --- dialling
 
@@ -501,7 +586,7 @@ class WebSocketTransport(Transport):
         *,
         task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        if self._open >= self.limits.max_connections:
+        if self._open >= self.limits.max_connections and not self._evict_one():
             raise TransportError(
                 f"connect to {address}: {self._open} connections open (max_connections)"
             )
