@@ -309,9 +309,6 @@ class PeerTable:
     def get(self, node_id: NodeId) -> PeerEntry | None:
         return self._entries.get(node_id)
 
-    def tombstone(self, node_id: NodeId) -> Tombstone | None:
-        return self._tombstones.get(node_id)
-
     def tombstones(self) -> list[Tombstone]:
         return [self._tombstones[node_id] for node_id in sorted(self._tombstones)]
 

@@ -242,7 +242,6 @@ MESSAGE_TYPES: dict[Tag, type[Message]] = {
     Tag.RELEASE: Release,
     Tag.COMMIT: Commit,
 }
-TAGS: dict[type[Message], Tag] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}
 
 
 def view_digest(view: tuple[NodeId, ...]) -> bytes:
