@@ -75,6 +75,10 @@ class TransportLimits:
     address holding the most), so a flood of silent connections never takes the slots of
     authenticated peers or of our own dials (websocket transport; the memory transport
     only counts ``max_connections``)."""
+    max_unauthenticated_per_address: int = 2
+    """Inbound connections from one remote IP still upgrading or authenticating; more are
+    closed right after ``accept``. A peer dials once at a time (twice while a simultaneous
+    dial is resolved), so only a flood meets it (websocket transport)."""
     connect_backoff_min: float = 0.1
     """First wait before dialling an address again after a failed dial."""
     connect_backoff_max: float = 5.0

@@ -25,7 +25,10 @@ parser or a timer.
 
 Slots. The ``max_connections`` slots are shared by inbound connections, which are
 *unauthenticated* until the links layer calls ``FrameConnection.authenticated()``, and our
-own dials. At most ``max_unauthenticated`` inbound connections wait to authenticate; when a
+own dials. One address may have at most ``max_unauthenticated_per_address`` connections
+waiting to authenticate (more are closed right after ``accept``, as above: a peer dials
+once at a time, a flood is cheap to refuse). At most ``max_unauthenticated`` inbound
+connections wait in all; when a
 new one arrives beyond that, or any connection (a dial included) finds every slot taken,
 an unauthenticated inbound connection is evicted (its socket closed at once, no close
 handshake) to make room: the oldest of the address that holds the most of them, since a
@@ -40,6 +43,10 @@ An upgrade that is not done within ``handshake_timeout``, is not a WebSocket upg
 asks for another path than ``path`` (answered with HTTP 404) is dropped; the handler never
 sees any of these. Dropped, refused and evicted connections are logged at most once per
 ``DROP_LOG_INTERVAL`` with counts, so a flood cannot flood the journal.
+
+Pings. A connection that sends a WebSocket ping is closed at once, without a pong:
+rancherd never pings, and a flood of pings whose pongs the sender never read grew a
+node's memory by ~90 MB for good (issue 15.4).
 
 trio-websocket quirks handled here: its reader task can raise (``ConnectionRejected``,
 ``ConnectionClosed`` on a broken socket) into the nursery it runs in, and when the TCP
@@ -64,6 +71,7 @@ from typing import Self, cast
 
 import trio
 import trio_websocket
+import wsproto.events
 from wsproto.utilities import LocalProtocolError as WsprotoLocalProtocolError
 
 from rancherd.discovery.provider import format_endpoint
@@ -100,6 +108,10 @@ _DEFAULT_LIMITS = TransportLimits()
 _RECEIVE_SIZE = 65536
 """Bytes per socket read (trio-websocket reads 4 KiB by default): a 64 KiB frame in one
 read instead of sixteen. A read is handed to wsproto and parsed before the next one."""
+_UNAUTHENTICATED_RECEIVE_SIZE = 4096
+"""Bytes per socket read of an inbound connection until it authenticates (a hello is
+~110 bytes): a flood of data on many unauthenticated connections holds 4 KiB per read
+each, not 64 KiB."""
 _ACCEPT_RETRY = 0.1
 """Wait after ``accept`` failed for lack of file descriptors or memory (as trio does)."""
 _ACCEPT_CAPACITY_ERRNOS = frozenset(
@@ -160,6 +172,9 @@ class _ReaderTasks:
         self._scope.cancel()
 
     def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        connection = getattr(async_fn, "__self__", None)
+        if isinstance(connection, trio_websocket.WebSocketConnection):
+            _refuse_pings(connection)
         self._nursery.start_soon(self._run, async_fn, *args)
 
     def as_nursery(self) -> trio.Nursery:
@@ -187,6 +202,22 @@ class _ReaderTasks:
                 yield scope
             finally:
                 self._watching = None
+
+
+def _refuse_pings(ws: trio_websocket.WebSocketConnection) -> None:
+    """Close the connection at the first WebSocket ping instead of answering it.
+
+    rancherd never pings (idle links are closed by ``idle_timeout``), and answering a
+    flood of pings that the sender never reads grew a node's RSS from 42 to 134 MB, never
+    released. trio-websocket's reader looks its ping handler up on the instance when it
+    starts, so this replaces it before the reader runs."""
+
+    async def refuse(event: wsproto.events.Ping) -> None:
+        log.debug("a WebSocket ping: closing the connection")
+        await ws._abort_web_socket()
+        await ws._close_stream()
+
+    ws._handle_ping_event = refuse  # type: ignore[method-assign]
 
 
 @asynccontextmanager
@@ -302,6 +333,8 @@ class WebSocketConnection(FrameConnection):
         if self._on_authenticated is not None:
             self._on_authenticated()
             self._on_authenticated = None
+            # trio-websocket reads its buffer size anew before every read.
+            self._ws._receive_buffer_size = _RECEIVE_SIZE
 
     def _abort(self) -> None:
         """Close the socket without a close handshake (an evicted connection)."""
@@ -361,6 +394,7 @@ class WebSocketTransport(Transport):
         self._inbound_by_host: dict[str, int] = {}
         self._unauthenticated: dict[_Slot, None] = {}
         """Inbound connections not yet authenticated, oldest first."""
+        self._unauthenticated_by_host: Counter[str] = Counter()
         self._refused = 0
         self._evicted = 0
         self._drops = _DropLog()
@@ -463,6 +497,12 @@ class WebSocketTransport(Transport):
         count = self._inbound_by_host.get(host, 0)
         if count >= self.limits.max_connections_per_address:
             return f"over max_connections_per_address ({self.limits.max_connections_per_address})"
+        waiting = self._unauthenticated_by_host[host]
+        if waiting >= self.limits.max_unauthenticated_per_address:
+            return (
+                "over max_unauthenticated_per_address "
+                f"({self.limits.max_unauthenticated_per_address})"
+            )
         if len(self._unauthenticated) >= self.limits.max_unauthenticated:
             self._evict_one()
         if self._open >= self.limits.max_connections and not self._evict_one():
@@ -471,6 +511,7 @@ class WebSocketTransport(Transport):
         self._inbound_by_host[host] = count + 1
         slot = _Slot(host, remote)
         self._unauthenticated[slot] = None
+        self._unauthenticated_by_host[host] = waiting + 1
         return slot
 
     def _evict_one(self) -> bool:
@@ -479,7 +520,7 @@ class WebSocketTransport(Transport):
         connections each; a peer dials once). False if there is none."""
         if not self._unauthenticated:
             return False
-        counts = Counter(slot.host for slot in self._unauthenticated)
+        counts = self._unauthenticated_by_host
         most = max(counts.values())
         slot = next(slot for slot in self._unauthenticated if counts[slot.host] == most)
         slot.evicted = True
@@ -490,13 +531,20 @@ class WebSocketTransport(Transport):
         return True
 
     def _authenticated(self, slot: _Slot) -> None:
-        self._unauthenticated.pop(slot, None)
+        self._forget_unauthenticated(slot)
+
+    def _forget_unauthenticated(self, slot: _Slot) -> None:
+        if slot in self._unauthenticated:
+            del self._unauthenticated[slot]
+            self._unauthenticated_by_host[slot.host] -= 1
+            if not self._unauthenticated_by_host[slot.host]:
+                del self._unauthenticated_by_host[slot.host]
 
     def _release_inbound(self, slot: _Slot) -> None:
         if slot.released:
             return
         slot.released = True
-        self._unauthenticated.pop(slot, None)
+        self._forget_unauthenticated(slot)
         self._open -= 1
         self._inbound_by_host[slot.host] -= 1
         if not self._inbound_by_host[slot.host]:
@@ -532,7 +580,7 @@ class WebSocketTransport(Transport):
                         reader.as_nursery(),
                         stream,
                         max_message_size=self.limits.max_frame,
-                        receive_buffer_size=_RECEIVE_SIZE,
+                        receive_buffer_size=_UNAUTHENTICATED_RECEIVE_SIZE,
                     )
                     if request.path != self._path:
                         self._drops.note("wrong path", remote)
