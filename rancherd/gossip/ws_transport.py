@@ -21,7 +21,8 @@ Limits. ``serve`` runs its own accept loop instead of ``trio_websocket.serve_web
 so that limits apply before the upgrade: a connection over
 ``max_connections_per_address`` gets a plain TCP close right after ``accept``, before any
 byte is read, so a flood costs one ``accept`` and one ``close`` per connection and never a
-parser or a timer.
+parser or a timer. An admitted connection gets a parser only once its first bytes arrive:
+until then a silent one costs a task waiting for the socket to become readable.
 
 Slots. The ``max_connections`` slots are shared by inbound connections, which are
 *unauthenticated* until the links layer calls ``FrameConnection.authenticated()``, and our
@@ -554,10 +555,14 @@ class WebSocketTransport(Transport):
         self, stream: trio.SocketStream, slot: _Slot, handler: ConnectionHandler
     ) -> None:
         remote = slot.remote
+        deadline = trio.current_time() + self.limits.handshake_timeout
         try:
             with slot.scope:
+                # A silent connection costs a task waiting here, not a parser and a reader.
+                with trio.move_on_at(deadline):
+                    await trio.lowlevel.wait_readable(stream.socket)
                 async with _reader_tasks() as reader:
-                    ws = await self._upgrade_inbound(reader, stream, remote)
+                    ws = await self._upgrade_inbound(reader, stream, remote, deadline)
                     if ws is not None:
                         conn = WebSocketConnection(
                             ws, stream, remote, lambda: self._authenticated(slot)
@@ -571,9 +576,9 @@ class WebSocketTransport(Transport):
             stream.socket.close()
 
     async def _upgrade_inbound(
-        self, reader: _ReaderTasks, stream: trio.SocketStream, remote: Address
+        self, reader: _ReaderTasks, stream: trio.SocketStream, remote: Address, at: float
     ) -> trio_websocket.WebSocketConnection | None:
-        with trio.move_on_after(self.limits.handshake_timeout) as deadline:
+        with trio.move_on_at(at) as deadline:
             with reader.cancel_when_done():
                 try:
                     request = await trio_websocket.wrap_server_stream(
