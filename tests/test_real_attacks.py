@@ -12,16 +12,25 @@ import contextlib
 import json
 import os
 import random
+import socket
 import subprocess
+from dataclasses import replace
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import pytest
 import trio
 import wsproto
 import wsproto.events
 from cli_harness import ENV, discover_argv
+from driver_harness import TOKEN_KEYS, MemoryStore
 from test_real_loopback import TOKEN, Fleet, _peers_json
 
+from rancherd.gossip.config import GossipConfig
+from rancherd.gossip.core import GossipCore, Identity
+from rancherd.gossip.driver import Driver
+from rancherd.gossip.links import Links
 from rancherd.gossip.messages import (
     EMPTY_VIEW_DIGEST,
     Ack,
@@ -33,6 +42,8 @@ from rancherd.gossip.messages import (
     Role,
 )
 from rancherd.gossip.security import SecureChannel, TokenKeys
+from rancherd.gossip.transport import ConnectionHandler, FrameConnection, Transport
+from rancherd.gossip.ws_transport import WebSocketTransport
 
 pytestmark = pytest.mark.real
 
@@ -417,3 +428,174 @@ async def test_a_ping_flood_costs_a_node_little_memory(tmp_path: Path) -> None:
             assert sent[0] > 100_000
             assert after - before < 30, (before, after)
             await good_peer_decides(fleet, victim, log)
+
+
+class TamperingProxy:
+    """A TCP proxy on loopback in front of one node: after the first ``clean`` bytes of
+    each connection (the upgrade and the sealed handshake), each chunk towards the node
+    is, with probability ``rate``, bit-flipped, duplicated or held back and sent after
+    the next one."""
+
+    def __init__(self, target: tuple[str, int], seed: int, rate: float, clean: int) -> None:
+        self.target = target
+        self.rng = random.Random(seed)
+        self.rate = rate
+        self.clean = clean
+        self.tampered: dict[str, int] = {"flip": 0, "duplicate": 0, "reorder": 0}
+        self.enough = trio.Event()
+        """Set once 10 chunks were tampered with."""
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, inbound: trio.SocketStream) -> None:
+        try:
+            outbound = await trio.open_tcp_stream(*self.target)
+        except OSError:
+            await inbound.aclose()
+            return
+        async with inbound, outbound, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, outbound, inbound, False, nursery.cancel_scope)
+            await self._pump(inbound, outbound, True, nursery.cancel_scope)
+
+    async def _pump(
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        tamper: bool,
+        scope: trio.CancelScope,
+    ) -> None:
+        passed = 0
+        held: bytes | None = None
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await source.receive_some(65536):
+                passed += len(data)
+                kind = None
+                if tamper and passed > self.clean and self.rng.random() < self.rate:
+                    kind = self.rng.choice(list(self.tampered))
+                    self.tampered[kind] += 1
+                    if sum(self.tampered.values()) >= 10:
+                        self.enough.set()
+                if held is not None:
+                    await sink.send_all(data)
+                    data, held = held, None
+                elif kind == "reorder":
+                    held = data
+                    continue
+                elif kind == "flip":
+                    index = self.rng.randrange(len(data))
+                    data = data[:index] + bytes([data[index] ^ 0x04]) + data[index + 1 :]
+                await sink.send_all(data)
+                if kind == "duplicate":
+                    await sink.send_all(data)
+        scope.cancel()
+
+
+class ViaProxy(Transport):
+    """The websocket transport, but every dial to a proxied address goes to its proxy."""
+
+    def __init__(self, inner: WebSocketTransport, proxies: dict[str, str]) -> None:
+        self.inner = inner
+        self.limits = inner.limits
+        self.proxies = proxies
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return await self.inner.__aexit__(exc_type, exc, traceback)
+
+    async def serve(
+        self,
+        handler: ConnectionHandler,
+        *,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await self.inner.serve(handler, task_status=task_status)
+
+    async def connect(self, address: str) -> FrameConnection:
+        return await self.inner.connect(self.proxies.get(address, address))
+
+
+async def _run_node(
+    transport: ViaProxy,
+    links: Links,
+    driver: Driver,
+    seeds: list[str],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with transport, trio.open_nursery() as nursery:
+        await nursery.start(links.run)
+        await nursery.start(driver.run, links)
+        driver.discovered_nowait(seeds)
+        task_status.started()
+
+
+def free_loopback_port(host: str) -> int:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_tampering_through_a_loopback_proxy_never_kills_a_node() -> None:
+    """Issue 15.1: duplicate, reorder or bit flip in flight on live links, through a TCP
+    proxy on loopback in front of each node (every dial goes through it). Links die and
+    are dialled again, no node stops, and the three servers decide once."""
+    local = GossipConfig.local()
+    # A decided fleet keeps the election's pace, so tampering meets live links quickly.
+    config = replace(local, expected_servers=3, decided_gossip_interval=local.gossip_interval)
+    hosts = [f"127.0.0.{i + 1}" for i in range(3)]
+    ports = [free_loopback_port(host) for host in hosts]
+    addresses = [f"{h}:{p}" for h, p in zip(hosts, ports, strict=True)]
+    proxies: dict[str, str] = {}
+    tampering: list[TamperingProxy] = []
+    links: list[Links] = []
+    drivers: list[Driver] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for index, target in enumerate(zip(hosts, ports, strict=True)):
+                proxy = TamperingProxy(target, index, rate=0.1, clean=512)
+                proxy_port = await nursery.start(proxy.serve)
+                proxies[addresses[index]] = f"127.0.0.1:{proxy_port}"
+                tampering.append(proxy)
+            for index, host in enumerate(hosts):
+                rng = random.Random(index)
+                node_id = rng.randbytes(16).hex()
+                identity = Identity(node_id, Role.SERVER, (addresses[index],), host)
+                core = GossipCore(config, identity, None, rng, trio.current_time())
+                driver = Driver(core, MemoryStore())
+                transport = ViaProxy(WebSocketTransport(host, ports[index]), proxies)
+                link = Links(
+                    transport,
+                    TOKEN_KEYS,
+                    node_id,
+                    core.boot_id,
+                    driver.deliver,
+                    rng=rng,
+                    random_bytes=os.urandom,
+                    keep=core.wants_record,
+                )
+                await nursery.start(_run_node, transport, link, driver, addresses)
+                links.append(link)
+                drivers.append(driver)
+            for driver in drivers:
+                await driver.wait_decided()
+            for proxy in tampering:  # decided nodes gossip on: tamper with that too
+                await proxy.enough.wait()
+            nursery.cancel_scope.cancel()
+    assert len({driver.core.decision for driver in drivers}) == 1
+    total = {kind: sum(p.tampered[kind] for p in tampering) for kind in tampering[0].tampered}
+    rejected = [link.statistics.rejected for link in links]
+    print(f"tampered {total}; connections rejected per node {rejected}")
+    assert sum(total.values()) >= 30
+    assert sum(rejected) > 0  # some tampering reached the sealed channels
