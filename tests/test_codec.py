@@ -557,7 +557,9 @@ def test_gossip_fast_path_survives_cache_eviction_and_changed_records() -> None:
     assert len(codec._record_cache) <= codec._RECORD_CACHE_SIZE
     assert encode(Gossip((RECORD, SMALL_RECORD), True)) == first
     newer = dataclasses.replace(RECORD, heartbeat=RECORD.heartbeat + 1)
-    assert decode(encode(Gossip((newer,), True))).records == (newer,)  # type: ignore[attr-defined]
+    decoded = decode(encode(Gossip((newer,), True)))
+    assert isinstance(decoded, Gossip)
+    assert decoded.records == (newer,)
 
 
 @pytest.mark.parametrize(
@@ -602,7 +604,7 @@ def test_decode_keep_drops_exactly_the_declined_relayed_records(
     message = Gossip(tuple(records), want_reply)
     data = encode(message)
     calls: list[tuple[str, int, int, str | None]] = []
-    by_key = {}
+    by_key: dict[tuple[str, int, int, str | None], list[int]] = {}
     for index, record in enumerate(records[1:], start=1):
         by_key.setdefault(
             (record.node_id, record.incarnation, record.heartbeat, _cluster_of(record)), []
