@@ -58,6 +58,9 @@ class CountingConnection(FrameConnection):
     async def receive(self) -> bytes:
         return await self._inner.receive()
 
+    def authenticated(self) -> None:
+        self._inner.authenticated()
+
     async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         await self._inner.aclose(code, reason)
 

@@ -59,9 +59,9 @@ class SealedNetwork(Network):
             random_bytes=self._bytes.randbytes,
         )
         try:
-            reply = responder.receive(initiator.start()).frames
-            for frame in reply:
-                initiator.receive(frame)
+            for reply in responder.receive(initiator.start()).frames:
+                for finished in initiator.receive(reply).frames:
+                    responder.receive(finished)
         except RemoteProtocolError:
             self.channels[key] = None
             raise

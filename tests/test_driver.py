@@ -207,7 +207,8 @@ async def test_an_authenticated_but_silent_connection_is_closed_at_the_idle_time
             connection = await probe.connect(node.address)
             channel = SecureChannel(TOKEN_KEYS, "e" * 32, 1, initiator=True, random_bytes=bytes)
             await connection.send(channel.start())
-            channel.receive(await connection.receive())
+            for frame in channel.receive(await connection.receive()).frames:
+                await connection.send(frame)  # the finished frame
             assert channel.established
             opened = trio.current_time()
             await _drain_until_closed(connection)

@@ -77,8 +77,8 @@ class Fleet:
         return self.tmp_path / f"d{index}"
 
 
-async def run_all(argvs: list[list[str]]) -> list[trio.CompletedProcess[bytes]]:
-    results: list[trio.CompletedProcess[bytes] | None] = [None] * len(argvs)
+async def run_all(argvs: list[list[str]]) -> list[subprocess.CompletedProcess[bytes]]:
+    results: list[subprocess.CompletedProcess[bytes] | None] = [None] * len(argvs)
 
     async def one(index: int) -> None:
         results[index] = await trio.run_process(
@@ -91,7 +91,7 @@ async def run_all(argvs: list[list[str]]) -> list[trio.CompletedProcess[bytes]]:
     return [r for r in results if r is not None]
 
 
-def outcomes(results: list[trio.CompletedProcess[bytes]]) -> list[dict[str, object]]:
+def outcomes(results: list[subprocess.CompletedProcess[bytes]]) -> list[dict[str, object]]:
     for result in results:
         assert result.returncode == 0, result.stderr.decode()[-2000:]
         # One line per state change, and never the token.
@@ -143,7 +143,9 @@ async def test_peers_shows_what_a_waiting_node_waits_for(tmp_path: Path) -> None
         async with trio.open_nursery() as nursery:
             first = await nursery.start(_process, discover_argv(fleet.config(0), fleet.data_dir(0)))
             snapshot = await _peers_json(fleet.data_dir(0), env)
-            assert "waiting for 1 more server" in snapshot["status"]["text"]
+            status = snapshot["status"]
+            assert isinstance(status, dict)
+            assert "waiting for 1 more server" in status["text"]
             second = await nursery.start(
                 _process, discover_argv(fleet.config(1), fleet.data_dir(1))
             )

@@ -7,11 +7,15 @@ import pickle
 import random
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import messages
 
-from rancherd.gossip.codec import MAX_FRAME, MAX_MESSAGE_SIZE, encode, records_that_fit
+from rancherd.gossip.codec import MAX_FRAME, MAX_MESSAGE_SIZE, decode, encode
 from rancherd.gossip.errors import LocalProtocolError, RemoteProtocolError
 from rancherd.gossip.messages import (
     EMPTY_VIEW_DIGEST,
@@ -69,7 +73,13 @@ def handshake(initiator: SecureChannel, responder: SecureChannel) -> None:
     received = responder.receive(initiator.start())
     assert received.messages == []
     [reply] = received.frames
-    assert initiator.receive(reply) == ([], [])
+    assert not responder.established  # until the finished frame
+    answered = initiator.receive(reply)
+    assert answered.messages == []
+    [finished] = answered.frames
+    assert initiator.established
+    assert responder.receive(finished) == ([], [])
+    assert responder.established
 
 
 def pair(
@@ -134,7 +144,14 @@ def test_nothing_before_the_hellos() -> None:
         initiator.start()
     with pytest.raises(LocalProtocolError):
         initiator.seal(ACK)  # the initiator waits for the responder's hello
-    responder.receive(hello)
+    [reply] = responder.receive(hello).frames
+    assert not responder.established  # the responder waits for the finished frame
+    assert responder.peer_id == A
+    assert responder.version is None
+    with pytest.raises(LocalProtocolError):
+        responder.seal(ACK)
+    [finished] = initiator.receive(reply).frames
+    responder.receive(finished)
     assert responder.established
 
 
@@ -149,8 +166,19 @@ def test_largest_message_fits_a_frame() -> None:
     record = NodeRecord(
         A, 0, 0, 0, Role.AGENT, (), "h" * 253, EMPTY_VIEW_DIGEST, 0, None, (), None, Progress.NONE
     )
-    count = records_that_fit([record] * 1000)
-    message = Gossip((record,) * count, True)
+
+    def fits(count: int) -> bool:
+        try:
+            encode(Gossip((record,) * count, True))
+        except LocalProtocolError:
+            return False
+        return True
+
+    low, high = 1, 1000  # the most records that fit: fits(low), not fits(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    message = Gossip((record,) * low, True)
     assert MAX_MESSAGE_SIZE - 300 < len(encode(message)) <= MAX_MESSAGE_SIZE
     initiator, responder = pair()
     frame = initiator.seal(message)
@@ -267,9 +295,9 @@ def test_reordered_or_dropped_frames(order: tuple[int, ...]) -> None:
 
 def test_frame_with_a_forged_counter() -> None:
     initiator, responder = pair()
-    initiator.seal(ACK)
-    second = initiator.seal(ACK)  # counter 1; pretend it is frame 0
-    rejects(responder, bytes(8) + second[8:])
+    initiator.seal(ACK)  # counter 1 (0 was the finished frame), never delivered
+    second = initiator.seal(ACK)  # counter 2; pretend it is frame 1, the one due
+    rejects(responder, (1).to_bytes(8, "big") + second[8:])
 
 
 def test_hello_sealed_with_another_token() -> None:
@@ -305,13 +333,97 @@ def test_hello_reflected_to_its_sender() -> None:
     rejects(channel(C, initiator=False), reply)  # a responder's hello, sent to a responder
 
 
-def test_replayed_hello_opens_nothing_useful() -> None:
-    initiator, _ = pair(seed=1)
+def record_session(seed: object) -> tuple[bytes, bytes, bytes, list[bytes]]:
+    """One connection as a wire recorder sees it: both hellos, the finished frame, and
+    session frames both ways (Acks from the initiator, Releases from the responder)."""
+    initiator = channel(A, initiator=True, seed=seed, expected_peer=B)
+    responder = channel(B, initiator=False, seed=seed)
+    hello = initiator.start()
+    [reply] = responder.receive(hello).frames
+    [finished] = initiator.receive(reply).frames
+    responder.receive(finished)
+    frames = [initiator.seal(Ack(A, n, 7, B)) for n in range(3)]
+    frames += [responder.seal(Release(B, n, 7)) for n in range(3)]
+    return hello, reply, finished, frames
+
+
+@pytest.mark.parametrize("frame", ["binary", "finished", "session", "hello"])
+def test_replayed_hello_opens_nothing_useful(frame: str) -> None:
+    """An outsider replays a recorded hello on a new connection, then sends anything: the
+    responder answers, but is never established, and the next frame kills the channel."""
+    hello, _, finished, frames = record_session(1)
     replay_target = channel(B, initiator=False, seed=2)
-    recorded_hello = channel(A, initiator=True, seed=1).start()  # the same bytes as before
-    replay_target.receive(recorded_hello)
-    assert replay_target.established  # it answered, but without the token ...
-    rejects(replay_target, initiator.seal(ACK))  # ... the recorded frames do not open
+    replay_target.receive(hello)
+    assert not replay_target.established
+    follow = {"binary": os.urandom(24), "finished": finished, "session": frames[0]}
+    rejects(replay_target, follow.get(frame, hello))
+    assert replay_target.connection_id is None
+
+
+def test_replayed_reply_does_not_open_on_another_connection() -> None:
+    """The responder's hello is bound to the initiator's hello of its own connection."""
+    _, reply, _, _ = record_session(1)
+    initiator = channel(A, initiator=True, seed=2, expected_peer=B)
+    initiator.start()
+    error = rejects(initiator, reply)
+    assert "does not open" in str(error)
+
+
+def test_a_recorded_session_cannot_be_opened_with_the_token_learned_later() -> None:
+    """Forward secrecy. Someone recorded a whole connection and later learned the token:
+    the hellos open, but the session frames open neither under keys derived from the
+    token and the hellos alone (protocol 2's keys), nor by replaying the recording into
+    fresh channels built from the token."""
+    hello, reply, finished, frames = record_session(1)
+    learned = TokenKeys.derive(TOKEN)
+    # The hellos open with the token: the recorder has both public keys and every id.
+    label = b"rancherd/v1/hello"
+    initiator_hello = learned._hello.decrypt(hello[:12], hello[12:], label + b"\x01")
+    reply_ad = label + b"\x02" + initiator_hello
+    hellos = [initiator_hello, learned._hello.decrypt(reply[:12], reply[12:], reply_ad)]
+    assert [type(decode(h)) for h in hellos] == [Hello, Hello]
+    # Keys from the token and the transcript without the ephemeral secret: nothing opens.
+    token_only = HKDF(
+        algorithm=SHA256(),
+        length=80,
+        salt=learned._session,
+        info=b"rancherd/v3/session" + b"".join(hellos),
+    ).derive(bytes(32))
+    v2_style = HKDF(
+        algorithm=SHA256(), length=80, salt=None, info=b"rancherd/v1/session" + b"".join(hellos)
+    ).derive(learned._session)
+    for okm in (token_only, v2_style):
+        for key in (okm[:32], okm[32:64]):
+            for frame in [finished, *frames]:
+                with pytest.raises(InvalidTag):
+                    ChaCha20Poly1305(key).decrypt(b"\0\0\0\0" + frame[:8], frame[8:], None)
+    # Replaying the recording into fresh channels with the learned token opens nothing.
+    responder = SecureChannel(
+        learned, B, 1, initiator=False, random_bytes=os.urandom, versions=(1, 1)
+    )
+    responder.receive(hello)
+    rejects(responder, finished)
+    initiator = SecureChannel(
+        learned, A, 1, initiator=True, random_bytes=os.urandom, versions=(1, 1)
+    )
+    initiator.start()
+    rejects(initiator, reply)
+
+
+def test_a_low_order_ephemeral_key_is_refused() -> None:
+    """A token holder sending an all-zero public key would make the shared secret zero."""
+    hello = encode(Hello(PROTOCOL_VERSION, PROTOCOL_VERSION, A, 1, bytes(32)))
+    sealed = b"\x00" * 12 + KEYS._hello.encrypt(b"\x00" * 12, hello, b"rancherd/v1/hello\x01")
+    error = rejects(channel(B, initiator=False, versions=(3, 3)), sealed)
+    assert "ephemeral key" in str(error)
+
+
+def test_a_message_in_place_of_the_finished_frame_is_refused() -> None:
+    initiator = channel(A, initiator=True)
+    responder = channel(B, initiator=False)
+    [reply] = responder.receive(initiator.start()).frames
+    initiator.receive(reply)
+    rejects(responder, initiator.seal(ACK))  # counter 1, where the finished frame was due
 
 
 def test_duplicate_hello_is_rejected() -> None:
@@ -359,7 +471,7 @@ def test_oversized_frames_are_rejected_before_decryption() -> None:
 
 def test_a_frame_of_exactly_max_frame_is_read() -> None:
     _, responder = pair()
-    error = rejects(responder, bytes(MAX_FRAME))
+    error = rejects(responder, (1).to_bytes(8, "big") + bytes(MAX_FRAME - 8))
     assert "does not open" in str(error)
 
 
@@ -427,21 +539,24 @@ def test_no_common_version() -> None:
     assert_dead(responder)
 
 
-def test_this_build_refuses_a_version_1_peer() -> None:
-    """Protocol 2 records carry a view digest where version 1 records carried the list:
-    a build of each cannot read the other's gossip, so the hello refuses the pairing."""
-    assert (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION) == (2, 2)
+@pytest.mark.parametrize("old", [(1, 1), (2, 2), (1, 2)], ids=str)
+def test_this_build_refuses_an_older_peer(old: tuple[int, int]) -> None:
+    """Protocol 3 derives its session keys from an ephemeral exchange that a version 2
+    build does not make (and version 1 records carry the view list): the hello refuses the
+    pairing, naming both ranges. A version 2 hello is sealed as ours are, so it opens and
+    the refusal is by version, not a confusing "does not open"."""
+    assert (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION) == (3, 3)
     ours = (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION)
     for theirs_initiates in (True, False):
-        old = channel(A, initiator=theirs_initiates, versions=(1, 1))
+        older = channel(A, initiator=theirs_initiates, versions=old)
         new = channel(B, initiator=not theirs_initiates, versions=ours)
-        initiator, responder = (old, new) if theirs_initiates else (new, old)
-        with pytest.raises(IncompatibleVersionError):
+        initiator, responder = (older, new) if theirs_initiates else (new, older)
+        with pytest.raises(IncompatibleVersionError, match=r"no common protocol version.*3\.\.3"):
             responder.receive(initiator.start())
     new_i = channel(A, initiator=True, versions=ours)
     new_r = channel(B, initiator=False, versions=ours)
     handshake(new_i, new_r)
-    assert new_i.version == new_r.version == 2
+    assert new_i.version == new_r.version == 3
 
 
 def test_version_is_bound_to_the_keys() -> None:

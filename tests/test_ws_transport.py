@@ -10,12 +10,14 @@ import logging
 import random
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import pytest
 import trio
 import trio_websocket
+import wsproto
+import wsproto.events
 
 from rancherd.discovery.provider import format_endpoint
 from rancherd.gossip.messages import Address
@@ -358,11 +360,16 @@ async def test_total_limit_counts_inbound_and_outbound() -> None:
     recorder = Server()
     limited = WebSocketTransport(HOST, 0, TransportLimits(max_connections=2))
     other = WebSocketTransport(HOST, 0)
+
+    async def trusted(conn: FrameConnection) -> None:
+        conn.authenticated()  # as the links layer does after the sealed handshake
+        await recorder.echo(conn)
+
     with trio.fail_after(10):
         async with (
             limited,
             other,
-            serving(limited, recorder.echo) as limited_address,
+            serving(limited, trusted) as limited_address,
             serving(other, recorder.echo) as other_address,
         ):
             inbound = await other.connect(limited_address)
@@ -383,6 +390,115 @@ async def test_total_limit_counts_inbound_and_outbound() -> None:
             assert await round_trip(again, b"again") == b"again"
             for conn in (inbound, again):
                 await conn.aclose()
+
+
+async def test_unauthenticated_connections_make_room_for_peers_and_dials() -> None:
+    """Issue 15.4: silent connections are evicted, oldest first, for a new connection
+    beyond ``max_unauthenticated`` and for any connection when every slot is taken; an
+    authenticated peer and our own dials are never evicted."""
+    recorder = Server()
+    limits = TransportLimits(
+        max_connections=4, max_unauthenticated=2, max_unauthenticated_per_address=8
+    )
+    limited = WebSocketTransport(HOST, 0, limits)
+    other = WebSocketTransport("127.0.0.2", 0, TransportLimits(max_unauthenticated_per_address=8))
+
+    async def trusted(conn: FrameConnection) -> None:
+        conn.authenticated()
+        await recorder.echo(conn)
+
+    with trio.fail_after(10):
+        async with (
+            limited,
+            other,
+            serving(limited, trusted) as limited_address,
+            serving(other, recorder.echo) as other_address,
+        ):
+            host, port = parse_address(limited_address)
+            silent = [await trio.open_tcp_stream(host, port) for _ in range(2)]
+            await eventually(lambda: limited.statistics()["unauthenticated"] == 2)
+            silent.append(await trio.open_tcp_stream(host, port))  # evicts silent[0]
+            with trio.fail_after(2):  # at once, not after handshake_timeout (5 s)
+                await wait_closed_by_peer(silent[0])
+            peer = await other.connect(limited_address)  # evicts silent[1]
+            with trio.fail_after(2):
+                await wait_closed_by_peer(silent[1])
+            assert await round_trip(peer, b"peer") == b"peer"
+            silent.append(await trio.open_tcp_stream(host, port))
+            await eventually(lambda: limited.statistics()["open"] == 3)
+            dials = [await limited.connect(other_address)]  # the fourth slot
+            dials.append(await limited.connect(other_address))  # evicts silent[2]
+            dials.append(await limited.connect(other_address))  # evicts silent[3]
+            with pytest.raises(TransportError, match="max_connections"):
+                await limited.connect(other_address)  # nothing left to evict
+            with trio.fail_after(2):
+                for stream in silent[2:]:
+                    await wait_closed_by_peer(stream)
+            statistics = limited.statistics()
+            assert statistics["evicted"] == 4
+            assert statistics["open"] == 4
+            assert statistics["unauthenticated"] == 0
+            assert await round_trip(peer, b"still") == b"still"
+            for conn in [peer, *dials]:
+                assert await round_trip(conn, b"x") == b"x"
+                await conn.aclose()
+            for stream in silent:
+                await stream.aclose()
+
+
+async def test_one_address_may_have_few_connections_waiting_to_authenticate() -> None:
+    """A flood from one address is refused right after accept beyond
+    ``max_unauthenticated_per_address``; an authenticated connection no longer counts."""
+    recorder = Server()
+    server = WebSocketTransport(HOST, 0, TransportLimits(max_unauthenticated_per_address=2))
+
+    async def trusts_the_first(conn: FrameConnection) -> None:
+        if recorder.calls == 0:
+            conn.authenticated()
+        await recorder.echo(conn)
+
+    with trio.fail_after(10):
+        async with server, serving(server, trusts_the_first) as address:
+            host, port = parse_address(address)
+            async with WebSocketTransport(HOST, 0) as client:
+                trusted = await client.connect(address)
+                await eventually(lambda: recorder.calls == 1)
+                silent = [await trio.open_tcp_stream(host, port) for _ in range(2)]
+                await eventually(lambda: server.statistics()["unauthenticated"] == 2)
+                async with await trio.open_tcp_stream(host, port) as third:
+                    with trio.fail_after(2):  # refused at once
+                        await wait_closed_by_peer(third)
+                assert server.statistics()["refused"] == 1
+                assert await round_trip(trusted, b"fine") == b"fine"
+                await trusted.aclose()
+            for stream in silent:
+                await stream.aclose()
+
+
+async def test_a_ping_closes_the_connection_without_a_pong() -> None:
+    """Issue 15.4: a ping flood whose pongs were never read grew RSS by ~90 MB for good.
+    rancherd never pings, so the first ping ends the connection."""
+    recorder = Server()
+    server = WebSocketTransport(HOST, 0)
+    with trio.fail_after(10):
+        async with server, serving(server, recorder.echo) as address:
+            host, port = parse_address(address)
+            ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            async with await trio.open_tcp_stream(host, port) as stream:
+                request = wsproto.events.Request(host=host, target="/rancherd/v1/gossip")
+                await stream.send_all(ws.send(request))
+                ws.receive_data(await stream.receive_some(65536))
+                assert any(isinstance(e, wsproto.events.AcceptConnection) for e in ws.events())
+                ping = ws.send(wsproto.events.Ping(payload=b"x" * 100))
+                events: list[object] = []
+                with trio.fail_after(2), suppress(trio.BrokenResourceError):
+                    await stream.send_all(ping * 1000)  # the node may hang up meanwhile
+                    while data := await stream.receive_some(65536):  # until closed (or reset)
+                        ws.receive_data(data)
+                        events.extend(ws.events())
+            assert not any(isinstance(e, wsproto.events.Pong) for e in events)
+            await eventually(lambda: server.statistics()["open"] == 0)
+            assert recorder.calls == 1
 
 
 async def test_refusals_are_logged_once_then_summarised(caplog: pytest.LogCaptureFixture) -> None:
@@ -471,7 +587,8 @@ async def test_cancelling_serve_closes_every_connection_with_going_away(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     recorder = Server()
-    server = WebSocketTransport(HOST, 0)
+    # Several connections from one address that never authenticate: allow them.
+    server = WebSocketTransport(HOST, 0, TransportLimits(max_unauthenticated_per_address=8))
     serve_scope = trio.CancelScope()
     serve_ended = trio.Event()
 

@@ -72,9 +72,7 @@ __all__ = [
     "RecordFilter",
     "decode",
     "encode",
-    "encoded_size",
     "estimate_record_size",
-    "records_that_fit",
     "wire_problem",
 ]
 
@@ -82,7 +80,8 @@ __all__ = [
 
 MAX_FRAME = 64 * 1024
 """Largest sealed frame on the wire. A Gossip of a few dozen typical records fits; more
-records go in the next frame (see ``records_that_fit``). Small enough that a peer can
+records go in the next frame (the core sizes each Gossip with ``estimate_record_size``,
+which never counts short). Small enough that a peer can
 make us buffer, decrypt and parse at most 64 KiB per frame."""
 
 MAX_FRAME_OVERHEAD = 12 + 16
@@ -768,7 +767,7 @@ def encode(message: Message) -> bytes:
     if len(data) > MAX_MESSAGE_SIZE:
         raise LocalProtocolError(
             f"{type(message).__name__} of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}; "
-            "split it (see records_that_fit)"
+            "split it (see estimate_record_size)"
         )
     return data
 
@@ -850,30 +849,3 @@ def wire_problem(value: Vote | Decision) -> str | None:
     except (_Invalid, KeyError) as error:
         return str(error) if isinstance(error, _Invalid) else "not a Vote or a Decision"
     return None
-
-
-def encoded_size(message: Message) -> int:
-    """Bytes ``encode(message)`` produces (checking it like ``encode``)."""
-    return len(encode(message))
-
-
-def records_that_fit(records: Sequence[NodeRecord], budget: int = MAX_MESSAGE_SIZE) -> int:
-    """How many leading ``records`` one ``Gossip`` can carry within ``budget`` bytes.
-
-    Exact: ``Gossip(tuple(records[:n]), want_reply)`` with the returned ``n`` encodes to at
-    most ``budget`` bytes, and one more record would not fit (or would pass
-    ``MAX_RECORDS``). A record that breaks a rule raises ``LocalProtocolError``.
-    """
-    used = 3  # the message's array header, its tag and want_reply: one byte each
-    for count, record in enumerate(records):
-        if count == MAX_RECORDS:
-            return count
-        try:
-            wire = _RECORD.to_wire(record)
-        except _Invalid as error:
-            raise LocalProtocolError(f"records[{count}]: {error}") from None
-        used += len(msgpack.packb(wire, use_bin_type=True))
-        records_header = 1 if count < 15 else 3  # fixarray up to 15 items, then array16
-        if used + records_header > budget:
-            return count
-    return len(records)

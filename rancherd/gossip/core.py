@@ -464,16 +464,22 @@ class GossipCore:
 
     # --- receiving
 
-    def _on_gossip(self, message: Gossip, src: Peer, now: float) -> None:
-        records = message.records
-        shape: object = records  # typed as a tuple, but a peer's input is checked anyway
-        if type(shape) is not tuple or not records or len(records) > MAX_RECORDS:
-            self._violation(src.node_id, f"Gossip needs 1..{MAX_RECORDS} records")
-            return
+    @staticmethod
+    def _gossip_shape_problem(message: Gossip) -> str | None:
+        records: object = message.records  # typed, but a peer's input is checked anyway
+        if type(records) is not tuple or not records or len(records) > MAX_RECORDS:
+            return f"Gossip needs 1..{MAX_RECORDS} records"
         want_reply: object = message.want_reply
         if type(want_reply) is not bool:
-            self._violation(src.node_id, "Gossip.want_reply is not a bool")
+            return "Gossip.want_reply is not a bool"
+        return None
+
+    def _on_gossip(self, message: Gossip, src: Peer, now: float) -> None:
+        problem = self._gossip_shape_problem(message)
+        if problem is not None:
+            self._violation(src.node_id, problem)
             return
+        records = message.records
         table = self._table
         known = table.entries
         ours = self._election.decision

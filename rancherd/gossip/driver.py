@@ -38,7 +38,15 @@ from rancherd.gossip.core import (
 )
 from rancherd.gossip.messages import Address, Gossip, Message, Progress
 
-__all__ = ["Discovered", "Driver", "DriverStatistics", "Received", "Sender", "Store"]
+__all__ = [
+    "Discovered",
+    "Driver",
+    "DriverStatistics",
+    "Received",
+    "Sender",
+    "Store",
+    "ViolationLog",
+]
 
 log = logging.getLogger("rancherd.gossip")
 
@@ -56,6 +64,39 @@ _LAG_BEHIND = 0.1
 sign the node is behind; a timer served on time counts as a sign it is not."""
 MAX_HEALTH_SCORE = 8
 """memberlist's ``AwarenessMaxMultiplier``: timeouts stretch up to nine times."""
+VIOLATION_LOG_INTERVAL = 60.0
+"""A peer's protocol violations are logged once, then as a count at most this often."""
+_VIOLATION_PEERS = 256
+"""Peers whose violations are being counted; beyond it the longest-known is forgotten."""
+
+
+class ViolationLog:
+    """One WARNING for a peer's first protocol violation, then at most one per
+    ``VIOLATION_LOG_INTERVAL`` with the count since the last (a token holder sending
+    garbage must not flood the journal: issue 15 counted 38,112 lines in 82 s)."""
+
+    def __init__(self, interval: float = VIOLATION_LOG_INTERVAL) -> None:
+        self._interval = interval
+        self._peers: dict[str, tuple[float, int]] = {}  # peer -> (last logged, since then)
+
+    def note(self, peer: str, reason: str, now: float) -> None:
+        last, suppressed = self._peers.pop(peer, (-math.inf, 0))
+        if now - last < self._interval:
+            self._peers[peer] = (last, suppressed + 1)
+            return
+        if len(self._peers) >= _VIOLATION_PEERS:
+            del self._peers[next(iter(self._peers))]
+        self._peers[peer] = (now, 0)
+        if suppressed:
+            log.warning(
+                "peer %s broke the protocol %d more time(s) in the last %.0f s; latest: %s",
+                peer,
+                suppressed + 1,
+                now - last,
+                reason,
+            )
+        else:
+            log.warning("peer %s broke the protocol: %s", peer, reason)
 
 
 class Store(Protocol):
@@ -115,6 +156,7 @@ class Driver:
         self._changed = trio.Event()
         self._decided = trio.Event()
         self.statistics = DriverStatistics()
+        self._violations = ViolationLog()
         self.decided_at: float | None = None
         """When this driver first learned the decision (trio time)."""
         self._status = core.status(trio.current_time())
@@ -273,7 +315,7 @@ class Driver:
                 ", ".join(event.addresses) or "an unknown address",
             )
         elif isinstance(event, ProtocolViolation):
-            log.warning("peer %s broke the protocol: %s", event.peer, event.reason)
+            self._violations.note(event.peer, event.reason, trio.current_time())
         elif isinstance(event, PeerAlive):
             log.debug("peer %s (%s) alive at %s", event.node_id, event.role, event.addresses)
         elif isinstance(event, PeerExpired):

@@ -581,41 +581,57 @@ def election_message_problem(
     releases on another node's behalf.
     """
     if type(message) is Propose:
-        if message.proposer != sender:
-            return "Propose.proposer is not the sender"
-        if not (is_uint(message.round) and is_uint(message.nonce)):
-            return "Propose round or nonce out of range"
-        problem = ids_problem(message.view, known, MAX_VIEW)
-        if problem is not None:
-            return "Propose.view: " + problem
-        if message.proposer not in message.view:
-            return "the proposer is not in its own view"
-        return None
+        return _propose_problem(message, sender, known)
     if type(message) is Ack:
-        if message.voter != sender:
-            return "Ack.voter is not the sender"
-        if not (is_uint(message.round) and is_uint(message.nonce)):
-            return "Ack round or nonce out of range"
-        return id_problem(message.proposer, known)
+        return _ack_problem(message, sender, known)
     if type(message) is Refuse:
-        if message.voter != sender:
-            return "Refuse.voter is not the sender"
-        if not (is_uint(message.round) and is_uint(message.nonce)):
-            return "Refuse round or nonce out of range"
-        if type(message.reason) is not RefuseReason:
-            return "unknown refuse reason"
-        problem = id_problem(message.proposer, known)
-        if problem is None and message.vote is not None:
-            problem = vote_problem(message.vote, known)
-        if problem is None and message.decision is not None:
-            problem = decision_problem(message.decision, known)
-        return problem
+        return _refuse_problem(message, sender, known)
     if type(message) is Release:
-        if message.proposer != sender:
-            return "Release.proposer is not the sender"
-        if not (is_uint(message.round) and is_uint(message.nonce)):
-            return "Release round or nonce out of range"
-        return None
+        return _release_problem(message, sender)
     if type(message) is Commit:
         return decision_problem(message.decision, known)
     return f"not an election message: {type(message).__name__}"
+
+
+def _propose_problem(message: Propose, sender: NodeId, known: Container[str]) -> str | None:
+    if message.proposer != sender:
+        return "Propose.proposer is not the sender"
+    if not (is_uint(message.round) and is_uint(message.nonce)):
+        return "Propose round or nonce out of range"
+    problem = ids_problem(message.view, known, MAX_VIEW)
+    if problem is not None:
+        return "Propose.view: " + problem
+    if message.proposer not in message.view:
+        return "the proposer is not in its own view"
+    return None
+
+
+def _ack_problem(message: Ack, sender: NodeId, known: Container[str]) -> str | None:
+    if message.voter != sender:
+        return "Ack.voter is not the sender"
+    if not (is_uint(message.round) and is_uint(message.nonce)):
+        return "Ack round or nonce out of range"
+    return id_problem(message.proposer, known)
+
+
+def _refuse_problem(message: Refuse, sender: NodeId, known: Container[str]) -> str | None:
+    if message.voter != sender:
+        return "Refuse.voter is not the sender"
+    if not (is_uint(message.round) and is_uint(message.nonce)):
+        return "Refuse round or nonce out of range"
+    if type(message.reason) is not RefuseReason:
+        return "unknown refuse reason"
+    problem = id_problem(message.proposer, known)
+    if problem is None and message.vote is not None:
+        problem = vote_problem(message.vote, known)
+    if problem is None and message.decision is not None:
+        problem = decision_problem(message.decision, known)
+    return problem
+
+
+def _release_problem(message: Release, sender: NodeId) -> str | None:
+    if message.proposer != sender:
+        return "Release.proposer is not the sender"
+    if not (is_uint(message.round) and is_uint(message.nonce)):
+        return "Release round or nonce out of range"
+    return None

@@ -29,7 +29,7 @@ import trio
 
 from rancherd.gossip.codec import RecordFilter, encode
 from rancherd.gossip.core import Peer, Send
-from rancherd.gossip.errors import RemoteProtocolError
+from rancherd.gossip.errors import LocalProtocolError, RemoteProtocolError
 from rancherd.gossip.messages import Address, Message, NodeId
 from rancherd.gossip.security import (
     SecureChannel,
@@ -175,9 +175,9 @@ class Links:
         """Seal ``send.message`` onto the link to ``send.to``, or dial for it."""
         if send.to is not None:
             link = self._links.get(send.to)
-            if link is not None and not link.closing:
-                self._enqueue(link, send.message)
+            if link is not None and not link.closing and self._enqueue(link, send.message):
                 return
+            # No link, or it just failed: dial the peer again for this message.
         key = (send.to, send.addresses)
         parked = self._dials.get(key)
         if parked is not None:
@@ -194,25 +194,30 @@ class Links:
         self._dials[key] = deque([send.message])
         self._nursery.start_soon(self._dial, key, addresses)
 
-    def _enqueue(self, link: _Link, message: Message) -> None:
+    def _enqueue(self, link: _Link, message: Message) -> bool:
+        """Seal ``message`` onto ``link``'s queue (or drop it when the queue is full);
+        False when the link is dead, which drops it at once."""
         # Seal only what is sure to be queued: the receiver needs every counter in order.
-        if link.closing or len(link.outbox) >= self._limits.send_queue:
+        if link.closing:
+            return False
+        if len(link.outbox) >= self._limits.send_queue:
             self.statistics.dropped_sends += 1
-            return
+            return True
         last, encoded = self._encoded
         if last is not message:
             encoded = encode(message)
             self._encoded = (message, encoded)
         try:
             frame = link.channel.seal(message, encoded)
-        except RemoteProtocolError:
-            # The channel died on a bad frame from the peer and the link is going away:
-            # the message is lost like any other on a failed link (the core expects loss).
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            # The channel died on a bad frame from the peer (or ran out of counters): the
+            # link goes away now, whatever its reader is still waiting for.
+            log.debug("link to %s failed: %s", link.peer.node_id, exc)
             self._drop_link(link)
-            self.statistics.dropped_sends += 1
-            return
+            return False
         link.outbox.append(frame)
         link.wakeup.set()
+        return True
 
     async def _dial(
         self, key: tuple[NodeId | None, tuple[Address, ...]], addresses: tuple[Address, ...]
@@ -224,6 +229,9 @@ class Links:
                 outcome = await self._dial_one(address, expected, key)
                 if outcome is not None:
                     return
+        except Exception:
+            # A bug on one dial must not end the node: every other peer would lose it.
+            log.exception("dial to %s failed", ", ".join(addresses))
         finally:
             parked = self._dials.pop(key, None)
             if parked:
@@ -248,7 +256,9 @@ class Links:
             with trio.fail_after(self._limits.handshake_timeout):
                 connection = await self._transport.connect(address)
                 await connection.send(channel.start())
-                received = channel.receive(await connection.receive())
+                # The peer's hello; we answer with the finished frame.
+                for frame in channel.receive(await connection.receive()).frames:
+                    await connection.send(frame)
         except SelfConnectionError:
             # One of our own addresses: tell the core (it never dials it again).
             parked = self._dials.get(key)
@@ -271,9 +281,8 @@ class Links:
         assert channel.peer_id is not None
         assert channel.peer_boot_id is not None
         peer = Peer(channel.peer_id, channel.peer_boot_id, address)
+        connection.authenticated()
         link = self._register(connection, channel, peer, True)
-        for message in received.messages:
-            self._deliver(message, peer)
         if link is None:
             # The peer's own dial won the race: what waited for this dial goes over that
             # link instead of being lost.
@@ -282,7 +291,8 @@ class Links:
                 return None
         parked = self._dials.pop(key, deque())
         for message in parked:
-            self._enqueue(link, message)
+            if not self._enqueue(link, message):
+                self.statistics.dropped_sends += 1
         return link
 
     def _failed(self, address: Address) -> None:
@@ -314,9 +324,11 @@ class Links:
         )
         try:
             with trio.fail_after(self._limits.handshake_timeout):
-                received = channel.receive(await connection.receive())
-                for frame in received.frames:
+                for frame in channel.receive(await connection.receive()).frames:
                     await connection.send(frame)
+                # The finished frame: proof that the dialler holds its hello's ephemeral
+                # key, so a recorded hello replayed here ends now, before any link.
+                channel.receive(await connection.receive())
         except SelfConnectionError as exc:
             if exc.reply is not None:
                 with (
@@ -331,15 +343,15 @@ class Links:
             return
         except ConnectionClosed:
             return
+        assert channel.established
         assert channel.peer_id is not None
         assert channel.peer_boot_id is not None
+        connection.authenticated()
         link = self._register(
             connection, channel, Peer(channel.peer_id, channel.peer_boot_id, None), False
         )
         if link is None:
             return
-        for message in received.messages:
-            self._deliver(message, link.peer)
         # The transport closes the connection when this handler returns: serve it here.
         await self._serve_link(link)
 
@@ -407,6 +419,9 @@ class Links:
                     nursery.start_soon(self._write, link)
                     await self._read(link)
                     nursery.cancel_scope.cancel()
+        except Exception:
+            # Whatever went wrong on this link ends this link only, never the node.
+            log.exception("link to %s failed", link.peer.node_id)
         finally:
             self._drop_link(link)
             await self._close(link.connection, CLOSE_NORMAL, "")

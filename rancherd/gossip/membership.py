@@ -161,6 +161,21 @@ def record_problem(
     """
     if type(record) is not NodeRecord:
         return "not a NodeRecord"
+    problem = _identity_problem(record, known)
+    if problem is not None:
+        return problem
+    if previous is not None and previous.node_id != record.node_id:
+        previous = None
+    return (
+        _reach_problem(record, previous)
+        or _view_problem(record)
+        or _votes_problem(record, known, previous)
+        or _record_decision_problem(record, known, checked, previous)
+    )
+
+
+def _identity_problem(record: NodeRecord, known: Container[str]) -> str | None:
+    """The node id, the counters, the role and the progress."""
     node_id = record.node_id
     if type(node_id) is not str or (node_id not in known and not _NODE_ID.fullmatch(node_id)):
         return "malformed node id"
@@ -173,11 +188,13 @@ def record_problem(
         or not 0 <= heartbeat <= MAX_UINT
     ):
         return "incarnation, boot id or heartbeat out of range"
-    role = record.role
-    if type(role) is not Role or type(record.progress) is not Progress:
+    if type(record.role) is not Role or type(record.progress) is not Progress:
         return "unknown role or progress"
-    if previous is not None and previous.node_id != node_id:
-        previous = None
+    return None
+
+
+def _reach_problem(record: NodeRecord, previous: NodeRecord | None) -> str | None:
+    """The gossip addresses and the API host."""
     addresses = record.addresses
     if previous is None or addresses != previous.addresses:
         if type(addresses) is not tuple or len(addresses) > MAX_ADDRESSES:
@@ -190,15 +207,26 @@ def record_problem(
         type(api_host) is not str or not 0 < len(api_host) <= MAX_HOST_LENGTH
     ):
         return "malformed api host"
+    return None
+
+
+def _view_problem(record: NodeRecord) -> str | None:
     digest, view_size = record.view_digest, record.view_size
     if type(digest) is not bytes or len(digest) != VIEW_DIGEST_SIZE:
         return "malformed view digest"
     if type(view_size) is not int or not 0 <= view_size <= MAX_VIEW:
         return f"view size outside 0..{MAX_VIEW}"
-    if role is Role.SERVER and view_size == 0:
+    if record.role is Role.SERVER and view_size == 0:
         return "a server's view does not count the server itself"
-    if role is not Role.SERVER and view_size:
+    if record.role is not Role.SERVER and view_size:
         return "an agent's record carries a view"
+    return None
+
+
+def _votes_problem(
+    record: NodeRecord, known: Container[str], previous: NodeRecord | None
+) -> str | None:
+    """The vote held and the rounds released."""
     vote = record.vote
     if vote is not None and (previous is None or vote != previous.vote):
         problem = vote_problem(vote, known)
@@ -212,21 +240,31 @@ def record_problem(
             problem = vote_problem(vote, known)
             if problem is not None:
                 return "released: " + problem
-            if vote.proposer != node_id:
+            if vote.proposer != record.node_id:
                 return "released lists a round of another proposer"
+    return None
+
+
+def _record_decision_problem(
+    record: NodeRecord,
+    known: Container[str],
+    checked: dict[Decision, None] | None,
+    previous: NodeRecord | None,
+) -> str | None:
     decision = record.decision
-    if decision is not None and (previous is None or decision != previous.decision):
-        if checked is not None and type(decision) is Decision:
-            try:
-                if decision in checked:
-                    return None
-            except TypeError:  # an unhashable field: the check below names it
-                pass
-        problem = decision_problem(decision, known)
-        if problem is not None:
-            return problem
-        if checked is not None:
-            checked[decision] = None
+    if decision is None or (previous is not None and decision == previous.decision):
+        return None
+    if checked is not None and type(decision) is Decision:
+        try:
+            if decision in checked:
+                return None
+        except TypeError:  # an unhashable field: the check below names it
+            pass
+    problem = decision_problem(decision, known)
+    if problem is not None:
+        return problem
+    if checked is not None:
+        checked[decision] = None
     return None
 
 
@@ -308,9 +346,6 @@ class PeerTable:
 
     def get(self, node_id: NodeId) -> PeerEntry | None:
         return self._entries.get(node_id)
-
-    def tombstone(self, node_id: NodeId) -> Tombstone | None:
-        return self._tombstones.get(node_id)
 
     def tombstones(self) -> list[Tombstone]:
         return [self._tombstones[node_id] for node_id in sorted(self._tombstones)]

@@ -22,14 +22,19 @@ from enum import IntEnum
 
 from rancherd.kinds import Role as Role  # defined once, for config and gossip alike
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """The version this build speaks; peers agree on ``min(max_a, max_b)`` in the hello.
 
 2: a record carries a digest of its view (``view_digest``, ``view_size``) instead of the
-list of ids, so a record's size no longer grows with the number of servers."""
-MIN_PROTOCOL_VERSION = 2
-"""The oldest version this build still speaks. Version 1 records carry the whole view,
-which this build no longer reads: a version 1 peer is refused at the hello."""
+list of ids, so a record's size no longer grows with the number of servers.
+3: the handshake gives forward secrecy and refuses replayed hellos: ``Hello.nonce`` is an
+ephemeral X25519 public key, the session keys mix in the shared secret, the responder's
+hello is bound to the initiator's, and the initiator sends a finished frame
+(``security.py``). The messages themselves are those of version 2."""
+MIN_PROTOCOL_VERSION = 3
+"""The oldest version this build still speaks. A version 2 peer derives its session keys
+without the ephemeral exchange, and a version 1 peer's records carry the whole view: both
+are refused at the hello ("no common protocol version")."""
 
 NodeId = str
 Address = str
@@ -147,8 +152,9 @@ class NodeRecord:
 class Hello:
     """First frame in each direction of a connection; sealed with the token's hello key.
 
-    The session keys of the connection are derived from both nonces, so the frames that
-    follow are bound to this pair of nodes and this one connection.
+    ``nonce`` is the sender's ephemeral X25519 public key (protocol 3): the session keys of
+    the connection are derived from both, so the frames that follow are bound to this pair
+    of nodes and this one connection, and cannot be opened with the token alone.
     """
 
     min_version: int
@@ -156,7 +162,7 @@ class Hello:
     node_id: NodeId
     boot_id: int
     nonce: bytes
-    """32 random bytes."""
+    """32 bytes: an X25519 public key, new for every connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +237,6 @@ MESSAGE_TYPES: dict[Tag, type[Message]] = {
     Tag.RELEASE: Release,
     Tag.COMMIT: Commit,
 }
-TAGS: dict[type[Message], Tag] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}
 
 
 def view_digest(view: tuple[NodeId, ...]) -> bytes:

@@ -132,49 +132,20 @@ class BroadcastQueue:
     ) -> list[NodeRecord]:
         """Up to ``count`` records within ``byte_budget``, each counted as sent ``copies``
         times (one gossip tick sends the same records to every target)."""
-        chosen: list[_Pending] = []
         if count <= 0 or not self._entries:
             return []
+        chosen: list[_Pending] = []
         used = 0
-        entries = self._entries
         full = False
         for levels in self._levels:
-            if len(levels) > limit:  # the limit shrank below these levels: they are done
-                for stack in levels[limit:]:
-                    for _, node_id in stack:
-                        pending = entries.get(node_id)
-                        if pending is not None and pending.transmits >= limit:
-                            self.discard(node_id)
-                    self._stacked -= len(stack)
-                del levels[limit:]
+            self._trim_levels(levels, limit)
             for transmits, stack in enumerate(levels):
+                full, taken = self._take_stack(
+                    stack, transmits, skip, chosen, count, byte_budget - used
+                )
+                used += taken
                 if full:
                     break
-                skipped: tuple[int, NodeId] | None = None
-                while stack:
-                    seq, node_id = stack.pop()
-                    self._stacked -= 1
-                    pending = entries.get(node_id)
-                    if pending is None or pending.seq != seq or pending.transmits != transmits:
-                        continue  # superseded, removed or already moved on
-                    if node_id == skip:
-                        skipped = (seq, node_id)
-                        continue
-                    if pending.size < 0:
-                        pending.size = estimate_record_size(pending.record)
-                    if used + pending.size > byte_budget:
-                        stack.append((seq, node_id))
-                        self._stacked += 1
-                        full = True
-                        break
-                    chosen.append(pending)
-                    used += pending.size
-                    if len(chosen) >= count:
-                        full = True
-                        break
-                if skipped is not None:
-                    stack.append(skipped)
-                    self._stacked += 1
             if full:
                 break
         for pending in reversed(chosen):  # oldest first, so the newest ends on top
@@ -185,6 +156,60 @@ class BroadcastQueue:
             else:
                 self._stack_push(pending.priority, pending.transmits, pending.seq, node_id)
         return [pending.record for pending in chosen]
+
+    def _trim_levels(self, levels: list[list[tuple[int, NodeId]]], limit: int) -> None:
+        """The limit shrank below these levels: what they hold is done."""
+        if len(levels) <= limit:
+            return
+        entries = self._entries
+        for stack in levels[limit:]:
+            for _, node_id in stack:
+                pending = entries.get(node_id)
+                if pending is not None and pending.transmits >= limit:
+                    self.discard(node_id)
+            self._stacked -= len(stack)
+        del levels[limit:]
+
+    def _take_stack(
+        self,
+        stack: list[tuple[int, NodeId]],
+        transmits: int,
+        skip: NodeId | None,
+        chosen: list[_Pending],
+        count: int,
+        room: int,
+    ) -> tuple[bool, int]:
+        """Move records of one stack (newest first) to ``chosen`` within ``room`` bytes;
+        (whether ``count`` or the room was reached, the bytes taken)."""
+        entries = self._entries
+        used = 0
+        full = False
+        skipped: tuple[int, NodeId] | None = None
+        while stack:
+            seq, node_id = stack.pop()
+            self._stacked -= 1
+            pending = entries.get(node_id)
+            if pending is None or pending.seq != seq or pending.transmits != transmits:
+                continue  # superseded, removed or already moved on
+            if node_id == skip:
+                skipped = (seq, node_id)
+                continue
+            if pending.size < 0:
+                pending.size = estimate_record_size(pending.record)
+            if used + pending.size > room:
+                stack.append((seq, node_id))
+                self._stacked += 1
+                full = True
+                break
+            chosen.append(pending)
+            used += pending.size
+            if len(chosen) >= count:
+                full = True
+                break
+        if skipped is not None:
+            stack.append(skipped)
+            self._stacked += 1
+        return full, used
 
     def _stack_push(self, priority: int, transmits: int, seq: int, node_id: NodeId) -> None:
         levels = self._levels[priority]

@@ -69,6 +69,16 @@ class TransportLimits:
     max_connections: int = 512
     """Simultaneous connections in total, inbound and outbound: well under the usual
     1024-file-descriptor limit, leaving room for the control socket and the installer."""
+    max_unauthenticated: int = 128
+    """Inbound connections still upgrading or authenticating. Beyond it, and whenever
+    ``max_connections`` is reached, one of them is evicted to make room (the oldest of the
+    address holding the most), so a flood of silent connections never takes the slots of
+    authenticated peers or of our own dials (websocket transport; the memory transport
+    only counts ``max_connections``)."""
+    max_unauthenticated_per_address: int = 2
+    """Inbound connections from one remote IP still upgrading or authenticating; more are
+    closed right after ``accept``. A peer dials once at a time (twice while a simultaneous
+    dial is resolved), so only a flood meets it (websocket transport)."""
     connect_backoff_min: float = 0.1
     """First wait before dialling an address again after a failed dial."""
     connect_backoff_max: float = 5.0
@@ -110,6 +120,12 @@ class FrameConnection(abc.ABC):
     @abc.abstractmethod
     async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close (idempotent, never raises on a broken connection)."""
+
+    def authenticated(self) -> None:
+        """Called by the links layer once the peer proved it holds the token (the sealed
+        handshake completed). A transport that evicts connections under pressure keeps
+        authenticated ones and evicts the others first; the default does nothing."""
+        return
 
 
 ConnectionHandler = Callable[[FrameConnection], Awaitable[None]]

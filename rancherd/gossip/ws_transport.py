@@ -19,14 +19,35 @@ every connection needs a home that outlives the call that opened it:
 
 Limits. ``serve`` runs its own accept loop instead of ``trio_websocket.serve_websocket``
 so that limits apply before the upgrade: a connection over
-``max_connections_per_address`` or ``max_connections`` gets a plain TCP close right after
-``accept``, before any byte is read, so a flood costs one ``accept`` and one ``close`` per
-connection and never a parser or a timer. (``CLOSE_TRY_LATER`` would need the upgrade
-first; the dialling side sees a ``TransportError`` either way.) An upgrade that is not done
-within ``handshake_timeout``, is not a WebSocket upgrade, or asks for another path than
-``path`` (answered with HTTP 404) is dropped; the handler never sees any of these.
-Dropped and refused connections are logged at most once per ``DROP_LOG_INTERVAL`` with
-counts, so a flood cannot flood the journal.
+``max_connections_per_address`` gets a plain TCP close right after ``accept``, before any
+byte is read, so a flood costs one ``accept`` and one ``close`` per connection and never a
+parser or a timer. An admitted connection gets a parser only once its first bytes arrive:
+until then a silent one costs a task waiting for the socket to become readable.
+
+Slots. The ``max_connections`` slots are shared by inbound connections, which are
+*unauthenticated* until the links layer calls ``FrameConnection.authenticated()``, and our
+own dials. One address may have at most ``max_unauthenticated_per_address`` connections
+waiting to authenticate (more are closed right after ``accept``, as above: a peer dials
+once at a time, a flood is cheap to refuse). At most ``max_unauthenticated`` inbound
+connections wait in all; when a
+new one arrives beyond that, or any connection (a dial included) finds every slot taken,
+an unauthenticated inbound connection is evicted (its socket closed at once, no close
+handshake) to make room: the oldest of the address that holds the most of them, since a
+flood comes from few addresses with several connections each and a peer dials once.
+Authenticated peers and our own dials are never evicted, so a flood of silent connections
+cannot keep the fleet's peers out: an honest handshake takes milliseconds. Only when every
+slot holds an authenticated or outbound connection is a new one refused (with a plain TCP
+close too: ``CLOSE_TRY_LATER`` would need the upgrade first; the dialling side sees a
+``TransportError`` either way).
+
+An upgrade that is not done within ``handshake_timeout``, is not a WebSocket upgrade, or
+asks for another path than ``path`` (answered with HTTP 404) is dropped; the handler never
+sees any of these. Dropped, refused and evicted connections are logged at most once per
+``DROP_LOG_INTERVAL`` with counts, so a flood cannot flood the journal.
+
+Pings. A connection that sends a WebSocket ping is closed at once, without a pong:
+rancherd never pings, and a flood of pings whose pongs the sender never read grew a
+node's memory by ~90 MB for good (issue 15.4).
 
 trio-websocket quirks handled here: its reader task can raise (``ConnectionRejected``,
 ``ConnectionClosed`` on a broken socket) into the nursery it runs in, and when the TCP
@@ -45,11 +66,13 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self, cast
 
 import trio
 import trio_websocket
+import wsproto.events
 from wsproto.utilities import LocalProtocolError as WsprotoLocalProtocolError
 
 from rancherd.discovery.provider import format_endpoint
@@ -86,6 +109,10 @@ _DEFAULT_LIMITS = TransportLimits()
 _RECEIVE_SIZE = 65536
 """Bytes per socket read (trio-websocket reads 4 KiB by default): a 64 KiB frame in one
 read instead of sixteen. A read is handed to wsproto and parsed before the next one."""
+_UNAUTHENTICATED_RECEIVE_SIZE = 4096
+"""Bytes per socket read of an inbound connection until it authenticates (a hello is
+~110 bytes): a flood of data on many unauthenticated connections holds 4 KiB per read
+each, not 64 KiB."""
 _ACCEPT_RETRY = 0.1
 """Wait after ``accept`` failed for lack of file descriptors or memory (as trio does)."""
 _ACCEPT_CAPACITY_ERRNOS = frozenset(
@@ -146,6 +173,9 @@ class _ReaderTasks:
         self._scope.cancel()
 
     def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        connection = getattr(async_fn, "__self__", None)
+        if isinstance(connection, trio_websocket.WebSocketConnection):
+            _refuse_pings(connection)
         self._nursery.start_soon(self._run, async_fn, *args)
 
     def as_nursery(self) -> trio.Nursery:
@@ -173,6 +203,22 @@ class _ReaderTasks:
                 yield scope
             finally:
                 self._watching = None
+
+
+def _refuse_pings(ws: trio_websocket.WebSocketConnection) -> None:
+    """Close the connection at the first WebSocket ping instead of answering it.
+
+    rancherd never pings (idle links are closed by ``idle_timeout``), and answering a
+    flood of pings that the sender never reads grew a node's RSS from 42 to 134 MB, never
+    released. trio-websocket's reader looks its ping handler up on the instance when it
+    starts, so this replaces it before the reader runs."""
+
+    async def refuse(event: wsproto.events.Ping) -> None:
+        log.debug("a WebSocket ping: closing the connection")
+        await ws._abort_web_socket()
+        await ws._close_stream()
+
+    ws._handle_ping_event = refuse  # type: ignore[method-assign]
 
 
 @asynccontextmanager
@@ -219,15 +265,31 @@ class _DropLog:
         self._counts.clear()
 
 
+@dataclass(eq=False)
+class _Slot:
+    """One inbound connection's place under ``max_connections``."""
+
+    host: str
+    remote: Address
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    evicted: bool = False
+    released: bool = False
+
+
 class WebSocketConnection(FrameConnection):
     """One upgraded connection; frames are binary WebSocket messages."""
 
     def __init__(
-        self, ws: trio_websocket.WebSocketConnection, stream: trio.SocketStream, remote: Address
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        stream: trio.SocketStream,
+        remote: Address,
+        on_authenticated: Callable[[], None] | None = None,
     ) -> None:
         self._ws = ws
         self._stream = stream
         self._remote = remote
+        self._on_authenticated = on_authenticated
         self._closing = False
         self._closed = trio.Event()
         self._local_close: ConnectionClosed | None = None
@@ -267,6 +329,19 @@ class WebSocketConnection(FrameConnection):
             await self.aclose(CLOSE_POLICY, "binary frames only")
             raise self._error()
         return message
+
+    def authenticated(self) -> None:
+        if self._on_authenticated is not None:
+            self._on_authenticated()
+            self._on_authenticated = None
+            # trio-websocket reads its buffer size anew before every read.
+            self._ws._receive_buffer_size = _RECEIVE_SIZE
+
+    def _abort(self) -> None:
+        """Close the socket without a close handshake (an evicted connection)."""
+        self._closing = True
+        self._stream.socket.close()
+        self._closed.set()
 
     async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self._closing:
@@ -318,7 +393,11 @@ class WebSocketTransport(Transport):
         self._open = 0
         self._outbound = 0
         self._inbound_by_host: dict[str, int] = {}
+        self._unauthenticated: dict[_Slot, None] = {}
+        """Inbound connections not yet authenticated, oldest first."""
+        self._unauthenticated_by_host: Counter[str] = Counter()
         self._refused = 0
+        self._evicted = 0
         self._drops = _DropLog()
         self._nursery: trio.Nursery | None = None
         self._exit: Callable[..., Awaitable[bool | None]] | None = None
@@ -353,13 +432,16 @@ class WebSocketTransport(Transport):
             raise
 
     def statistics(self) -> dict[str, int]:
-        """Open connections (``open``, ``outbound``), connections refused over a limit
-        (``refused``) and all inbound connections dropped before the handler (``dropped``,
-        refused ones included)."""
+        """Open connections (``open``, ``outbound``, ``unauthenticated``), connections
+        refused over a limit (``refused``), unauthenticated ones evicted to make room
+        (``evicted``) and all inbound connections dropped before the handler (``dropped``,
+        refused and evicted ones included)."""
         return {
             "open": self._open,
             "outbound": self._outbound,
+            "unauthenticated": len(self._unauthenticated),
             "refused": self._refused,
+            "evicted": self._evicted,
             "dropped": self._drops.total,
         }
 
@@ -403,56 +485,107 @@ class WebSocketTransport(Transport):
             except OSError:  # gone before we looked
                 stream.socket.close()
                 continue
-            refusal = self._admit_inbound(host)
-            if refusal is not None:
+            slot = self._admit_inbound(host, remote)
+            if isinstance(slot, str):
                 self._refused += 1
-                self._drops.note(refusal, remote)
+                self._drops.note(slot, remote)
                 stream.socket.close()
                 continue
-            nursery.start_soon(self._run_inbound, stream, host, remote, handler, name=remote)
+            nursery.start_soon(self._run_inbound, stream, slot, handler, name=remote)
 
-    def _admit_inbound(self, host: str) -> str | None:
-        if self._open >= self.limits.max_connections:
-            return f"over max_connections ({self.limits.max_connections})"
+    def _admit_inbound(self, host: str, remote: Address) -> _Slot | str:
+        """A slot for a new inbound connection (evicting if need be), or why not."""
         count = self._inbound_by_host.get(host, 0)
         if count >= self.limits.max_connections_per_address:
             return f"over max_connections_per_address ({self.limits.max_connections_per_address})"
+        waiting = self._unauthenticated_by_host[host]
+        if waiting >= self.limits.max_unauthenticated_per_address:
+            return (
+                "over max_unauthenticated_per_address "
+                f"({self.limits.max_unauthenticated_per_address})"
+            )
+        if len(self._unauthenticated) >= self.limits.max_unauthenticated:
+            self._evict_one()
+        if self._open >= self.limits.max_connections and not self._evict_one():
+            return f"over max_connections ({self.limits.max_connections})"
         self._open += 1
         self._inbound_by_host[host] = count + 1
-        return None
+        slot = _Slot(host, remote)
+        self._unauthenticated[slot] = None
+        self._unauthenticated_by_host[host] = waiting + 1
+        return slot
 
-    def _release_inbound(self, host: str) -> None:
+    def _evict_one(self) -> bool:
+        """Close an unauthenticated inbound connection now: the oldest of the address
+        that holds the most of them (a flood comes from few addresses, several
+        connections each; a peer dials once). False if there is none."""
+        if not self._unauthenticated:
+            return False
+        counts = self._unauthenticated_by_host
+        most = max(counts.values())
+        slot = next(slot for slot in self._unauthenticated if counts[slot.host] == most)
+        slot.evicted = True
+        self._release_inbound(slot)
+        slot.scope.cancel()
+        self._evicted += 1
+        self._drops.note("evicted while unauthenticated, to make room", slot.remote)
+        return True
+
+    def _authenticated(self, slot: _Slot) -> None:
+        self._forget_unauthenticated(slot)
+
+    def _forget_unauthenticated(self, slot: _Slot) -> None:
+        if slot in self._unauthenticated:
+            del self._unauthenticated[slot]
+            self._unauthenticated_by_host[slot.host] -= 1
+            if not self._unauthenticated_by_host[slot.host]:
+                del self._unauthenticated_by_host[slot.host]
+
+    def _release_inbound(self, slot: _Slot) -> None:
+        if slot.released:
+            return
+        slot.released = True
+        self._forget_unauthenticated(slot)
         self._open -= 1
-        self._inbound_by_host[host] -= 1
-        if not self._inbound_by_host[host]:
-            del self._inbound_by_host[host]
+        self._inbound_by_host[slot.host] -= 1
+        if not self._inbound_by_host[slot.host]:
+            del self._inbound_by_host[slot.host]
 
     async def _run_inbound(
-        self, stream: trio.SocketStream, host: str, remote: Address, handler: ConnectionHandler
+        self, stream: trio.SocketStream, slot: _Slot, handler: ConnectionHandler
     ) -> None:
+        remote = slot.remote
+        deadline = trio.current_time() + self.limits.handshake_timeout
         try:
-            async with _reader_tasks() as reader:
-                ws = await self._upgrade_inbound(reader, stream, remote)
-                if ws is not None:
-                    await self._run_handler(handler, WebSocketConnection(ws, stream, remote))
+            with slot.scope:
+                # A silent connection costs a task waiting here, not a parser and a reader.
+                with trio.move_on_at(deadline):
+                    await trio.lowlevel.wait_readable(stream.socket)
+                async with _reader_tasks() as reader:
+                    ws = await self._upgrade_inbound(reader, stream, remote, deadline)
+                    if ws is not None:
+                        conn = WebSocketConnection(
+                            ws, stream, remote, lambda: self._authenticated(slot)
+                        )
+                        await self._run_handler(handler, conn, slot)
         except Exception:
             # A bug on the upgrade path (ours or trio-websocket's) ends this connection only.
             log.exception("connection from %s failed", remote)
         finally:
-            self._release_inbound(host)
+            self._release_inbound(slot)
             stream.socket.close()
 
     async def _upgrade_inbound(
-        self, reader: _ReaderTasks, stream: trio.SocketStream, remote: Address
+        self, reader: _ReaderTasks, stream: trio.SocketStream, remote: Address, at: float
     ) -> trio_websocket.WebSocketConnection | None:
-        with trio.move_on_after(self.limits.handshake_timeout) as deadline:
+        with trio.move_on_at(at) as deadline:
             with reader.cancel_when_done():
                 try:
                     request = await trio_websocket.wrap_server_stream(
                         reader.as_nursery(),
                         stream,
                         max_message_size=self.limits.max_frame,
-                        receive_buffer_size=_RECEIVE_SIZE,
+                        receive_buffer_size=_UNAUTHENTICATED_RECEIVE_SIZE,
                     )
                     if request.path != self._path:
                         self._drops.note("wrong path", remote)
@@ -469,7 +602,9 @@ class WebSocketTransport(Transport):
         return None
 
     @staticmethod
-    async def _run_handler(handler: ConnectionHandler, conn: WebSocketConnection) -> None:
+    async def _run_handler(
+        handler: ConnectionHandler, conn: WebSocketConnection, slot: _Slot
+    ) -> None:
         cancelled = False
         try:
             await handler(conn)
@@ -480,7 +615,10 @@ class WebSocketTransport(Transport):
             # A bug in the handler must not end serve: every other peer would lose us.
             log.exception("connection handler failed for %s", conn.remote)
         finally:
-            await conn._close_on_exit(cancelled)
+            if slot.evicted:
+                conn._abort()
+            else:
+                await conn._close_on_exit(cancelled)
 
     # --- dialling
 
@@ -501,7 +639,7 @@ class WebSocketTransport(Transport):
         *,
         task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        if self._open >= self.limits.max_connections:
+        if self._open >= self.limits.max_connections and not self._evict_one():
             raise TransportError(
                 f"connect to {address}: {self._open} connections open (max_connections)"
             )
