@@ -106,7 +106,7 @@ def at(data: Any, dotted: str) -> Any:
 
 
 def resources_of(path: Path) -> list[Any]:
-    document = yaml.safe_load(path.read_text()) or {}
+    document: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     document = document.get("rancherd", document)
     return [*(document.get("resources") or []), *(document.get("bootstrapResources") or [])]
 

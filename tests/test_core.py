@@ -1036,7 +1036,7 @@ def test_contacts_go_out_a_few_at_a_time_in_each_nodes_own_order() -> None:
         core = GossipCore(config(3), identity, None, random.Random(seed), START)
         drain(core)
         core.discovered(addresses, START)
-        order = []
+        order: list[str] = []
         now = START
         while now < START + steps:
             for item in drain(core):
@@ -1276,6 +1276,8 @@ def test_a_decision_leaves_at_once_to_every_partner_and_no_one_else() -> None:
     sends = gossip_ticks(drain(core))
     assert {s.to for s in sends} == partners  # every partner, once; not all 40 servers
     assert len(sends) == len(partners) < len(servers)
-    assert all(s.message.records[0].decision == decision for s in sends)  # type: ignore[attr-defined]
+    assert all(
+        isinstance(s.message, Gossip) and s.message.records[0].decision == decision for s in sends
+    )
     _, after = run_to_tick(core, tick + 0.01)
     assert len(after) <= core.config.fanout  # the next ticks are ordinary again

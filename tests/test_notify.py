@@ -36,7 +36,7 @@ def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
 
 def received(sock: socket.socket) -> list[dict[str, str]]:
     """Every datagram waiting on ``sock``, each as its assignments."""
-    messages = []
+    messages: list[dict[str, str]] = []
     while True:
         try:
             data = sock.recv(65536)

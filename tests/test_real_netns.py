@@ -9,6 +9,7 @@ the reason elsewhere.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -50,7 +51,7 @@ async def discover(
     *,
     wait: float = 30,
     linger: float = 0,
-) -> trio.CompletedProcess[bytes]:
+) -> subprocess.CompletedProcess[bytes]:
     """Run ``discover`` to completion; ``wait`` is its ``--timeout`` for a decision."""
     argv = discover_argv(config, data_dir, wait=wait, linger=linger)
     return await namespace.run_process(
@@ -58,7 +59,7 @@ async def discover(
     )
 
 
-def decided(result: trio.CompletedProcess[bytes]) -> dict[str, object]:
+def decided(result: subprocess.CompletedProcess[bytes]) -> dict[str, object]:
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     document = json.loads(result.stdout)
     assert isinstance(document, dict)
@@ -70,7 +71,7 @@ async def test_mdns_nodes_in_namespaces_elect_one_init(
     lab5: Lab, tmp_path: Path, count: int
 ) -> None:
     config = mdns_config(tmp_path / "config.yaml", expected=count)
-    results: dict[int, trio.CompletedProcess[bytes]] = {}
+    results: dict[int, subprocess.CompletedProcess[bytes]] = {}
 
     async def run(index: int) -> None:
         results[index] = await discover(
@@ -99,7 +100,7 @@ async def test_late_node_joins_and_wrong_token_is_never_counted(lab5: Lab, tmp_p
     intruder_dir.mkdir(mode=0o700)
     (intruder_dir / "node-id").write_text("0" * 32 + "\n")
     ns = lab5.namespaces
-    results: dict[str, trio.CompletedProcess[bytes]] = {}
+    results: dict[str, subprocess.CompletedProcess[bytes]] = {}
 
     async def run(name: str, namespace: Namespace, path: Path, **kwargs: float) -> None:
         results[name] = await discover(namespace, path, tmp_path / name, **kwargs)
