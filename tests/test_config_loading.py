@@ -18,6 +18,7 @@ from rancherd.config import (
     Role,
     load_config,
 )
+from rancherd.discovery.params import MdnsParams
 
 BASE = """\
 role: server
@@ -106,7 +107,7 @@ def test_maps_merge_recursively_and_the_last_file_is_the_source(tmp_path: Path) 
     discovery = loaded.config.discovery
     assert discovery is not None
     assert discovery.expected_servers == 5
-    assert discovery.params.mdns().service == "rancher-server"  # kept from a.yaml
+    assert discovery.params.typed_as(MdnsParams).service == "rancher-server"  # kept from a.yaml
     assert loaded.config.extra_config == {"a": 1, "nested": {"x": 1, "y": 3, "z": 4}, "b": 2}
     assert loaded.sources["discovery"] == over
     assert loaded.sources["token"] == base

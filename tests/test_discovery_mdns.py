@@ -43,7 +43,9 @@ MDNS_LOG = "rancherd.discovery.mdns"
 
 
 def mdns(text: str = "") -> MdnsParams:
-    return DiscoveryParams.parse(f"provider=mdns service=rancher-server {text}").mdns()
+    return DiscoveryParams.parse(f"provider=mdns service=rancher-server {text}").typed_as(
+        MdnsParams
+    )
 
 
 # --- Names and records -----------------------------------------------------------------
@@ -241,7 +243,9 @@ def no_thread_left() -> Iterator[None]:
 
 
 def lo_params(service: str) -> MdnsParams:
-    return DiscoveryParams.parse(f"provider=mdns service={service} interface=lo v6=false").mdns()
+    return DiscoveryParams.parse(f"provider=mdns service={service} interface=lo v6=false").typed_as(
+        MdnsParams
+    )
 
 
 @asynccontextmanager

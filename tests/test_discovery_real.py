@@ -37,14 +37,14 @@ SERVICE = "rancher-server"
 PEER = """
 import json, os, sys, trio
 from rancherd.discovery.mdns import MdnsProvider
-from rancherd.discovery.params import DiscoveryParams
+from rancherd.discovery.params import DiscoveryParams, MdnsParams
 from rancherd.discovery.provider import Advertisement
 
 def emit(**fields):
     print(json.dumps(fields), flush=True)
 
 async def main(params, node_id, port, txt):
-    provider = MdnsProvider(DiscoveryParams.parse(params).mdns(), refresh=1.0)
+    provider = MdnsProvider(DiscoveryParams.parse(params).typed_as(MdnsParams), refresh=1.0)
     advertisement = Advertisement(node_id, int(port), txt=json.loads(txt))
     send, receive = trio.open_memory_channel(0)
     async with trio.open_nursery() as nursery:

@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio_websocket
 
-from rancherd.discovery.provider import format_endpoint
+from rancherd.addresses import join_host_port as format_endpoint
 from rancherd.gossip.messages import Address
 from rancherd.gossip.transport import (
     CLOSE_GOING_AWAY,

@@ -20,6 +20,10 @@ import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 
+# Node ids are defined once, in rancherd.addresses; re-exported for the protocol modules.
+from rancherd.addresses import NODE_ID_LENGTH as NODE_ID_LENGTH
+from rancherd.addresses import is_node_id as is_node_id
+
 PROTOCOL_VERSION = 2
 """The version this build speaks; peers agree on ``min(max_a, max_b)`` in the hello.
 
@@ -31,9 +35,6 @@ which this build no longer reads: a version 1 peer is refused at the hello."""
 
 NodeId = str
 Address = str
-
-NODE_ID_LENGTH = 32
-"""Hex characters in a node id."""
 
 VIEW_DIGEST_SIZE = 8
 """Bytes of ``NodeRecord.view_digest``. Agreement compares digests, so a collision could at
@@ -247,8 +248,3 @@ def view_digest(view: tuple[NodeId, ...]) -> bytes:
 
 EMPTY_VIEW_DIGEST = view_digest(())
 """An agent's record carries this digest (and ``view_size`` 0)."""
-
-
-def is_node_id(value: str) -> bool:
-    """True for a well-formed node id: 32 lowercase hex characters."""
-    return len(value) == NODE_ID_LENGTH and all(c in "0123456789abcdef" for c in value)

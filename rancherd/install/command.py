@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
 
+from rancherd.addresses import bracketed, parse_host_port
 from rancherd.cli_options import config_option
 from rancherd.config import Config, Role
 from rancherd.gossip.election import JoinRole
@@ -25,8 +24,6 @@ from rancherd.install.builders import (
 )
 
 __all__ = ["get_token_command", "plan_command"]
-
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", re.ASCII)
 
 
 def _check_server(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -43,16 +40,11 @@ def _check_server(_ctx: click.Context, _param: click.Parameter, value: str | Non
             parts = None
         if parts is None or parts.scheme != "https" or parts.path not in ("", "/"):
             raise click.BadParameter(f"{value!r} is not a host or an https:// URL")
-        host = parts.hostname or ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-        if not port.isdigit():
-            raise click.BadParameter(f"{value!r} is not a host or an https:// URL")
+        host = bracketed(parts.hostname or "")
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        parse_host_port(host)
     except ValueError:
-        if not _HOST.fullmatch(host):
-            raise click.BadParameter(f"{value!r} is not a host or an https:// URL") from None
+        raise click.BadParameter(f"{value!r} is not a host or an https:// URL") from None
     return text
 
 
