@@ -356,3 +356,16 @@ async def test_new_address_is_advertised_again(caplog: pytest.LogCaptureFixture)
             await wait_for(b_answers, lambda answer: both <= answer)
     messages = [r.getMessage() for r in caplog.records if r.name == MDNS_LOG]
     assert any("addresses changed" in m for m in messages)
+
+
+def test_requery_period_is_a_sixth_of_the_cache_and_jittered() -> None:
+    import random
+
+    from rancherd.discovery.mdns import MIN_REQUERY_PERIOD, requery_delay, requery_period
+
+    assert requery_period(60.0) == 10.0
+    assert requery_period(1.0) == MIN_REQUERY_PERIOD
+    rng = random.Random(1)
+    delays = [requery_delay(60.0, rng) for _ in range(200)]
+    assert 7.5 <= min(delays) < 8.0
+    assert 9.5 < max(delays) <= 10.0

@@ -16,6 +16,7 @@ from rancherd.discovery.params import (
     MdnsParams,
     ParamIssue,
     ParamsError,
+    ParamSpec,
     StaticParams,
     check_params,
     format_params,
@@ -311,3 +312,43 @@ def test_host_port_round_trips(address: HostPort) -> None:
 def test_bad_host_port(text: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the messages are checked elsewhere
         parse_host_port(text)
+
+
+# --- The registry -------------------------------------------------------------------------
+
+
+def test_every_registered_provider_loads_its_class() -> None:
+    from rancherd.discovery.params import REGISTRY
+    from rancherd.discovery.provider import Provider
+
+    for name, entry in REGISTRY.items():
+        cls = entry.load()
+        assert issubclass(cls, Provider)
+        assert cls.name == name
+
+
+def test_a_half_registered_provider_fails_at_import() -> None:
+    from rancherd.discovery.params import ProviderEntry, RegistryError, _register, _specs
+
+    spec = _specs(ParamSpec("path", True, None, "a path"))
+
+    def check(values: object, issues: object) -> FileParams:
+        return FileParams(PurePosixPath("/"))
+
+    good = ProviderEntry("x", FileParams, spec, check, "rancherd.discovery.file:FileProvider")
+    assert set(_register(good)) == {"x"}
+    broken = [
+        (ProviderEntry("x", dict, spec, check, good.implementation), "not a dataclass"),
+        (ProviderEntry("x", FileParams, {}, check, good.implementation), "specs"),
+        (ProviderEntry("x", FileParams, spec, check, "file:FileProvider"), "implementation"),
+        (ProviderEntry("x", FileParams, spec, check, "rancherd.discovery.nope:X"), "no module"),
+        (ProviderEntry("X y", FileParams, spec, check, good.implementation), "lowercase"),
+    ]
+    for entry, message in broken:
+        with pytest.raises(RegistryError, match=message):
+            _register(entry)
+    with pytest.raises(RegistryError, match="registered twice"):
+        _register(good, good)
+    wrong_class = ProviderEntry("x", FileParams, spec, check, "rancherd.discovery.srv:SrvProvider")
+    with pytest.raises(RegistryError, match="whose name is 'x'"):
+        wrong_class.load()
