@@ -122,9 +122,10 @@ MIN_REQUERY_PERIOD = 1.0
 REQUERY_JITTER = 0.75
 """Each wait is drawn uniformly from this fraction of the period up to all of it."""
 
-STARTUP_QUERIES = (0.0, 1.0, 4.0, 9.0)
-"""Seconds after the browser starts at which python-zeroconf queries on its own (after our
-QU query at 0); the simulator replays these too."""
+STARTUP_QUERIES = (0.0, 1.0, 5.0, 14.0)
+"""Seconds after a session opens at which it queries without being asked: our QU query at
+0 (python-zeroconf's first, 20-120 ms later, is counted with it), then the browser's three
+other start-up queries (it waits 1, 4 and 9 s between them). The simulator replays these."""
 
 _TEARDOWN_TIMEOUT = 3.0
 """Seconds the goodbye and the browser's shutdown may take."""
