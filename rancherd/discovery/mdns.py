@@ -642,7 +642,10 @@ class MdnsProvider(Provider):
         try:
             plan = plan_sockets(self.params, advertised, self._interfaces())
         except MdnsSetupError as exc:
-            self._trouble.report(logging.ERROR, f"mdns: {exc}; retrying every {self.refresh:g}s")
+            self._trouble.report(
+                logging.ERROR,
+                f"mdns: {exc}; retrying every {self.refresh:g}s and at any link change",
+            )
             return None
         try:
             zc = await trio.to_thread.run_sync(
@@ -657,7 +660,7 @@ class MdnsProvider(Provider):
             self._trouble.report(
                 logging.ERROR,
                 f"mdns: cannot open mDNS sockets on {list(plan.interfaces)}: {exc}; "
-                f"retrying every {self.refresh:g}s",
+                f"retrying every {self.refresh:g}s and at any link change",
             )
             return None
         browser = _Browser(
