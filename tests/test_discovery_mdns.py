@@ -440,7 +440,8 @@ async def test_a_link_change_queries_and_announces_at_once(monkeypatch: pytest.M
             await log.until(1)
             nursery.cancel_scope.cancel()
     del receive
-    assert log.times[0] - changed_at < 1.0
+    # At once, but not sooner than a second after the session's own start-up query.
+    assert log.times[0] - changed_at < 1.5
 
 
 @pytest.mark.usefixtures("lo_multicast", "no_thread_left")

@@ -708,10 +708,11 @@ class MdnsProvider(Provider):
         now = trio.current_time()
         next_check = now + self.refresh
         next_query = now + requery_delay(self.server_cache_duration, self._rng)
+        last_query = now  # the session's start queried
         advertised = () if advertisement is None else advertisement.addresses
 
         async def wait_change(deadline: float) -> frozenset[str]:
-            nonlocal next_check, next_query
+            nonlocal next_check, next_query, last_query
             with trio.move_on_at(min(deadline, next_check, next_query)):
                 await self._changed.wait()
             self._changed = trio.Event()
@@ -721,7 +722,10 @@ class MdnsProvider(Provider):
                 next_check = now + self.refresh
                 self._check_plan(session, advertised, link_changed)
                 self._in_session(session, session.browser.revalidate)
-            if link_changed or now >= next_query:
+            if link_changed:  # at once, but never more than once a second (link storms)
+                next_query = min(next_query, max(now, last_query + MIN_REQUERY_PERIOD))
+            if now >= next_query:
+                last_query = now
                 next_query = now + requery_delay(self.server_cache_duration, self._rng)
                 self._in_session(session, session.browser.requery)
             return session.browser.answer()
