@@ -20,12 +20,11 @@ import trio
 
 from rancherd.config import Config, DiscoveryConfig, Preset, Secret
 from rancherd.discover import LOG_NODE
-from rancherd.discovery.params import DiscoveryParams
+from rancherd.discovery.params import DiscoveryParams, StaticParams
 from rancherd.discovery.provider import (
     Advertisement,
     AnswerSender,
     Provider,
-    format_endpoint,
     send_answer,
 )
 from rancherd.kinds import JoinRole
@@ -50,7 +49,7 @@ class LossyStaticProvider(Provider):
 
     async def run(
         self,
-        advertisement: Advertisement,
+        advertisement: Advertisement | None,
         answers: AnswerSender,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -160,8 +159,7 @@ async def run_demo(
         for config in configs:
             assert config.discovery is not None
             addresses = frozenset(
-                format_endpoint(a.host, port if a.port is None else a.port)
-                for a in config.discovery.params.static().addrs
+                a.endpoint(port) for a in config.discovery.params.typed_as(StaticParams).addrs
             )
             provider = LossyStaticProvider(addresses, loss, random.Random(rng.getrandbits(64)))
             nodes.append(Node(config, DataDir(config.data_dir), provider=provider))

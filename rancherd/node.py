@@ -21,10 +21,11 @@ from typing import Any
 
 import trio
 
+from rancherd.addresses import host_of, join_host_port
 from rancherd.config import Config
 from rancherd.control import ControlServer
 from rancherd.discovery import make_provider
-from rancherd.discovery.provider import Advertisement, Provider, format_endpoint
+from rancherd.discovery.provider import Advertisement, Provider
 from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.core import GossipCore, Identity, PeerInfo, Status
 from rancherd.gossip.driver import Driver
@@ -95,22 +96,19 @@ def own_addresses(config: Config) -> tuple[list[str], list[str]]:
     assert discovery is not None
     port = discovery.port
     if discovery.advertise_addresses:
-        endpoints = [
-            format_endpoint(a.host, a.port if a.port is not None else port)
-            for a in discovery.advertise_addresses
-        ]
+        endpoints = [a.endpoint(port) for a in discovery.advertise_addresses]
         ips = [a.host for a in discovery.advertise_addresses if _is_ip(a.host)]
         return endpoints, ips
     listen = discovery.listen_address
     if listen not in ("0.0.0.0", "::"):
-        return [format_endpoint(listen, port)], [listen]
+        return [join_host_port(listen, port)], [listen]
     ips = _interface_addresses()
     if not ips:
         raise NodeError(
             "no network address to advertise: no interface has a non-loopback address; "
             "set discovery.advertiseAddresses"
         )
-    return [format_endpoint(ip, port) for ip in ips], ips
+    return [join_host_port(ip, port) for ip in ips], ips
 
 
 def _token_text(config: Config) -> str:
@@ -222,7 +220,7 @@ class Node:
         keys = await trio.to_thread.run_sync(TokenKeys.derive, _token_text(config))
         endpoints, ips = own_addresses(config)
         self.endpoints = tuple(endpoints)
-        api_host = config.address or (ips[0] if ips else endpoints[0].rsplit(":", 1)[0])
+        api_host = config.address or (ips[0] if ips else host_of(endpoints[0]))
         role = config.role.node_role
         seed = int.from_bytes(self._random_bytes(16), "big")
         rng = random.Random(seed)
@@ -246,12 +244,19 @@ class Node:
             keep=core.wants_record,
         )
         self.driver, self.links = driver, links
-        provider = self._provider or make_provider(discovery.params, default_port=discovery.port)
-        advertisement = Advertisement(
-            node_id,
-            discovery.port,
-            tuple(ips),
-            {"v": "1", "role": str(config.role)},
+        provider = self._provider or make_provider(
+            discovery.params,
+            default_port=discovery.port,
+            server_cache_duration=discovery.server_cache_duration,
+        )
+        # Only servers advertise (docs/CONFIG.md, discovery): the answer is where servers
+        # are; agents browse, dial servers, and are known to everyone through gossip.
+        advertisement = (
+            None
+            if config.role is JoinRole.AGENT
+            else Advertisement(
+                node_id, discovery.port, tuple(ips), {"v": "1", "role": str(config.role)}
+            )
         )
         log.info(
             "rancherd node %s (%s) starting: gossip on %s, discovery %s, expecting %d servers",

@@ -9,6 +9,9 @@ mute node's answers reach nobody else. The harness decides who answers at all: a
 nodes that are up, plus those that went down less than ``discovery.stale`` seconds ago
 (other hosts' caches still answer for them), and never across a partition.
 
+When a node queries is ``QuerySchedule``: the provider's own start-up queries and its
+periodic query (a few per ``serverCacheDuration``), from the same constants and function.
+
 Long-run loss of the burst channel: ``enter / (enter + leave) * loss_bad + leave / (enter +
 leave) * loss_good``; mean burst length ``1 / leave`` answers.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import random
 
+from rancherd.discovery.mdns import STARTUP_QUERIES, requery_delay
 from sim.rng import derive_rng
 from sim.scenario import DiscoverySpec
 
@@ -58,3 +62,25 @@ class MdnsModel:
         if lost:
             self.answers_lost += 1
         return lost
+
+
+class QuerySchedule:
+    """When a node's mDNS provider queries, as ``rancherd.discovery.mdns`` does it: at the
+    start-up offsets ``STARTUP_QUERIES`` from the provider's start, and apart from those a
+    periodic query whose waits are ``requery_delay(server_cache_duration)``, each drawn
+    from 3/4 to all of a sixth of the cache period (the same function, on the node's own
+    generator). The sim has no interface events, so the query a link change triggers in
+    the provider has no counterpart here."""
+
+    def __init__(self, start: float, server_cache_duration: float, rng: random.Random) -> None:
+        self._startup = [start + offset for offset in STARTUP_QUERIES]
+        self._cache = server_cache_duration
+        self._rng = rng
+        self._periodic = start + requery_delay(server_cache_duration, rng)
+
+    def next_after(self, now: float) -> float:
+        """The first query time after ``now``."""
+        while self._periodic <= now:
+            self._periodic += requery_delay(self._cache, self._rng)
+        later = [t for t in self._startup if t > now]
+        return min(later[0], self._periodic) if later else self._periodic

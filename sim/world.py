@@ -27,6 +27,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rancherd.addresses import host_of
 from sim.algorithms import ALGORITHMS, AlgorithmOptions
 from sim.algorithms.base import Algorithm, Process
 from sim.discovery import MdnsModel
@@ -436,8 +437,7 @@ class World:
     # Services for hosts.
 
     def machine_at(self, address: str) -> str | None:
-        host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-        slot = self.by_ip.get(host)
+        slot = self.by_ip.get(host_of(address))
         return None if slot is None else slot.name
 
     def machine_with_id(self, node_id: str) -> str | None:

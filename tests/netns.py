@@ -65,11 +65,13 @@ __all__ = [
     "Namespace",
     "avahi_daemon",
     "avahi_unavailable_reason",
+    "join_lab",
     "netns_lab",
     "netns_unavailable_reason",
     "remove_stale_labs",
     "skip_unless_avahi",
     "skip_unless_netns",
+    "split_lab",
     "stop_process",
 ]
 
@@ -261,6 +263,29 @@ def _remove(namespaces: Sequence[Namespace], bridge: str, token: str) -> None:
         # Normally gone with its peer; not when the namespace was never created.
         _ip(["link", "del", f"{_PREFIX}v{token}{i}"], check=False)
     _ip(["link", "del", bridge], check=False)
+    _ip(["link", "del", f"{_PREFIX}c{token}"], check=False)  # split_lab's second bridge
+
+
+def split_lab(lab: Lab, indexes: Sequence[int]) -> None:
+    """Move the namespaces at ``indexes`` to a second bridge of their own: the two groups
+    can no longer reach each other (no unicast, no multicast); nothing changes inside the
+    namespaces (their links stay up with the same addresses). ``join_lab`` undoes it."""
+    other = f"{_PREFIX}c{lab.token}"
+    if _ip(["link", "show", other], check=False).returncode != 0:
+        _ip(f"link add {other} type bridge mcast_snooping 0 forward_delay 0".split())
+        _ip(
+            f"link set {other} type bridge nf_call_iptables 0 nf_call_ip6tables 0".split(),
+            check=False,
+        )
+        _ip(f"link set {other} up".split())
+    for i in indexes:
+        _ip(f"link set {_PREFIX}v{lab.token}{i} master {other}".split())
+
+
+def join_lab(lab: Lab) -> None:
+    """Put every namespace back on the lab's bridge: one segment again."""
+    for i in range(len(lab.namespaces)):
+        _ip(f"link set {_PREFIX}v{lab.token}{i} master {lab.bridge}".split())
 
 
 def _alive(pid: int) -> bool:

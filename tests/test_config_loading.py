@@ -19,6 +19,7 @@ from rancherd.config import (
 )
 from rancherd.config import check as check_module
 from rancherd.config import loader as loader_module
+from rancherd.discovery.params import MdnsParams
 from rancherd.kinds import JoinRole
 
 BASE = """\
@@ -108,7 +109,7 @@ def test_maps_merge_recursively_and_the_last_file_is_the_source(tmp_path: Path) 
     discovery = loaded.config.discovery
     assert discovery is not None
     assert discovery.expected_servers == 5
-    assert discovery.params.mdns().service == "rancher-server"  # kept from a.yaml
+    assert discovery.params.typed_as(MdnsParams).service == "rancher-server"  # kept from a.yaml
     assert loaded.config.extra_config == {"a": 1, "nested": {"x": 1, "y": 3, "z": 4}, "b": 2}
     assert loaded.sources["discovery"] == over
     assert loaded.sources["token"] == base

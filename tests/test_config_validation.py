@@ -24,7 +24,7 @@ from rancherd.config import (
     config_to_dict,
     load_config,
 )
-from rancherd.discovery.params import DiscoveryParams, HostPort
+from rancherd.discovery.params import DiscoveryParams, HostPort, MdnsParams, StaticParams
 from rancherd.kinds import JoinRole
 
 TOKEN = "s3cr3t-T0KEN-value"
@@ -444,7 +444,7 @@ def test_a_param_written_wrong_is_reported_once(tmp_path: Path) -> None:
 def test_empty_param_value_means_unset(tmp_path: Path) -> None:
     loaded = load_text(tmp_path, _params("provider: mdns\nservice: x\nv4:\n"))
     assert loaded.config.discovery is not None
-    assert loaded.config.discovery.params.mdns().v4 is True
+    assert loaded.config.discovery.params.typed_as(MdnsParams).v4 is True
 
 
 @pytest.mark.parametrize(
@@ -942,7 +942,7 @@ def test_every_field(tmp_path: Path) -> None:
         data_dir=Path("/srv/rancherd"),
     )
     assert config.discovery is not None
-    assert config.discovery.params.static().addrs == (
+    assert config.discovery.params.typed_as(StaticParams).addrs == (
         HostPort("10.0.0.1"),
         HostPort("10.0.0.2", 9443),
     )

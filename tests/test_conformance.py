@@ -247,11 +247,11 @@ MDNS_DEPARTURES = {
     # go-discover accepts these; rancherd refuses them and CONFIG.md says why.
     "valid config - no addresses": (
         {"service", "v6"},
-        "`_rancher-server._tcp` is accepted too). rancherd advertises **and** browses",
+        "`_rancher-server._tcp` is accepted too). Servers advertise **and** browse",
     ),
     "valid config - one address": (
         {"service"},
-        "`_rancher-server._tcp` is accepted too). rancherd advertises **and** browses",
+        "`_rancher-server._tcp` is accepted too). Servers advertise **and** browse",
     ),
 }
 

@@ -43,7 +43,9 @@ MDNS_LOG = "rancherd.discovery.mdns"
 
 
 def mdns(text: str = "") -> MdnsParams:
-    return DiscoveryParams.parse(f"provider=mdns service=rancher-server {text}").mdns()
+    return DiscoveryParams.parse(f"provider=mdns service=rancher-server {text}").typed_as(
+        MdnsParams
+    )
 
 
 # --- Names and records -----------------------------------------------------------------
@@ -241,7 +243,9 @@ def no_thread_left() -> Iterator[None]:
 
 
 def lo_params(service: str) -> MdnsParams:
-    return DiscoveryParams.parse(f"provider=mdns service={service} interface=lo v6=false").mdns()
+    return DiscoveryParams.parse(f"provider=mdns service={service} interface=lo v6=false").typed_as(
+        MdnsParams
+    )
 
 
 @asynccontextmanager
@@ -253,8 +257,9 @@ async def provider_on_lo(
     interfaces: Callable[[], Sequence[Interface]] | None = None,
 ) -> AsyncIterator[trio.MemoryReceiveChannel[frozenset[str]]]:
     """Start an mdns provider on lo in its own cancel scope; yield its answers; stop it."""
-    kwargs = {} if interfaces is None else {"interfaces": interfaces}
-    provider = MdnsProvider(lo_params(service), refresh=0.5, **kwargs)
+    provider = MdnsProvider(
+        lo_params(service), refresh=0.5, interfaces=interfaces or list_interfaces
+    )
     send, receive = trio.open_memory_channel[frozenset[str]](1000)
     scope = trio.CancelScope()
 
@@ -352,3 +357,109 @@ async def test_new_address_is_advertised_again(caplog: pytest.LogCaptureFixture)
             await wait_for(b_answers, lambda answer: both <= answer)
     messages = [r.getMessage() for r in caplog.records if r.name == MDNS_LOG]
     assert any("addresses changed" in m for m in messages)
+
+
+def test_requery_period_is_a_sixth_of_the_cache_and_jittered() -> None:
+    import random
+
+    from rancherd.discovery.mdns import MIN_REQUERY_PERIOD, requery_delay, requery_period
+
+    assert requery_period(60.0) == 10.0
+    assert requery_period(1.0) == MIN_REQUERY_PERIOD
+    rng = random.Random(1)
+    delays = [requery_delay(60.0, rng) for _ in range(200)]
+    assert 7.5 <= min(delays) < 8.0
+    assert 9.5 < max(delays) <= 10.0
+
+
+class RequeryLog:
+    """Counts ``_Browser.requery`` calls (made in zeroconf's thread) and wakes trio."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from rancherd.discovery import mdns as mdns_module
+
+        self.times: list[float] = []
+        self.changed = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+        original = mdns_module._Browser.requery
+
+        def requery(browser: mdns_module._Browser) -> None:
+            original(browser)
+            token.run_sync_soon(self._record)
+
+        monkeypatch.setattr(mdns_module._Browser, "requery", requery)
+
+    def _record(self) -> None:
+        self.times.append(trio.current_time())
+        self.changed.set()
+
+    async def until(self, count: int) -> None:
+        while len(self.times) < count:
+            self.changed = trio.Event()
+            await self.changed.wait()
+
+
+@pytest.mark.usefixtures("lo_multicast", "no_thread_left")
+async def test_queries_again_a_few_times_per_cache_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    log = RequeryLog(monkeypatch)
+    provider = MdnsProvider(lo_params(unique_service()), refresh=0.5, server_cache_duration=6.0)
+    send, receive = trio.open_memory_channel[frozenset[str]](1000)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(provider.run, Advertisement(NODE_A, 1111), send)
+            started = trio.current_time()
+            await log.until(3)
+            nursery.cancel_scope.cancel()
+    del receive
+    gaps = [b - a for a, b in zip([started, *log.times], log.times, strict=False)]
+    # A sixth of 6 s is 1 s; each wait is drawn from 0.75 to 1 of it.
+    assert all(0.7 <= gap <= 1.5 for gap in gaps), gaps
+
+
+@pytest.mark.usefixtures("lo_multicast", "no_thread_left")
+async def test_a_link_change_queries_and_announces_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    log = RequeryLog(monkeypatch)
+    change = trio.Event()
+
+    async def watch(changed: Callable[[], None]) -> None:
+        await change.wait()
+        changed()
+        await trio.sleep_forever()
+
+    # A period of 100 s: any query within the test comes from the link change.
+    provider = MdnsProvider(
+        lo_params(unique_service()), refresh=60.0, server_cache_duration=600.0, watch=watch
+    )
+    send, receive = trio.open_memory_channel[frozenset[str]](1000)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(provider.run, Advertisement(NODE_A, 1111), send)
+            assert log.times == []
+            changed_at = trio.current_time()
+            change.set()
+            await log.until(1)
+            nursery.cancel_scope.cancel()
+    del receive
+    # At once, but not sooner than a second after the session's own start-up query.
+    assert log.times[0] - changed_at < 1.5
+
+
+@pytest.mark.usefixtures("lo_multicast", "no_thread_left")
+async def test_an_agent_browses_without_advertising() -> None:
+    service = unique_service()
+    server_end = "127.0.0.1:1111"
+    agent = MdnsProvider(lo_params(service), refresh=0.5, server_cache_duration=6.0)
+    agent_send, agent_answers = trio.open_memory_channel[frozenset[str]](1000)
+    with trio.fail_after(20):
+        async with (
+            trio.open_nursery() as nursery,
+            provider_on_lo(nursery, service, NODE_A, 1111) as server_answers,
+        ):
+            await nursery.start(agent.run, None, agent_send)
+            await wait_for(agent_answers, lambda answer: server_end in answer)
+            # The server's answers over two of the agent's periodic queries and
+            # announcements (1 s each) name only itself: the agent published nothing.
+            with trio.move_on_after(2.5):
+                async for answer in server_answers:
+                    assert answer <= {server_end}, answer
+            nursery.cancel_scope.cancel()

@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 
+from rancherd.addresses import join_host_port as format_endpoint
 from rancherd.discovery import (
     Advertisement,
     FileProvider,
@@ -26,8 +27,7 @@ from rancherd.discovery import (
     make_provider,
 )
 from rancherd.discovery.file import MAX_FILE_BYTES, parse_address_list
-from rancherd.discovery.params import DiscoveryParams, FileParams, ParamsError
-from rancherd.discovery.provider import format_endpoint
+from rancherd.discovery.params import DiscoveryParams, FileParams, ParamsError, StaticParams
 
 NODE = "0123456789abcdef0123456789abcdef"
 AD = Advertisement(NODE, 8443)
@@ -119,7 +119,7 @@ def test_make_provider_builds_each_kind(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("refresh", [0.0, -1.0, float("inf"), float("nan")])
 def test_refresh_must_be_positive(refresh: float) -> None:
-    params = DiscoveryParams.parse("provider=static addrs=a").static()
+    params = DiscoveryParams.parse("provider=static addrs=a").typed_as(StaticParams)
     with pytest.raises(ValueError, match="refresh"):
         StaticProvider(params, default_port=1, refresh=refresh)
 
@@ -130,7 +130,9 @@ def test_refresh_must_be_positive(refresh: float) -> None:
 async def test_static_answers_at_once_and_every_refresh(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    params = DiscoveryParams.parse('provider=static addrs="a.example b.example:9"').static()
+    params = DiscoveryParams.parse('provider=static addrs="a.example b.example:9"').typed_as(
+        StaticParams
+    )
     provider = StaticProvider(params, default_port=8443, refresh=5.0)
     want = frozenset({"a.example:8443", "b.example:9"})
     start = trio.current_time()
@@ -142,7 +144,7 @@ async def test_static_answers_at_once_and_every_refresh(
 async def test_static_returns_when_the_consumer_leaves(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    params = DiscoveryParams.parse("provider=static addrs=a").static()
+    params = DiscoveryParams.parse("provider=static addrs=a").typed_as(StaticParams)
     send, receive = trio.open_memory_channel[frozenset[str]](0)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:

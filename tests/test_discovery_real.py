@@ -37,14 +37,16 @@ SERVICE = "rancher-server"
 PEER = """
 import json, os, sys, trio
 from rancherd.discovery.mdns import MdnsProvider
-from rancherd.discovery.params import DiscoveryParams
+from rancherd.discovery.params import DiscoveryParams, MdnsParams
 from rancherd.discovery.provider import Advertisement
 
 def emit(**fields):
     print(json.dumps(fields), flush=True)
 
-async def main(params, node_id, port, txt):
-    provider = MdnsProvider(DiscoveryParams.parse(params).mdns(), refresh=1.0)
+async def main(params, node_id, port, txt, refresh):
+    provider = MdnsProvider(
+        DiscoveryParams.parse(params).typed_as(MdnsParams), refresh=float(refresh)
+    )
     advertisement = Advertisement(node_id, int(port), txt=json.loads(txt))
     send, receive = trio.open_memory_channel(0)
     async with trio.open_nursery() as nursery:
@@ -123,8 +125,18 @@ async def peers(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
         port: int,
         params: str = f"provider=mdns service={SERVICE}",
         txt: dict[str, str] | None = None,
+        refresh: float = 1.0,
     ) -> Peer:
-        args = [sys.executable, "-c", PEER, params, node_id, str(port), json.dumps(txt or {})]
+        args = [
+            sys.executable,
+            "-c",
+            PEER,
+            params,
+            node_id,
+            str(port),
+            json.dumps(txt or {}),
+            str(refresh),
+        ]
         process = await namespace.open_process(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         peer = Peer(namespace, port, process)
         started.append(peer)
@@ -190,6 +202,32 @@ async def test_three_namespaces_find_each_other_and_goodbye_withdraws(
                 await first.wait_until(lambda p: "eof" in p.events)
             assert first.events[-2:] == ["stopped", "eof"]
             assert {second.endpoint, late.endpoint} <= second.latest
+
+
+async def test_an_address_that_comes_later_is_used_at_once(
+    record_property: Callable[[str, object], None],
+) -> None:
+    """A node whose interface has no address yet cannot advertise; once the address is
+    added, rtnetlink tells its provider at once (its ``refresh`` poll is 60 s away), and it
+    finds and is found by a peer within a second."""
+    with lab_of(2) as lab:
+        a, b = lab.namespaces
+        b.run(["ip", "addr", "flush", "dev", b.interface])
+        async with trio.open_nursery() as nursery, peers(nursery) as start:
+            first = await start(a, node_id(6), 9006)
+            late = await start(b, node_id(7), 9007, refresh=60.0)
+            with trio.fail_after(15):
+                await late.wait_until(lambda p: "started" in p.events)
+            assert first.endpoint not in late.latest
+            added = trio.current_time()
+            b.run(["ip", "addr", "add", f"{b.address}/{b.prefix_length}", "dev", b.interface])
+            with trio.fail_after(10):
+                await late.wait_until(lambda p: first.endpoint in p.latest)
+                await first.wait_until(lambda p: late.endpoint in p.latest)
+            took = trio.current_time() - added
+            record_property("mdns_new_address_seconds", took)
+            print(f"address added: both found each other {took * 1000:.0f} ms later")
+            assert took < 5.0
 
 
 async def test_ipv4_only_on_a_named_interface() -> None:

@@ -29,7 +29,7 @@ def params(port: int, **extra: str) -> SrvParams:
         "nameservers": f"127.0.0.1:{port}",
         **extra,
     }
-    return DiscoveryParams.from_mapping(values).srv()
+    return DiscoveryParams.from_mapping(values).typed_as(SrvParams)
 
 
 def provider(port: int, **kwargs: float) -> SrvProvider:
@@ -72,7 +72,9 @@ async def next_answer(
 
 
 def test_go_discover_readme_example_parses() -> None:
-    srv = DiscoveryParams.parse("provider=srv service=consul proto=tcp domain=consul").srv()
+    srv = DiscoveryParams.parse("provider=srv service=consul proto=tcp domain=consul").typed_as(
+        SrvParams
+    )
     assert srv == SrvParams("consul", "tcp", "consul")
     assert srv.qname == "_consul._tcp.consul."
 
@@ -81,7 +83,7 @@ def test_defaults_and_spellings() -> None:
     srv = DiscoveryParams.parse(
         "provider=srv service=_rancher-server domain=example.com. "
         'nameservers="10.0.0.2,[fd00::1]:5353"'
-    ).srv()
+    ).typed_as(SrvParams)
     assert srv.proto == "tcp"  # go-discover's default
     assert srv.qname == "_rancher-server._tcp.example.com."
     assert [str(ns) for ns in srv.nameservers] == ["10.0.0.2", "[fd00::1]:5353"]

@@ -6,18 +6,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rancherd.addresses import HostPort, parse_host_port
 from rancherd.discovery.params import (
     GO_DISCOVER_PROVIDERS,
     PROVIDERS,
     SUPPORTED_PROVIDERS,
     DiscoveryParams,
-    HostPort,
+    FileParams,
     MdnsParams,
     ParamIssue,
     ParamsError,
+    ParamSpec,
+    StaticParams,
     check_params,
     format_params,
-    parse_host_port,
     parse_params_string,
 )
 
@@ -142,7 +144,7 @@ def test_unknown_parameters_and_every_other_problem_are_all_reported() -> None:
 @pytest.mark.parametrize("service", ["rancher-server", "_rancher-server._tcp", "Rancher-Server"])
 def test_mdns(service: str) -> None:
     params = DiscoveryParams.from_mapping({"provider": "mdns", "service": service})
-    mdns = params.mdns()
+    mdns = params.typed_as(MdnsParams)
     assert mdns == MdnsParams(service="rancher-server")
     assert mdns.service_type == "_rancher-server._tcp.local."
 
@@ -152,7 +154,7 @@ def test_mdns_options() -> None:
         "provider=mdns service=rancher-server domain=local. v4=true v6=F timeout=2.5s "
         'interface=eth0 interfaces="eth1,eth0 bond0"'
     )
-    assert params.mdns() == MdnsParams(
+    assert params.typed_as(MdnsParams) == MdnsParams(
         service="rancher-server",
         v6=False,
         timeout=2.5,
@@ -188,19 +190,19 @@ def test_mdns_errors(values: dict[str, str], param: str, message: str) -> None:
 def test_mdns_zero_timeout_means_the_default_as_in_go_discover(text: str) -> None:
     # hashicorp/mdns replaces a zero Timeout by its default; so do we (None: the provider's).
     params = DiscoveryParams.from_mapping({"provider": "mdns", "service": "x", "timeout": text})
-    assert params.mdns().timeout is None
+    assert params.typed_as(MdnsParams).timeout is None
     set_one = DiscoveryParams.from_mapping({"provider": "mdns", "service": "x", "timeout": "2s"})
-    assert set_one.mdns().timeout == 2.0
+    assert set_one.typed_as(MdnsParams).timeout == 2.0
 
 
 def test_empty_optional_value_means_default() -> None:
     params = DiscoveryParams.from_mapping({"provider": "mdns", "service": "x", "v4": ""})
-    assert params.mdns().v4 is True
+    assert params.typed_as(MdnsParams).v4 is True
 
 
 def test_static() -> None:
     params = DiscoveryParams.parse('provider=static addrs="10.0.0.1 node-2:9000 [fd00::3]:8443"')
-    assert params.static().addrs == (
+    assert params.typed_as(StaticParams).addrs == (
         HostPort("10.0.0.1"),
         HostPort("node-2", 9000),
         HostPort("fd00::3", 8443),
@@ -215,18 +217,18 @@ def test_static_reports_every_bad_address() -> None:
 
 def test_file() -> None:
     params = DiscoveryParams.from_mapping({"provider": "file", "path": "/etc/rancherd/servers"})
-    assert params.file().path == PurePosixPath("/etc/rancherd/servers")
+    assert params.typed_as(FileParams).path == PurePosixPath("/etc/rancherd/servers")
     (issue,) = check_params({"provider": "file", "path": "servers.txt"})
     assert issue == ParamIssue("path", "'servers.txt' must be an absolute path")
 
 
 def test_typed_view_of_another_provider_is_refused() -> None:
     params = DiscoveryParams.from_mapping({"provider": "file", "path": "/x"})
-    assert params.typed() == params.file()
+    assert params.typed() == params.typed_as(FileParams)
     with pytest.raises(ValueError, match="the provider is file"):
-        params.mdns()
+        params.typed_as(MdnsParams)
     with pytest.raises(ValueError, match="the provider is file"):
-        params.static()
+        params.typed_as(StaticParams)
 
 
 def test_from_mapping_raises_every_issue() -> None:
@@ -310,3 +312,43 @@ def test_host_port_round_trips(address: HostPort) -> None:
 def test_bad_host_port(text: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the messages are checked elsewhere
         parse_host_port(text)
+
+
+# --- The registry -------------------------------------------------------------------------
+
+
+def test_every_registered_provider_loads_its_class() -> None:
+    from rancherd.discovery.params import REGISTRY
+    from rancherd.discovery.provider import Provider
+
+    for name, entry in REGISTRY.items():
+        cls = entry.load()
+        assert issubclass(cls, Provider)
+        assert cls.name == name
+
+
+def test_a_half_registered_provider_fails_at_import() -> None:
+    from rancherd.discovery.params import ProviderEntry, RegistryError, _register, _specs
+
+    spec = _specs(ParamSpec("path", True, None, "a path"))
+
+    def check(values: object, issues: object) -> FileParams:
+        return FileParams(PurePosixPath("/"))
+
+    good = ProviderEntry("x", FileParams, spec, check, "rancherd.discovery.file:FileProvider")
+    assert set(_register(good)) == {"x"}
+    broken = [
+        (ProviderEntry("x", dict, spec, check, good.implementation), "not a dataclass"),
+        (ProviderEntry("x", FileParams, {}, check, good.implementation), "specs"),
+        (ProviderEntry("x", FileParams, spec, check, "file:FileProvider"), "implementation"),
+        (ProviderEntry("x", FileParams, spec, check, "rancherd.discovery.nope:X"), "no module"),
+        (ProviderEntry("X y", FileParams, spec, check, good.implementation), "lowercase"),
+    ]
+    for entry, message in broken:
+        with pytest.raises(RegistryError, match=message):
+            _register(entry)
+    with pytest.raises(RegistryError, match="registered twice"):
+        _register(good, good)
+    wrong_class = ProviderEntry("x", FileParams, spec, check, "rancherd.discovery.srv:SrvProvider")
+    with pytest.raises(RegistryError, match="whose name is 'x'"):
+        wrong_class.load()

@@ -19,7 +19,7 @@ import trio_websocket
 import wsproto
 import wsproto.events
 
-from rancherd.discovery.provider import format_endpoint
+from rancherd.addresses import join_host_port as format_endpoint
 from rancherd.gossip.messages import Address
 from rancherd.gossip.transport import (
     CLOSE_GOING_AWAY,

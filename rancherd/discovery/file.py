@@ -18,15 +18,16 @@ from pathlib import Path
 
 import trio
 
-from rancherd.discovery.params import FileParams, parse_host_port
+from rancherd.addresses import parse_host_port
+from rancherd.discovery.params import DiscoveryParams, FileParams
 from rancherd.discovery.provider import (
     DEFAULT_REFRESH,
     Advertisement,
     AnswerSender,
     OnceLogger,
     Provider,
+    ProviderSettings,
     emit_while_changing,
-    format_endpoint,
 )
 
 __all__ = ["MAX_FILE_BYTES", "POLL_INTERVAL", "FileProvider", "parse_address_list"]
@@ -57,8 +58,7 @@ def parse_address_list(text: str, default_port: int) -> tuple[frozenset[str], li
             except ValueError as exc:
                 problems.append(f"line {number}: {exc}")
                 continue
-            port = default_port if address.port is None else address.port
-            endpoints.add(format_endpoint(address.host, port))
+            endpoints.add(address.endpoint(default_port))
     return frozenset(endpoints), problems
 
 
@@ -83,9 +83,17 @@ class FileProvider(Provider):
         self._answer: frozenset[str] = frozenset()
         self._trouble = OnceLogger(log)
 
+    @classmethod
+    def create(cls, params: DiscoveryParams, settings: ProviderSettings) -> FileProvider:
+        return cls(
+            params.typed_as(FileParams),
+            default_port=settings.default_port,
+            refresh=settings.refresh,
+        )
+
     async def run(
         self,
-        advertisement: Advertisement,
+        advertisement: Advertisement | None,
         answers: AnswerSender,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,

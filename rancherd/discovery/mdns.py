@@ -19,6 +19,21 @@ peer that is already advertising is in the first answer some 10-20 ms after ``ru
 (measured between network namespaces). A goodbye (TTL 0) removes an instance from the
 others' answers at once; an instance that vanished without one drops out when its SRV and
 address records expire (120 s).
+
+Looking again (python-zeroconf's browser sends four start-up queries, then asks only when a
+known record nears its expiry, so a peer that becomes reachable later, after a partition
+heals or a cable is plugged in, is otherwise noticed only by chance): every
+``requery_period(serverCacheDuration)`` seconds (a sixth of the cache period, 10 s by
+default; each wait drawn from 3/4 to all of it, so that nodes started together drift
+apart) the provider sends a multicast PTR query carrying its known answers, which only
+responders it does not know yet answer (by multicast, so their whole segment learns them),
+and announces its own record set once, so that the peers that do not know it learn it.
+An rtnetlink socket (Linux; elsewhere the ``refresh`` poll of the interfaces alone) tells
+at once when a link or an address changes: the socket plan is made again, a changed plan
+re-registers (and so announces again), an unchanged one queries and announces at once.
+
+Only servers advertise: an agent is handed no advertisement and only browses (the answer
+lists servers, the peers an agent must reach; servers learn of agents from gossip).
 """
 
 from __future__ import annotations
@@ -28,6 +43,8 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import logging
+import random
+import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +54,7 @@ from typing import Any, TypeVar
 import ifaddr
 import trio
 from zeroconf import (
+    DNSQuestionType,
     IPVersion,
     ServiceInfo,
     ServiceStateChange,
@@ -47,17 +65,19 @@ from zeroconf import (
 # Public in zeroconf's __init__ but not in its __all__, so mypy wants the defining modules.
 from zeroconf._dns import DNSQuestion
 from zeroconf._protocol.outgoing import DNSOutgoing
+from zeroconf._services.browser import generate_service_query
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
-from rancherd.discovery.params import MdnsParams
+from rancherd.addresses import join_host_port
+from rancherd.discovery.params import DiscoveryParams, MdnsParams
 from rancherd.discovery.provider import (
     DEFAULT_REFRESH,
     Advertisement,
     AnswerSender,
     OnceLogger,
     Provider,
+    ProviderSettings,
     emit_while_changing,
-    format_endpoint,
     send_answer,
 )
 
@@ -74,6 +94,9 @@ __all__ = [
     "list_interfaces",
     "plan_sockets",
     "ptr_query",
+    "requery_delay",
+    "requery_period",
+    "watch_netlink",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +110,22 @@ DEFAULT_RESOLVE_TIMEOUT = 3.0
 
 _RETRY_BACKOFF = (5.0, 10.0, 20.0, 40.0, 60.0)
 """Seconds before an instance that did not resolve is queried again on the network."""
+
+REQUERIES_PER_CACHE = 6
+"""Queries (and announcements) per ``serverCacheDuration``: a peer the gossip layer would
+forget is asked for several times before, and a healed partition is seen within a sixth."""
+
+MIN_REQUERY_PERIOD = 1.0
+"""Seconds between two periodic queries at least, however short the cache period (RFC 6762
+5.2 asks for one second between queries at least)."""
+
+REQUERY_JITTER = 0.75
+"""Each wait is drawn uniformly from this fraction of the period up to all of it."""
+
+STARTUP_QUERIES = (0.0, 1.0, 5.0, 14.0)
+"""Seconds after a session opens at which it queries without being asked: our QU query at
+0 (python-zeroconf's first, 20-120 ms later, is counted with it), then the browser's three
+other start-up queries (it waits 1, 4 and 9 s between them). The simulator replays these."""
 
 _TEARDOWN_TIMEOUT = 3.0
 """Seconds the goodbye and the browser's shutdown may take."""
@@ -151,7 +190,7 @@ def endpoints_for(
             continue
         if address.is_unspecified or address.is_multicast or _is_link_local_v6(address):
             continue
-        endpoints.add(format_endpoint(str(address), port))
+        endpoints.add(join_host_port(str(address), port))
     return frozenset(endpoints)
 
 
@@ -162,6 +201,18 @@ def ptr_query(service_type: str) -> DNSOutgoing:
     query = DNSOutgoing(_FLAGS_QR_QUERY)
     query.add_question(question)
     return query
+
+
+def requery_period(server_cache_duration: float) -> float:
+    """Seconds between two periodic queries: a ``REQUERIES_PER_CACHE``-th of the cache
+    period, ``MIN_REQUERY_PERIOD`` at least."""
+    return max(MIN_REQUERY_PERIOD, server_cache_duration / REQUERIES_PER_CACHE)
+
+
+def requery_delay(server_cache_duration: float, rng: random.Random) -> float:
+    """The wait before the next periodic query: uniform in [3/4, 1] of the period."""
+    period = requery_period(server_cache_duration)
+    return period * rng.uniform(REQUERY_JITTER, 1.0)
 
 
 def _is_link_local_v6(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -185,6 +236,49 @@ def list_interfaces() -> list[Interface]:
         addresses = tuple(ip.ip if isinstance(ip.ip, str) else ip.ip[0] for ip in adapter.ips)
         interfaces.append(Interface(adapter.name, adapter.index, addresses))
     return interfaces
+
+
+_RTMGRP_LINK = 0x1
+_RTMGRP_IPV4_IFADDR = 0x10
+_RTMGRP_IPV6_IFADDR = 0x100
+
+LinkWatcher = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
+"""``await watch(changed)`` calls ``changed()`` whenever a link or an address may have
+changed, until cancelled; it returns at once where it cannot watch."""
+
+
+async def watch_netlink(changed: Callable[[], None]) -> None:
+    """Call ``changed()`` for every rtnetlink link or address message (Linux), so that a
+    cable plugged in, a link brought up or an address added is acted on at once. Where
+    there is no rtnetlink (another system, a sandbox refusing the socket) it logs why and
+    returns: the ``refresh`` poll of the interfaces still notices, later."""
+    family = getattr(socket, "AF_NETLINK", None)
+    if family is None:
+        log.debug("mdns: no rtnetlink here; interface changes are polled")
+        return
+    try:
+        sock = socket.socket(
+            family, socket.SOCK_RAW | socket.SOCK_CLOEXEC, getattr(socket, "NETLINK_ROUTE", 0)
+        )
+        sock.setblocking(False)
+        sock.bind((0, _RTMGRP_LINK | _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV6_IFADDR))
+    except OSError as exc:
+        log.info("mdns: cannot watch interfaces with rtnetlink (%s); polling them", exc)
+        return
+    with sock:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            got = False
+            while True:
+                try:
+                    got = bool(sock.recv(65536)) or got
+                except BlockingIOError:
+                    break
+                except OSError:  # ENOBUFS: messages were lost, so something changed
+                    got = True
+                    break
+            if got:
+                changed()
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,11 +393,12 @@ class _Browser:
         with self._lock:
             return self._answer
 
-    async def start(self, info: ServiceInfo) -> None:
-        """Announce ``info`` without probing and start browsing."""
-        announcing = await self._zc.async_register_service(info, cooperating_responders=True)
-        self._info = info
-        self._announcing = asyncio.ensure_future(announcing)
+    async def start(self, info: ServiceInfo | None) -> None:
+        """Announce ``info`` (if any) without probing and start browsing."""
+        if info is not None:
+            announcing = await self._zc.async_register_service(info, cooperating_responders=True)
+            self._info = info
+            self._announcing = asyncio.ensure_future(announcing)
         self._browser = AsyncServiceBrowser(self._zc, [self._type], handlers=[self._on_change])
         # The browser's first query waits 20-120 ms (RFC 6762 5.2, against storms when
         # many hosts start at once). One QU query now gets unicast answers in
@@ -322,6 +417,15 @@ class _Browser:
         if self._info is not None:
             info, self._info = self._info, None
             await _await_if_needed(await self._zc.async_unregister_service(info))
+
+    def requery(self) -> None:
+        """Ask for the type by multicast with the known answers, so that only instances
+        not known yet answer, and announce our own record set once."""
+        now = current_time_millis()
+        for out in generate_service_query(self._zc, now, {self._type}, True, DNSQuestionType.QM):
+            self._zc.async_send(out)
+        if self._info is not None:
+            self._zc.async_send(self._zc.generate_service_broadcast(self._info, None))
 
     def revalidate(self) -> None:
         """Read every instance again from the cache: records that expired drop out, and an
@@ -457,29 +561,59 @@ class MdnsProvider(Provider):
         params: MdnsParams,
         *,
         refresh: float = DEFAULT_REFRESH,
+        server_cache_duration: float = 60.0,
         interfaces: Callable[[], Sequence[Interface]] = list_interfaces,
+        watch: LinkWatcher = watch_netlink,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__(refresh=refresh)
         self.params = params
         self.service_type = params.service_type
         self.resolve_timeout = params.timeout or DEFAULT_RESOLVE_TIMEOUT
+        self.server_cache_duration = server_cache_duration
         self._interfaces = interfaces
+        self._watch = watch
+        self._rng = rng or random.Random()
         self._trouble = OnceLogger(log)
         self._changed = trio.Event()
+        self._link_changed = False
+
+    @classmethod
+    def create(cls, params: DiscoveryParams, settings: ProviderSettings) -> MdnsProvider:
+        return cls(
+            params.typed_as(MdnsParams),
+            refresh=settings.refresh,
+            server_cache_duration=settings.server_cache_duration,
+        )
 
     async def run(
         self,
-        advertisement: Advertisement,
+        advertisement: Advertisement | None,
         answers: AnswerSender,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Advertise and browse; rebuilt when the interfaces' addresses change.
+        """Advertise (servers) and browse; rebuilt when the interfaces' addresses change.
 
         ``task_status.started()`` comes after the first attempt to set up: with the
         registration announced, or with the reason it failed logged (it is retried every
         ``refresh`` seconds, and the answer stays empty meanwhile).
         """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch, self._on_link_change)
+            await self._sessions(advertisement, answers, task_status)
+            nursery.cancel_scope.cancel()
+
+    def _on_link_change(self) -> None:
+        self._link_changed = True
+        self._changed.set()
+
+    async def _sessions(
+        self,
+        advertisement: Advertisement | None,
+        answers: AnswerSender,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
         token = trio.lowlevel.current_trio_token()
         started = False
         while True:
@@ -490,7 +624,9 @@ class MdnsProvider(Provider):
             if session is None:
                 if not await send_answer(answers, frozenset()):
                     return
-                await trio.sleep(self.refresh)
+                with trio.move_on_after(self.refresh):
+                    await self._changed.wait()  # a link change: try again at once
+                self._changed, self._link_changed = trio.Event(), False
                 continue
             try:
                 if not await self._serve(session, advertisement, answers):
@@ -500,12 +636,16 @@ class MdnsProvider(Provider):
                     await self._close(session)
 
     async def _open(
-        self, advertisement: Advertisement, token: trio.lowlevel.TrioToken
+        self, advertisement: Advertisement | None, token: trio.lowlevel.TrioToken
     ) -> _Session | None:
+        advertised = () if advertisement is None else advertisement.addresses
         try:
-            plan = plan_sockets(self.params, advertisement.addresses, self._interfaces())
+            plan = plan_sockets(self.params, advertised, self._interfaces())
         except MdnsSetupError as exc:
-            self._trouble.report(logging.ERROR, f"mdns: {exc}; retrying every {self.refresh:g}s")
+            self._trouble.report(
+                logging.ERROR,
+                f"mdns: {exc}; retrying every {self.refresh:g}s and at any link change",
+            )
             return None
         try:
             zc = await trio.to_thread.run_sync(
@@ -520,7 +660,7 @@ class MdnsProvider(Provider):
             self._trouble.report(
                 logging.ERROR,
                 f"mdns: cannot open mDNS sockets on {list(plan.interfaces)}: {exc}; "
-                f"retrying every {self.refresh:g}s",
+                f"retrying every {self.refresh:g}s and at any link change",
             )
             return None
         browser = _Browser(
@@ -531,9 +671,15 @@ class MdnsProvider(Provider):
             partial(_run_soon, token, self._wake),
         )
         session = _Session(zc, browser, plan)
-        name = instance_name(advertisement.node_id, self.service_type)
+        name = (
+            "nothing"
+            if advertisement is None
+            else instance_name(advertisement.node_id, self.service_type)
+        )
         try:
-            info = build_service_info(advertisement, self.service_type, plan.addresses)
+            info = None
+            if advertisement is not None:
+                info = build_service_info(advertisement, self.service_type, plan.addresses)
             await _in_loop(zc, browser.start(info))
         except BaseException as exc:
             with trio.CancelScope(shield=True):
@@ -543,40 +689,45 @@ class MdnsProvider(Provider):
             self._trouble.report(logging.ERROR, f"mdns: cannot register {name}: {exc}")
             return None
         self._trouble.clear()
-        log.info(
-            "mdns: advertising %s on %s port %d; browsing %s",
-            name,
-            ", ".join(plan.addresses),
-            advertisement.port,
-            self.service_type,
-        )
+        if advertisement is None:
+            log.info("mdns: browsing %s (an agent advertises nothing)", self.service_type)
+        else:
+            log.info(
+                "mdns: advertising %s on %s port %d; browsing %s",
+                name,
+                ", ".join(plan.addresses),
+                advertisement.port,
+                self.service_type,
+            )
         return session
 
     async def _serve(
-        self, session: _Session, advertisement: Advertisement, answers: AnswerSender
+        self, session: _Session, advertisement: Advertisement | None, answers: AnswerSender
     ) -> bool:
         """Send answers until the plan changes (True: rebuild) or the consumer leaves."""
-        next_check = trio.current_time() + self.refresh
+        now = trio.current_time()
+        next_check = now + self.refresh
+        next_query = now + requery_delay(self.server_cache_duration, self._rng)
+        last_query = now  # the session's start queried
+        advertised = () if advertisement is None else advertisement.addresses
 
         async def wait_change(deadline: float) -> frozenset[str]:
-            nonlocal next_check
-            with trio.move_on_at(min(deadline, next_check)):
+            nonlocal next_check, next_query, last_query
+            with trio.move_on_at(min(deadline, next_check, next_query)):
                 await self._changed.wait()
             self._changed = trio.Event()
+            link_changed, self._link_changed = self._link_changed, False
             now = trio.current_time()
-            if now >= next_check:
+            if link_changed or now >= next_check:
                 next_check = now + self.refresh
-                try:
-                    plan = plan_sockets(self.params, advertisement.addresses, self._interfaces())
-                except MdnsSetupError:
-                    raise _Rebuild from None  # reopening says why
-                if plan != session.plan:
-                    log.info("mdns: interfaces or addresses changed; advertising again")
-                    raise _Rebuild
-                loop = session.zc.loop
-                if loop is not None:
-                    with contextlib.suppress(RuntimeError):  # closed: the next rebuild tells
-                        loop.call_soon_threadsafe(session.browser.revalidate)
+                self._check_plan(session, advertised, link_changed)
+                self._in_session(session, session.browser.revalidate)
+            if link_changed:  # at once, but never more than once a second (link storms)
+                next_query = min(next_query, max(now, last_query + MIN_REQUERY_PERIOD))
+            if now >= next_query:
+                last_query = now
+                next_query = now + requery_delay(self.server_cache_duration, self._rng)
+                self._in_session(session, session.browser.requery)
             return session.browser.answer()
 
         try:
@@ -584,6 +735,25 @@ class MdnsProvider(Provider):
         except _Rebuild:
             return True
         return False
+
+    def _check_plan(self, session: _Session, advertised: Sequence[str], link: bool) -> None:
+        """Raise ``_Rebuild`` if the interfaces or addresses no longer match the session."""
+        try:
+            plan = plan_sockets(self.params, advertised, self._interfaces())
+        except MdnsSetupError:
+            raise _Rebuild from None  # reopening says why
+        if plan != session.plan:
+            log.info("mdns: interfaces or addresses changed; advertising again")
+            raise _Rebuild
+        if link:
+            log.debug("mdns: a link or address changed; asking and announcing again")
+
+    @staticmethod
+    def _in_session(session: _Session, function: Callable[[], None]) -> None:
+        loop = session.zc.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # closed: the next rebuild tells
+                loop.call_soon_threadsafe(function)
 
     def _wake(self) -> None:
         self._changed.set()

@@ -10,28 +10,34 @@ or as go-discover's one-line form, ``provider=mdns service=rancher-server`` (spa
 ``key=value``; a key or value with spaces, ``"``, ``\\`` or ``=`` is double-quoted with Go
 escapes, as ``discover.Config.String`` writes it).
 
-This module is data only: no sockets, no files, no zeroconf. The providers of
-``rancherd.discovery`` are built on the typed views (``MdnsParams``, ``StaticParams``,
-``FileParams``, ``SrvParams``) that ``DiscoveryParams`` hands out, so everything a provider
-needs was checked when the config was loaded.
+This module is data only: no sockets, no files, no zeroconf. ``REGISTRY`` (at the end) is
+the one table of providers: per name, its typed parameters (``MdnsParams``, ``StaticParams``,
+``FileParams``, ``SrvParams``), their specs and checks, and where its ``Provider`` class
+lives, which is imported only by a node that runs it. Providers are built on the typed view
+that ``DiscoveryParams`` hands out, so everything a provider needs was checked when the
+config was loaded. A row with a part missing fails the import of this module.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import ipaddress
+import importlib
+import importlib.util
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 
+from rancherd.addresses import HostPort, is_ip, parse_host_port
 from rancherd.durations import DurationError, parse_duration
 
 __all__ = [
     "GO_DISCOVER_PROVIDERS",
     "PROVIDERS",
+    "REGISTRY",
     "SUPPORTED_PROVIDERS",
     "DiscoveryParams",
     "FileParams",
@@ -40,6 +46,8 @@ __all__ = [
     "ParamIssue",
     "ParamSpec",
     "ParamsError",
+    "ProviderEntry",
+    "RegistryError",
     "SrvParams",
     "StaticParams",
     "check_params",
@@ -66,37 +74,6 @@ def _specs(*specs: ParamSpec) -> Mapping[str, ParamSpec]:
     return MappingProxyType({spec.name: spec for spec in specs})
 
 
-PROVIDERS: Mapping[str, Mapping[str, ParamSpec]] = MappingProxyType(
-    {
-        "mdns": _specs(
-            ParamSpec("service", True, None, "DNS-SD service name, e.g. rancher-server"),
-            ParamSpec("domain", False, "local", "mDNS domain; only local exists"),
-            ParamSpec("v4", False, "true", "use IPv4 (true/false)"),
-            ParamSpec("v6", False, "true", "use IPv6 (true/false)"),
-            ParamSpec("timeout", False, None, "how long one query waits (Go duration; 0: default)"),
-            ParamSpec("interface", False, None, "one network interface to use"),
-            ParamSpec("interfaces", False, None, "network interfaces to use, space-separated"),
-        ),
-        "static": _specs(
-            ParamSpec("addrs", True, None, "space-separated host or host:port of servers"),
-        ),
-        "file": _specs(
-            ParamSpec("path", True, None, "absolute path of a file listing host[:port]"),
-        ),
-        "srv": _specs(
-            ParamSpec("service", True, None, "SRV service name, e.g. rancher-server"),
-            ParamSpec("proto", False, "tcp", "SRV protocol, tcp or udp"),
-            ParamSpec("domain", True, None, "DNS domain holding the records, e.g. example.com"),
-            ParamSpec(
-                "nameservers", False, None, "DNS servers to ask, ip or ip:port (default: system)"
-            ),
-        ),
-    }
-)
-"""Providers rancherd implements, and every parameter each accepts."""
-
-SUPPORTED_PROVIDERS: tuple[str, ...] = tuple(PROVIDERS)
-
 GO_DISCOVER_PROVIDERS: frozenset[str] = frozenset(
     {
         "aliyun",
@@ -120,9 +97,6 @@ GO_DISCOVER_PROVIDERS: frozenset[str] = frozenset(
 )
 """Every provider name go-discover knows: a config written for the original rancherd
 may name one, and deserves "not supported yet" rather than "unknown"."""
-
-_SUPPORTED_TEXT = ", ".join(SUPPORTED_PROVIDERS)
-
 
 # --- Errors ---------------------------------------------------------------------------
 
@@ -296,79 +270,6 @@ def _quote(text: str) -> str:
     return "".join(out)
 
 
-# --- Addresses ------------------------------------------------------------------------
-
-
-class HostPort(NamedTuple):
-    """A ``host`` or ``host:port``; ``port`` is None when the default port applies."""
-
-    host: str
-    port: int | None = None
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port is None else f"{host}:{self.port}"
-
-
-_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
-
-
-def parse_host_port(text: str) -> HostPort:
-    """Parse ``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address.
-
-    The host is an IP address or a DNS name; the port is 1 to 65535. Raises ValueError
-    with a message meant for the operator.
-    """
-    if not text:
-        raise ValueError("empty address")
-    port_text: str | None = None
-    if text.startswith("["):
-        close = text.find("]")
-        if close == -1:
-            raise ValueError(f"{text!r}: missing ']' after an IPv6 address")
-        host, rest = text[1:close], text[close + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{text!r}: expected ':port' after ']'")
-            port_text = rest[1:]
-        if not _is_ip(host, version=6):
-            raise ValueError(f"{text!r}: {host!r} in brackets is not an IPv6 address")
-    elif text.count(":") > 1:
-        host = text
-        if not _is_ip(host, version=6):
-            raise ValueError(f"{text!r} is not host, host:port or [IPv6]:port")
-    else:
-        host, _, port_text_or_empty = text.partition(":")
-        if ":" in text:
-            port_text = port_text_or_empty
-        if not _is_ip(host, version=4) and not _is_dns_name(host):
-            hint = "; separate addresses with spaces" if "," in text else ""
-            raise ValueError(f"{text!r} is not host, host:port or [IPv6]:port{hint}")
-    port = None
-    if port_text is not None:
-        if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
-        port = int(port_text)
-    return HostPort(host, port)
-
-
-def _is_ip(text: str, *, version: int) -> bool:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return address.version == version
-
-
-def _is_dns_name(text: str) -> bool:
-    name = text[:-1] if text.endswith(".") else text
-    if not name or len(name) > 253:
-        return False
-    labels = name.split(".")
-    # An all-numeric last label would be a mistyped IPv4 address, not a name.
-    return all(_DNS_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
-
-
 # --- Typed views ----------------------------------------------------------------------
 
 _BOOLS = {
@@ -380,6 +281,7 @@ _BOOLS = {
 _SERVICE_NAME = re.compile(r"(?!-)(?!.*--)[a-z0-9-]{1,15}(?<!-)", re.ASCII | re.IGNORECASE)
 _INTERFACE_NAME = re.compile(r"[^\s/:]{1,15}")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,14 +336,11 @@ class SrvParams:
         return f"_{self.service}._{self.proto}.{self.domain}."
 
 
-TypedParams = MdnsParams | StaticParams | FileParams | SrvParams
-_T = TypeVar("_T", MdnsParams, StaticParams, FileParams, SrvParams)
-
-
-def _typed(provider: str, values: Mapping[str, str]) -> tuple[TypedParams | None, list[ParamIssue]]:
-    """Build the typed view of a supported provider's values, or say everything wrong."""
+def _typed(provider: str, values: Mapping[str, str]) -> tuple[object | None, list[ParamIssue]]:
+    """Build the typed view of a registered provider's values, or say everything wrong."""
     issues: list[ParamIssue] = []
-    specs = PROVIDERS[provider]
+    entry = REGISTRY[provider]
+    specs = entry.specs
     for name in values:
         if name not in specs:
             close = difflib.get_close_matches(name, list(specs), n=1)
@@ -458,15 +357,7 @@ def _typed(provider: str, values: Mapping[str, str]) -> tuple[TypedParams | None
             issues.append(ParamIssue(spec.name, f"required by provider {provider}: {spec.help}"))
     # Empty values mean "not set", as in go-discover (it tests args["x"] != "").
     present = {k: v for k, v in values.items() if v and k in specs}
-    typed: TypedParams
-    if provider == "mdns":
-        typed = _mdns(present, issues)
-    elif provider == "static":
-        typed = _static(present, issues)
-    elif provider == "srv":
-        typed = _srv(present, issues)
-    else:
-        typed = _file(present, issues)
+    typed = entry.check(present, issues)
     return (None if issues else typed), issues
 
 
@@ -513,7 +404,7 @@ def _srv(values: Mapping[str, str], issues: list[ParamIssue]) -> SrvParams:
         except ValueError as exc:
             issues.append(ParamIssue("nameservers", str(exc)))
             continue
-        if not _is_ip(address.host, version=4) and not _is_ip(address.host, version=6):
+        if not is_ip(address.host, version=4) and not is_ip(address.host, version=6):
             issues.append(
                 ParamIssue("nameservers", f"{word!r}: a DNS server is an IP address, not a name")
             )
@@ -555,24 +446,7 @@ def _mdns(values: Mapping[str, str], issues: list[ParamIssue]) -> MdnsParams:
             issues.append(ParamIssue(name, f"{text!r} is not true or false"))
     if not flags["v4"] and not flags["v6"]:
         issues.append(ParamIssue("v6", "v4 and v6 are both false: no address family is left"))
-    timeout: float | None = None
-    if "timeout" in values:
-        try:
-            timeout = parse_duration(values["timeout"])
-        except DurationError as exc:
-            issues.append(ParamIssue("timeout", str(exc)))
-        else:
-            if timeout < 0:
-                # go-discover passes it on, and its mDNS client stops listening at once.
-                issues.append(
-                    ParamIssue(
-                        "timeout",
-                        f"{values['timeout']!r} is negative: go-discover would stop listening "
-                        "at once and find nothing; leave it out or write e.g. 3s",
-                    )
-                )
-            elif timeout == 0:
-                timeout = None  # hashicorp/mdns reads 0 as "its default", and so do we
+    timeout = _mdns_timeout(values, issues)
     interfaces: list[str] = []
     for name in ("interface", "interfaces"):
         for word in values.get(name, "").replace(",", " ").split():
@@ -588,6 +462,154 @@ def _mdns(values: Mapping[str, str], issues: list[ParamIssue]) -> MdnsParams:
         timeout=timeout,
         interfaces=tuple(interfaces),
     )
+
+
+def _mdns_timeout(values: Mapping[str, str], issues: list[ParamIssue]) -> float | None:
+    if "timeout" not in values:
+        return None
+    try:
+        timeout = parse_duration(values["timeout"])
+    except DurationError as exc:
+        issues.append(ParamIssue("timeout", str(exc)))
+        return None
+    if timeout < 0:
+        # go-discover passes it on, and its mDNS client stops listening at once.
+        issues.append(
+            ParamIssue(
+                "timeout",
+                f"{values['timeout']!r} is negative: go-discover would stop listening "
+                "at once and find nothing; leave it out or write e.g. 3s",
+            )
+        )
+        return None
+    return timeout or None  # hashicorp/mdns reads 0 as "its default", and so do we
+
+
+# --- The registry -----------------------------------------------------------------------
+
+
+class RegistryError(TypeError):
+    """A provider registered with a part missing or malformed: a programming error, raised
+    when this module is imported."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEntry:
+    """Everything rancherd knows about one provider.
+
+    ``params`` is the frozen dataclass of its checked parameters; ``check(values, issues)``
+    builds one from the non-empty string values (every key is in ``specs``), appending a
+    ``ParamIssue`` per problem; ``implementation`` is ``"module:Class"`` of its ``Provider``
+    subclass, imported only when a node runs that provider (zeroconf and dnspython cost
+    start-up time that a config check should not pay).
+    """
+
+    name: str
+    params: type
+    specs: Mapping[str, ParamSpec]
+    check: Callable[[Mapping[str, str], list[ParamIssue]], object]
+    implementation: str
+
+    def load(self) -> type:
+        """Import the provider class (``RegistryError`` if it is not this provider's)."""
+        module_name, _, class_name = self.implementation.partition(":")
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+        if not isinstance(cls, type) or getattr(cls, "name", None) != self.name:
+            raise RegistryError(
+                f"discovery provider {self.name!r}: {self.implementation} is not a class "
+                f"whose name is {self.name!r}"
+            )
+        return cls
+
+
+_IMPLEMENTATION = re.compile(r"rancherd\.discovery\.[a-z_][a-z0-9_]*:[A-Z][A-Za-z0-9]*", re.ASCII)
+
+
+def _register(*entries: ProviderEntry) -> Mapping[str, ProviderEntry]:
+    """The registry, checked: a row with a part missing or wrong fails the import."""
+    table: dict[str, ProviderEntry] = {}
+    for entry in entries:
+        problem = _entry_problem(entry)
+        if entry.name in table:
+            problem = "registered twice"
+        if problem:
+            raise RegistryError(f"discovery provider {entry.name!r}: {problem}")
+        table[entry.name] = entry
+    return MappingProxyType(table)
+
+
+def _entry_problem(entry: ProviderEntry) -> str | None:
+    if not re.fullmatch(r"[a-z][a-z0-9]*", entry.name):
+        return "the name must be lowercase letters and digits"
+    if not (dataclasses.is_dataclass(entry.params) and isinstance(entry.params, type)):
+        return f"params {entry.params!r} is not a dataclass"
+    if not entry.specs or any(k != v.name for k, v in entry.specs.items()):
+        return "specs must map each parameter name to its ParamSpec"
+    if not callable(entry.check):  # type: ignore[redundant-expr,unused-ignore]
+        return "check is not callable"  # type: ignore[unreachable,unused-ignore]
+    module_name, _, _ = entry.implementation.partition(":")
+    if not _IMPLEMENTATION.fullmatch(entry.implementation):
+        return f"implementation {entry.implementation!r} is not 'rancherd.discovery.x:Class'"
+    if importlib.util.find_spec(module_name) is None:
+        return f"no module {module_name}"
+    return None
+
+
+REGISTRY: Mapping[str, ProviderEntry] = _register(
+    ProviderEntry(
+        "mdns",
+        MdnsParams,
+        _specs(
+            ParamSpec("service", True, None, "DNS-SD service name, e.g. rancher-server"),
+            ParamSpec("domain", False, "local", "mDNS domain; only local exists"),
+            ParamSpec("v4", False, "true", "use IPv4 (true/false)"),
+            ParamSpec("v6", False, "true", "use IPv6 (true/false)"),
+            ParamSpec("timeout", False, None, "how long one query waits (Go duration; 0: default)"),
+            ParamSpec("interface", False, None, "one network interface to use"),
+            ParamSpec("interfaces", False, None, "network interfaces to use, space-separated"),
+        ),
+        _mdns,
+        "rancherd.discovery.mdns:MdnsProvider",
+    ),
+    ProviderEntry(
+        "static",
+        StaticParams,
+        _specs(ParamSpec("addrs", True, None, "space-separated host or host:port of servers")),
+        _static,
+        "rancherd.discovery.static:StaticProvider",
+    ),
+    ProviderEntry(
+        "file",
+        FileParams,
+        _specs(ParamSpec("path", True, None, "absolute path of a file listing host[:port]")),
+        _file,
+        "rancherd.discovery.file:FileProvider",
+    ),
+    ProviderEntry(
+        "srv",
+        SrvParams,
+        _specs(
+            ParamSpec("service", True, None, "SRV service name, e.g. rancher-server"),
+            ParamSpec("proto", False, "tcp", "SRV protocol, tcp or udp"),
+            ParamSpec("domain", True, None, "DNS domain holding the records, e.g. example.com"),
+            ParamSpec(
+                "nameservers", False, None, "DNS servers to ask, ip or ip:port (default: system)"
+            ),
+        ),
+        _srv,
+        "rancherd.discovery.srv:SrvProvider",
+    ),
+)
+"""The providers rancherd implements: adding one is its module and one row here."""
+
+PROVIDERS: Mapping[str, Mapping[str, ParamSpec]] = MappingProxyType(
+    {name: entry.specs for name, entry in REGISTRY.items()}
+)
+"""Every parameter each provider accepts."""
+
+SUPPORTED_PROVIDERS: tuple[str, ...] = tuple(REGISTRY)
+
+_SUPPORTED_TEXT = ", ".join(SUPPORTED_PROVIDERS)
 
 
 def check_params(values: Mapping[str, str]) -> list[ParamIssue]:
@@ -638,30 +660,15 @@ class DiscoveryParams:
         """The one-line form, which ``parse`` reads back to an equal object."""
         return format_params(self.as_dict())
 
-    def typed(self) -> TypedParams:
-        """The typed view of this provider's parameters."""
+    def typed(self) -> object:
+        """The typed view of this provider's parameters (its registry entry's ``params``)."""
         typed, issues = _typed(self.provider, self.values)
         if typed is None:  # pragma: no cover - from_mapping checked them
             raise ParamsError(issues)
         return typed
 
-    def mdns(self) -> MdnsParams:
-        """The mDNS view; ValueError if the provider is not mdns."""
-        return self._view(MdnsParams)
-
-    def static(self) -> StaticParams:
-        """The static view; ValueError if the provider is not static."""
-        return self._view(StaticParams)
-
-    def file(self) -> FileParams:
-        """The file view; ValueError if the provider is not file."""
-        return self._view(FileParams)
-
-    def srv(self) -> SrvParams:
-        """The SRV view; ValueError if the provider is not srv."""
-        return self._view(SrvParams)
-
-    def _view(self, kind: type[_T]) -> _T:
+    def typed_as(self, kind: type[_T]) -> _T:
+        """The typed view, which must be a ``kind``; ValueError for another provider's."""
         typed = self.typed()
         if isinstance(typed, kind):
             return typed

@@ -17,8 +17,12 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Self
 
 import trio
+
+from rancherd.addresses import is_node_id
+from rancherd.discovery.params import DiscoveryParams
 
 __all__ = [
     "DEFAULT_REFRESH",
@@ -26,8 +30,8 @@ __all__ = [
     "AnswerSender",
     "OnceLogger",
     "Provider",
+    "ProviderSettings",
     "emit_while_changing",
-    "format_endpoint",
     "send_answer",
 ]
 
@@ -36,7 +40,6 @@ DEFAULT_REFRESH = 5.0
 
 AnswerSender = trio.MemorySendChannel[frozenset[str]]
 
-_NODE_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 _TXT_KEY = re.compile(r"[\x20-\x3c\x3e-\x7e]{1,63}", re.ASCII)
 _TXT_MAX = 400
 """Bytes of TXT data an advertisement may carry: small, so one mDNS packet holds it all."""
@@ -56,7 +59,7 @@ class Advertisement:
     """Small public facts, e.g. ``{"v": "1", "role": "server"}``."""
 
     def __post_init__(self) -> None:
-        if not _NODE_ID.fullmatch(self.node_id):
+        if not is_node_id(self.node_id):
             raise ValueError(f"node_id {self.node_id!r} is not 32 lowercase hex characters")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not 1 to 65535")
@@ -75,16 +78,35 @@ class Advertisement:
         object.__setattr__(self, "txt", MappingProxyType(dict(self.txt)))
 
 
-def format_endpoint(host: str, port: int) -> str:
-    """``host:port``, with IPv6 hosts in brackets: ``[fd00::1]:8443``."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """What a node tells every provider besides its parameters."""
+
+    default_port: int
+    """The port of addresses written without one (static, file)."""
+    refresh: float = DEFAULT_REFRESH
+    """Seconds between two answers when nothing changes."""
+    server_cache_duration: float = 60.0
+    """How long the gossip layer keeps a peer that discovery stopped naming; a provider that
+    polls (mDNS) asks again a few times per such period."""
 
 
 class Provider(abc.ABC):
-    """A discovery mechanism. Start with ``await nursery.start(provider.run, ad, send)``."""
+    """A discovery mechanism. Start with ``await nursery.start(provider.run, ad, send)``.
+
+    A provider is registered in ``rancherd.discovery.params.REGISTRY`` under its ``name``.
+    """
 
     name: str
-    """The provider's name in ``discovery.params``: mdns, static, file."""
+    """The provider's name in ``discovery.params``: mdns, static, file, srv."""
+
+    @classmethod
+    def create(cls, params: DiscoveryParams, settings: ProviderSettings) -> Self:
+        """The provider for checked ``params`` (``params.typed_as`` gives its typed view).
+
+        Every registered provider defines it; ``make_provider`` calls it. Providers made
+        by hand (tests, the demo) need not."""
+        raise TypeError(f"{cls.__name__} is not a registered provider: it has no create()")
 
     def __init__(self, *, refresh: float = DEFAULT_REFRESH) -> None:
         if not refresh > 0 or math.isinf(refresh):
@@ -94,12 +116,13 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def run(
         self,
-        advertisement: Advertisement,
+        advertisement: Advertisement | None,
         answers: AnswerSender,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Advertise (if the provider can) and send the full current answer, a frozenset of
+        """Advertise (if the provider can and ``advertisement`` is given: agents browse
+        only) and send the full current answer, a frozenset of
         gossip endpoints, whenever it changes and again at least every ``refresh`` seconds.
 
         ``task_status.started()`` once advertising is up (the first answer may come later).

@@ -34,15 +34,16 @@ import dns.rdatatype
 import dns.resolver
 import trio
 
-from rancherd.discovery.params import SrvParams
+from rancherd.addresses import join_host_port
+from rancherd.discovery.params import DiscoveryParams, SrvParams
 from rancherd.discovery.provider import (
     DEFAULT_REFRESH,
     Advertisement,
     AnswerSender,
     OnceLogger,
     Provider,
+    ProviderSettings,
     emit_while_changing,
-    format_endpoint,
 )
 
 __all__ = [
@@ -109,9 +110,13 @@ class SrvProvider(Provider):
         """The trio time of the next lookup (-inf before the first)."""
         return self._due
 
+    @classmethod
+    def create(cls, params: DiscoveryParams, settings: ProviderSettings) -> SrvProvider:
+        return cls(params.typed_as(SrvParams), refresh=settings.refresh)
+
     async def run(
         self,
-        advertisement: Advertisement,
+        advertisement: Advertisement | None,
         answers: AnswerSender,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -245,7 +250,7 @@ class SrvProvider(Provider):
 
 
 def _endpoints(pairs: Iterable[tuple[str, int]]) -> frozenset[str]:
-    return frozenset(format_endpoint(address, port) for address, port in pairs)
+    return frozenset(join_host_port(address, port) for address, port in pairs)
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import trio
 
-from rancherd.discovery.params import HostPort, StaticParams
+from rancherd.addresses import HostPort
+from rancherd.discovery.params import DiscoveryParams, StaticParams
 from rancherd.discovery.provider import (
     DEFAULT_REFRESH,
     Advertisement,
     AnswerSender,
     Provider,
+    ProviderSettings,
     emit_while_changing,
-    format_endpoint,
 )
 
 __all__ = ["StaticProvider", "endpoints_of"]
@@ -23,9 +24,7 @@ __all__ = ["StaticProvider", "endpoints_of"]
 
 def endpoints_of(addrs: tuple[HostPort, ...], default_port: int) -> frozenset[str]:
     """``host:port`` endpoints of parsed addresses; a missing port is ``default_port``."""
-    return frozenset(
-        format_endpoint(a.host, default_port if a.port is None else a.port) for a in addrs
-    )
+    return frozenset(a.endpoint(default_port) for a in addrs)
 
 
 class StaticProvider(Provider):
@@ -39,9 +38,17 @@ class StaticProvider(Provider):
         super().__init__(refresh=refresh)
         self.answer = endpoints_of(params.addrs, default_port)
 
+    @classmethod
+    def create(cls, params: DiscoveryParams, settings: ProviderSettings) -> StaticProvider:
+        return cls(
+            params.typed_as(StaticParams),
+            default_port=settings.default_port,
+            refresh=settings.refresh,
+        )
+
     async def run(
         self,
-        advertisement: Advertisement,
+        advertisement: Advertisement | None,
         answers: AnswerSender,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from rancherd.addresses import NODE_ID_PATTERN
 from rancherd.gossip.errors import LocalProtocolError, RemoteProtocolError
 from rancherd.gossip.messages import (
     MESSAGE_TYPES,
@@ -159,7 +160,7 @@ _INT_RANGES: dict[tuple[type, str], tuple[int, int]] = {
 # Text rules. Hosts end up in the runtime's config files and in URLs
 # (``server: https://<init_host>:6443``), so only characters of names and IP literals pass:
 # no spaces, newlines, quotes, slashes, ``@`` or ``#``.
-_NODE_ID_RE = re.compile(f"[0-9a-f]{{{NODE_ID_LENGTH}}}")
+_NODE_ID_RE = NODE_ID_PATTERN
 _NAME = f"[0-9A-Za-z._-]{{1,{MAX_HOST_LENGTH}}}"  # a DNS name or an IPv4 literal
 _IPV6 = "[0-9A-Fa-f:.]{2,45}"  # 45: the longest IPv6 literal (with an embedded IPv4)
 _HOST_RE = re.compile(f"{_NAME}|{_IPV6}")

@@ -30,6 +30,7 @@ from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
+from rancherd.addresses import NODE_ID_PATTERN
 from rancherd.gossip.codec import (
     GOSSIP_ENVELOPE_BYTES,
     MAX_ADDRESS_LENGTH,
@@ -84,7 +85,7 @@ def is_fresher(incarnation: int, heartbeat: int, than: NodeRecord) -> bool:
 # whoever feeds it (the simulator and tests hand it objects directly). Each returns a reason,
 # or None when the value is fine. Ids the table already holds skip the regex.
 
-_NODE_ID = re.compile("[0-9a-f]{32}")
+_NODE_ID = NODE_ID_PATTERN
 _CLUSTER_ID = re.compile("[0-9a-f]{1,64}")
 
 

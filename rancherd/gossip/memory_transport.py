@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from rancherd.addresses import host_of
 from rancherd.gossip.messages import Address
 from rancherd.gossip.transport import (
     CLOSE_GOING_AWAY,
@@ -31,10 +32,6 @@ __all__ = ["MemoryConnection", "MemoryNetwork", "MemoryTransport"]
 
 _QUEUE = 256
 """Frames buffered per direction: a TCP socket buffer's worth of gossip."""
-
-
-def _host(address: Address) -> str:
-    return address.rsplit(":", 1)[0]
 
 
 @dataclass(eq=False)
@@ -128,7 +125,7 @@ class MemoryNetwork:
     def partition(self, a: str, b: str) -> None:
         """Cut hosts (or ``host:port``s) ``a`` and ``b`` apart, both ways; breaks their
         connections at the next frame."""
-        self._blocked.update({(_host(a), _host(b)), (_host(b), _host(a))})
+        self._blocked.update({(host_of(a), host_of(b)), (host_of(b), host_of(a))})
         for pipe in list(self._pipes):
             if not self.can_reach(*pipe.ends):
                 pipe.close(CLOSE_GOING_AWAY, "partitioned")
@@ -137,7 +134,7 @@ class MemoryNetwork:
         self._blocked.clear()
 
     def can_reach(self, a: Address, b: Address) -> bool:
-        return (_host(a), _host(b)) not in self._blocked
+        return (host_of(a), host_of(b)) not in self._blocked
 
     def _bind(self, transport: MemoryTransport) -> None:
         if transport.address in self._listeners:
@@ -179,7 +176,7 @@ class MemoryTransport(Transport):
         """Open connections (by id of their pipe): the remote host of an inbound one."""
 
     def _admit(self, pipe: _Pipe, remote: Address, *, outbound: bool) -> bool:
-        host = None if outbound else _host(remote)
+        host = None if outbound else host_of(remote)
         if len(self._hosts_of) >= self.limits.max_connections:
             return False
         from_host = sum(1 for h in self._hosts_of.values() if h is not None and h == host)

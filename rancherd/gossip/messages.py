@@ -20,6 +20,9 @@ import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 
+# Node ids are defined once, in rancherd.addresses; re-exported for the protocol modules.
+from rancherd.addresses import NODE_ID_LENGTH as NODE_ID_LENGTH
+from rancherd.addresses import is_node_id as is_node_id
 from rancherd.kinds import Role as Role  # defined once, for config and gossip alike
 
 PROTOCOL_VERSION = 3
@@ -38,9 +41,6 @@ are refused at the hello ("no common protocol version")."""
 
 NodeId = str
 Address = str
-
-NODE_ID_LENGTH = 32
-"""Hex characters in a node id."""
 
 VIEW_DIGEST_SIZE = 8
 """Bytes of ``NodeRecord.view_digest``. Agreement compares digests, so a collision could at
@@ -247,8 +247,3 @@ def view_digest(view: tuple[NodeId, ...]) -> bytes:
 
 EMPTY_VIEW_DIGEST = view_digest(())
 """An agent's record carries this digest (and ``view_size`` 0)."""
-
-
-def is_node_id(value: str) -> bool:
-    """True for a well-formed node id: 32 lowercase hex characters."""
-    return len(value) == NODE_ID_LENGTH and all(c in "0123456789abcdef" for c in value)

@@ -75,7 +75,7 @@ import trio_websocket
 import wsproto.events
 from wsproto.utilities import LocalProtocolError as WsprotoLocalProtocolError
 
-from rancherd.discovery.provider import format_endpoint
+from rancherd.addresses import join_host_port, split_host_port
 from rancherd.gossip.messages import Address
 from rancherd.gossip.transport import (
     CLOSE_GOING_AWAY,
@@ -124,19 +124,10 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
 
 def parse_address(address: Address) -> tuple[str, int]:
     """Split ``host:port`` (IPv6 in brackets); ``TransportError`` if it is not one."""
-    if address.startswith("["):
-        host, bracket, rest = address[1:].partition("]")
-        port_text = rest[1:] if bracket and rest.startswith(":") else ""
-    else:
-        host, colon, port_text = address.rpartition(":")
-        if not colon or ":" in host:
-            host = ""  # no port, or an IPv6 literal without brackets
-    if not (host and port_text.isascii() and port_text.isdigit()):
-        raise TransportError(f"not a host:port address: {address[:80]!r}")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise TransportError(f"port out of range in {address[:80]!r}")
-    return host, port
+    try:
+        return split_host_port(address)
+    except ValueError as exc:
+        raise TransportError(str(exc)) from None
 
 
 def _peer(stream: trio.SocketStream) -> tuple[str, Address]:
@@ -145,11 +136,11 @@ def _peer(stream: trio.SocketStream) -> tuple[str, Address]:
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
-        return host, format_endpoint(host, port)
+        return host, join_host_port(host, port)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         host = str(ip.ipv4_mapped)
-        return host, format_endpoint(host, port)
-    return str(ip), format_endpoint(host, port)
+        return host, join_host_port(host, port)
+    return str(ip), join_host_port(host, port)
 
 
 class _ReaderTasks:
@@ -459,7 +450,7 @@ class WebSocketTransport(Transport):
                 bound = []
                 for listener in listeners:
                     host, port = listener.socket.getsockname()[:2]
-                    bound.append(format_endpoint(host, port))
+                    bound.append(join_host_port(host, port))
                     nursery.start_soon(self._accept_loop, listener, handler, nursery)
                 log.info("serving gossip on %s", ", ".join(bound))
                 task_status.started(bound)
@@ -660,7 +651,7 @@ class WebSocketTransport(Transport):
                             ws = await trio_websocket.wrap_client_stream(
                                 reader.as_nursery(),
                                 stream,
-                                format_endpoint(host, port),
+                                join_host_port(host, port),
                                 self._path,
                                 max_message_size=self.limits.max_frame,
                                 receive_buffer_size=_RECEIVE_SIZE,

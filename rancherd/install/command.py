@@ -7,14 +7,13 @@ both take the context object of ``rancherd.cli_options``, never ``rancherd.cli``
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
-import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
 
+from rancherd.addresses import bracketed, parse_host_port
 from rancherd.cli_options import Invocation, SharedOptionsCommand, pass_invocation
 from rancherd.config import Config
 from rancherd.decision import BootstrapError, decide_statically
@@ -28,8 +27,6 @@ from rancherd.install.builders import (
 )
 
 __all__ = ["COMMANDS", "get_token_command", "plan_command"]
-
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", re.ASCII)
 
 
 def _check_server(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -46,16 +43,11 @@ def _check_server(_ctx: click.Context, _param: click.Parameter, value: str | Non
             parts = None
         if parts is None or parts.scheme != "https" or parts.path not in ("", "/"):
             raise click.BadParameter(f"{value!r} is not a host or an https:// URL")
-        host = parts.hostname or ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-        if not port.isdigit():
-            raise click.BadParameter(f"{value!r} is not a host or an https:// URL")
+        host = bracketed(parts.hostname or "")
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        parse_host_port(host)
     except ValueError:
-        if not _HOST.fullmatch(host):
-            raise click.BadParameter(f"{value!r} is not a host or an https:// URL") from None
+        raise click.BadParameter(f"{value!r} is not a host or an https:// URL") from None
     return text
 
 

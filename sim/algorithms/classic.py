@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rancherd.addresses import host_of
 from sim.algorithms.base import Host
 from sim.scenario import ClassicSpec, Scenario
 
@@ -130,7 +131,7 @@ class ClassicProcess:
     def on_discovery(self, addresses: tuple[str, ...]) -> None:
         if self.phase != "mdns":
             return
-        ips = [a.rsplit(":", 1)[0] for a in addresses]
+        ips = [host_of(a) for a in addresses]
         self.addrs = self._set_peers(ips)
         self.index = 0
         self.all_agree = True

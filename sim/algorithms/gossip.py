@@ -15,8 +15,9 @@ This adapter is the simulator's driver (``rancherd/gossip/core.py`` describes th
   else to the machine owning the first of ``addresses``; the receiver gets the message
   with ``Peer(sender id, sender boot id, sender address)``, as an authenticated channel
   would establish it;
-- discovery: servers advertise ``ip:port``; every node queries mDNS every
-  ``discovery.query_interval`` seconds, keeps each answer ``discovery.cache`` seconds (as
+- discovery: servers advertise ``ip:port``; every node queries mDNS when the real
+  provider would (``sim.discovery.QuerySchedule``: start-up queries, then a few per
+  ``serverCacheDuration``), keeps each answer ``discovery.cache`` seconds (as
   a zeroconf browser keeps records) and feeds the cached set to ``core.discovered``.
 
 With ``codec`` every message is encoded and decoded by ``rancherd.gossip.codec`` on the
@@ -27,6 +28,7 @@ declining stale relayed records changes nothing (the trace stays that of a plain
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Callable
 
@@ -46,6 +48,7 @@ from rancherd.gossip.core import (
 )
 from rancherd.gossip.messages import Message, Role
 from sim.algorithms.base import Host
+from sim.discovery import QuerySchedule
 from sim.scenario import Scenario
 
 GOSSIP_PORT = 7946
@@ -85,6 +88,7 @@ class GossipProcess:
         """Generation of the disk write in flight; later events wait for it."""
         self.seen: dict[str, float] = {}
         self.next_query = 0.0
+        self.schedule = QuerySchedule(0.0, 60.0, random.Random(0))
 
     def on_boot(self) -> None:
         host = self.host
@@ -99,13 +103,17 @@ class GossipProcess:
         self.core = core
         self.peer = Peer(core.node_id, core.boot_id, self.address)
         self.next_query = now
+        schedule_rng = random.Random(f"mdns-schedule:{host.node_id}:{now!r}")
+        self.schedule = QuerySchedule(
+            now, self.algorithm.scenario.server_cache_duration, schedule_rng
+        )
         self._query(now)
         self._pump()
 
     def _query(self, now: float) -> None:
         spec = self.algorithm.scenario.discovery
         self.host.query_discovery(spec.window)
-        self.next_query = now + spec.query_interval
+        self.next_query = self.schedule.next_after(now)
 
     # Inputs.
 
