@@ -13,6 +13,18 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The tiers are folders (tests/unit, integration, real, sim); each test carries its folder's
+# marker, so `-m unit`, `-m "not real"` and the like select them. Harness modules shared
+# by the tiers (cli_harness, driver_harness, netns, ...) live here, beside this file.
+TIERS = frozenset({"unit", "integration", "real", "sim"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
+
 
 # The fake k3s/rke2 (tests/fake_runtime/): one CA per module, a server per test.
 

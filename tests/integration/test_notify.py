@@ -17,7 +17,7 @@ import trio.testing
 import yaml
 from cli_harness import rancherd_argv
 from fake_runtime import SYSTEMCTL, FakeServer
-from test_install_apply import options as fake_runtime_options
+from install_harness import options as fake_runtime_options
 
 from rancherd.bootstrap import Reporter, run_bootstrap
 from rancherd.config import load_config

@@ -20,7 +20,7 @@ from rancherd.install import build_plan, hash_ca
 from rancherd.install.command import get_token_command, plan_command
 
 SECRET = "tok-cmd-c0ffee42"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ENV = {"RANCHERD_IMPLICIT_PATHS": "", "RANCHERD_INSTALL_SCRIPT": ""}
 
 

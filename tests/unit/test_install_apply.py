@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import trio
 import yaml
-from fake_runtime import INSTALL_SCRIPT, SYSTEMCTL, FakeServer, Tls
+from fake_runtime import INSTALL_SCRIPT, FakeServer, Tls
+from install_harness import options
 
 from rancherd.config import Config, load_config
 from rancherd.gossip.election import JoinRole
 from rancherd.install import (
     NoPeers,
     Plan,
-    PlanOptions,
     RunCommand,
     StepFailed,
     StepState,
@@ -57,20 +57,6 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
-
-
-def options(server: FakeServer) -> PlanOptions:
-    return PlanOptions(
-        install_script=str(INSTALL_SCRIPT),
-        systemctl=str(SYSTEMCTL),
-        supervisor_port=server.https_port,
-        apiserver_probe_url=f"{server.https_url}/readyz",
-        kubelet_probe_url=f"{server.http_url}/healthz",
-        probe_interval=0.05,
-        probe_timeout=10,
-        cacerts_interval=0.05,
-        cacerts_timeout=10,
-    )
 
 
 def load(tmp_path: Path, data: dict[str, Any]) -> Config:

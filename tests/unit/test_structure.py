@@ -17,7 +17,7 @@ import ast
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent / "rancherd"
+ROOT = Path(__file__).resolve().parents[2] / "rancherd"
 
 
 def _module_name(path: Path, root: Path) -> str:

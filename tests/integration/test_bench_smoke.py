@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-REPO = str(Path(__file__).resolve().parent.parent)
+REPO = str(Path(__file__).resolve().parents[2])
 if REPO not in sys.path:  # bench/ is not installed; ``python -m pytest`` has it anyway
     sys.path.insert(0, REPO)
 

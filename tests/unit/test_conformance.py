@@ -54,7 +54,7 @@ from rancherd.install.rancher import DEFAULT_VALUES, rancher_manifest
 from rancherd.install.runtime import Runtime, resolve_kubernetes_version
 from rancherd.join_token import TokenError, parse_token
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CASES = REPO.parent / "shared" / "conformance" / "cases"
 
 if not (CASES / "configs" / "cases.json").is_file():

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from rancherd.cli import cli
 from rancherd.config import DEFAULT_CONFIG_PATH
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_TOKEN = "change-me-to-a-long-random-string"
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from rancherd.cli import InvalidConfig
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 UNIT = PROJECT / "packaging" / "rancherd.service"
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 

@@ -18,7 +18,7 @@ from sim.runner import percentile, run_many
 from sim.scenario import load
 from sim.world import run_seed
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_events_run_in_time_order_and_ties_in_scheduling_order() -> None:
