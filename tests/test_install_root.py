@@ -197,8 +197,9 @@ def test_plan_and_dry_run_say_what_would_run(tmp_path: Path) -> None:
     assert f"02-install-k3s: sh -> {real}/bin/sh\n" in plan.stdout
     assert "03-systemd-daemon-reload: systemctl: REFUSED (would fail)" in plan.stdout
 
-    data = str(tmp_path / "d")
-    argv = ["bootstrap", "--config", str(path), "--data-dir", data, "--dry-run", "--root", str(root)]
+    data = str(tmp_path / "data")
+    argv = ["bootstrap", "--config", str(path), "--data-dir", data, "--root", str(root)]
+    argv.append("--dry-run")
     dry = CliRunner().invoke(cli, argv, env=env)
     assert dry.exit_code == 0, dry.output
     assert f"02-install-k3s: sh -> {real}/bin/sh\n" in dry.stdout
