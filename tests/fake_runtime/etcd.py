@@ -10,9 +10,14 @@ from the node's rancherd drop-in, as k3s does:
   (it was added, then stopped before it started) is not added twice, as in k3s;
 - an existing data dir: a restart, etcd starts from it.
 
-The join is not retried: a refused ``member add`` ("not enough started members", which
-etcd says while a member added before is not started yet) makes the fake runtime exit,
-as k3s exits, and its unit start fails. That is what simultaneous joins run into.
+The join is retried as k3s retries it (``pkg/etcd``: every second while etcd answers
+"unhealthy cluster", which it does for 5 s after a member connects; k3s also retries "too
+many learner members", which cannot happen here: the fake adds voting members, k3s adds
+learners and promotes them). Any other refusal is final: the fake runtime exits, as k3s
+does ("etcd cluster join failed"), and its unit's start fails. That is what servers
+joining at once run into: a second ``member add`` while the member added first has not
+started yet is refused with "not enough started members" (etcd's strict reconfiguration
+check, on by default in etcd and in k3s).
 
 ``python -m fake_runtime.etcd members`` (run inside a node's namespace) prints what that
 node's etcd reports: its cluster id and member list, as JSON; the tests' oracle.
@@ -26,6 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -40,6 +46,7 @@ DROP_IN = "etc/rancher/k3s/config.yaml.d/40-rancherd.yaml"
 DATA_DIR = "var/lib/rancher/k3s/server/db/etcd"
 LOCAL = f"http://127.0.0.1:{CLIENT_PORT}"
 REQUEST_TIMEOUT = 5.0
+JOIN_RETRY_LIMIT = 60.0
 
 
 class JoinError(Exception):
@@ -115,13 +122,31 @@ def etcd_argv(root: Path, name: str, address: str) -> list[str]:
     mine = peer_url(address)
     listed = members(endpoint).get("members", [])
     if not any(mine in member.get("peerURLs", []) for member in listed):
-        listed = call(endpoint, "/v3/cluster/member/add", {"peerURLs": [mine]}).get("members", [])
+        listed = add_member(endpoint, mine)
     initial = []
     for member in listed:
         url = member["peerURLs"][0]
         member_name = name if url == mine else member.get("name") or f"unstarted-{member['ID']}"
         initial.append(f"{member_name}={url}")
     return [*argv, f"--initial-cluster={','.join(initial)}", "--initial-cluster-state=existing"]
+
+
+def add_member(endpoint: str, url: str) -> list[dict[str, Any]]:
+    """Add ``url`` as a member; the member list. Retried while etcd answers "unhealthy
+    cluster" (a member connected less than 5 s ago), as k3s's join is; any other refusal
+    is final, as in k3s (it exits)."""
+    deadline = time.monotonic() + JOIN_RETRY_LIMIT
+    while True:
+        try:
+            answer = call(endpoint, "/v3/cluster/member/add", {"peerURLs": [url]})
+        except JoinError as exc:
+            if "unhealthy cluster" not in str(exc) or time.monotonic() > deadline:
+                raise
+            print(f"waiting for other members to finish joining: {exc}", flush=True)
+            time.sleep(1.0)
+            continue
+        members: list[dict[str, Any]] = answer.get("members", [])
+        return members
 
 
 def start_etcd(root: Path, name: str, address: str, log: Path) -> subprocess.Popen[bytes]:
