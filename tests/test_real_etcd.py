@@ -62,9 +62,10 @@ POLL = 0.1
 SWEEP_TRIALS = int(os.environ.get("RANCHERD_ETCD_SWEEP") or 2)
 STAGGER_TRIALS = int(os.environ.get("RANCHERD_ETCD_STAGGER") or 0)
 REPORT = os.environ.get("RANCHERD_ETCD_REPORT")
-KILL_WINDOW = 18.0
-"""The sweep's kills fall uniformly in the first KILL_WINDOW seconds after the start:
-from discovery, through the election, to the last server's install."""
+KILL_WINDOW = (0.5, 11.0)
+"""The sweep's kills fall uniformly in this window of seconds after the start: from
+discovery, through the election (about 1-5 s), to the last server's install (done
+stamps at about 8-13 s with 3 servers on an idle 2-core machine)."""
 
 
 @pytest.fixture
@@ -202,7 +203,7 @@ async def run_fleet(
             if seed is not None:
                 rng = random.Random(seed)
                 victim = rng.choice(boots)
-                trial.killed, trial.kill_at = victim.name, round(rng.uniform(0, KILL_WINDOW), 2)
+                trial.killed, trial.kill_at = victim.name, round(rng.uniform(*KILL_WINDOW), 2)
                 await trio.sleep(trial.kill_at)
                 await sigkill_and_restart(victim, config, env, trial)
             await settle(boots, servers, begun, at_once)
