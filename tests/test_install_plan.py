@@ -175,7 +175,7 @@ def test_the_join_at_once_test_switch_drops_the_turn_and_says_so(tmp_path: Path)
     assert "wait-init-ready" in [s.name for s in plan.steps]
     assert "TEST SWITCH $RANCHERD_TEST_JOIN_AT_ONCE" in plan.to_text()
     # Agents never waited for a turn; the switch changes nothing for them.
-    agent = load(tmp_path, role="agent", server="10.0.0.5")
+    agent = load(tmp_path, role="agent", server="https://10.0.0.5:8443")
     agent_plan = build_plan(agent, JoinRole.AGENT, "10.0.0.5", options=options)
     assert not any("TEST SWITCH" in note for note in agent_plan.notes)
 
