@@ -15,9 +15,9 @@ ready and how to stop it. The fake ``systemctl`` starts it inside the node's nam
 With ``--etcd`` it first starts a real etcd as k3s's embedded one (``etcd.py``: a new
 cluster on the init node, a member added through the init node elsewhere; the node's
 name and address from ``$FAKE_NODE`` and ``$FAKE_NODE_ADDRESS``, its root from
-``$RANCHERD_ROOT``) and writes its pid only once that etcd is healthy; ``/readyz`` answers
-200 only while etcd is healthy, and the fake runtime exits when its etcd exits (k3s dies
-with its embedded etcd). SIGTERM stops both.
+``$RANCHERD_ROOT``) and writes its pid only once that etcd is healthy (a joiner is then a
+started member: k3s's unit is up only once its etcd runs); the fake runtime exits when its
+etcd exits (k3s dies with its embedded etcd). SIGTERM stops both.
 """
 
 from __future__ import annotations
