@@ -93,6 +93,8 @@ class Trial:
     outcome: str = ""
     """``one cluster``, ``two clusters`` (several cluster ids), or ``broken: why``."""
     reports: dict[str, Any] = field(default_factory=dict)
+    runtime_errors: dict[str, str] = field(default_factory=dict)
+    """Why a node's fake runtime did not start (its last line), by node."""
 
     def record(self) -> None:
         if REPORT:
@@ -166,6 +168,18 @@ def judge(reports: dict[str, dict[str, Any]], servers: int) -> str:
     return "one cluster"
 
 
+def runtime_errors(boots: list[Boot]) -> dict[str, str]:
+    """The last line of each fake runtime that failed (a refused etcd join, say)."""
+    errors = {}
+    for boot in boots:
+        log = boot.root / "fake" / "server.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        failed = [line for line in lines if "cannot join" in line or "etcd exited" in line]
+        if failed:
+            errors[boot.name] = failed[-1]
+    return errors
+
+
 def progress_of(boot: Boot) -> str:
     """How far a node had got: decided or not, and the plan steps done."""
     decided = (boot.data_dir / "gossip.json").exists() and "decision" in (
@@ -210,6 +224,7 @@ async def run_fleet(
             trial.seconds = round(time.monotonic() - begun, 1)
             trial.reports = {boot.name: etcd_report(boot) for boot in boots}
             trial.outcome = judge(trial.reports, servers)
+            trial.runtime_errors = runtime_errors(boots)
     finally:
         await clean_up(boots)
     trial.record()
