@@ -32,7 +32,7 @@ from typing import Any, TypeAlias
 
 from rancherd.config import REDACTED, Secret, is_secret_name
 from rancherd.gossip.election import JoinRole
-from rancherd.install.inroot import CommandRefused, resolve_command, resolve_in_root
+from rancherd.install.inroot import CommandRefused, is_host_root, resolve_command, resolve_in_root
 from rancherd.install.runtime import RuntimeVersion
 
 __all__ = [
@@ -226,7 +226,7 @@ class Plan:
             "notes": list(self.notes),
             "steps": steps,
         }
-        if self.root != "/":
+        if not is_host_root(Path(self.root)):
             data["root"] = self.root
             data["commands"] = [
                 {"id": step_id, **where.as_dict()} for step_id, where in self.commands_in_root()
@@ -242,7 +242,7 @@ class Plan:
         for step_id, step in self.numbered():
             lines.append("")
             lines.extend(_step_lines(step_id, step, self.redact))
-        if self.root != "/":
+        if not is_host_root(Path(self.root)):
             lines.append("")
             lines.append(
                 f"Under the root {self.root}, each command runs from inside it, or its step "
