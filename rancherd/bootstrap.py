@@ -24,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -256,7 +257,8 @@ async def _run_bootstrap(
     options: PlanOptions | None,
     reporter: Reporter,
 ) -> tuple[Decision, Plan | None]:
-    options = options or PlanOptions.from_env()
+    # The plan knows its root: under one, its commands are found inside it (install/inroot.py).
+    options = replace(options or PlanOptions.from_env(), root=str(root))
     stamp = data_dir.load_done()
     if stamp is not None and not force and not dry_run:
         log.info(

@@ -1,8 +1,12 @@
 """Apply a plan: run its steps in order under a root prefix, resumably.
 
 Every path of the plan is taken under ``root`` (``/`` in production, a temporary directory
-in tests). Commands run on the host as written, with ``RANCHERD_ROOT`` in their env so fake
-install scripts know where to write; their working directory, if any, is under the root.
+in tests). With ``/``, commands run as written. Under any other root, every command's
+program (and its ``#!`` interpreter) is found inside the root or the step fails as refused,
+and the child's ``PATH`` holds the root's directories only (``inroot``): nothing of the
+host's runs, no ``sh``, ``curl`` or ``systemctl``. Commands get ``RANCHERD_ROOT`` in their
+env so install scripts know where to write; their working directory, if any, is under the
+root.
 
 Progress is recorded after each step in ``<state_dir>/plan-progress.json`` (atomically,
 with fsync), with the plan's digest. A rerun of the same plan resumes at the first step
@@ -29,7 +33,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
@@ -37,6 +41,7 @@ import trio
 from rancherd.files import write_atomic
 from rancherd.install.cacerts import ServerCAError, check_server_ca
 from rancherd.install.http import HttpError, describe_error, http_get
+from rancherd.install.inroot import CommandRefused, is_host_root, resolve_command, under_root
 from rancherd.install.plan import (
     BinaryPresent,
     Plan,
@@ -46,6 +51,7 @@ from rancherd.install.plan import (
     VerifyServerCA,
     WaitForPeers,
     WriteFile,
+    root_path_args,
 )
 
 __all__ = [
@@ -140,14 +146,6 @@ class ApplyResult:
     already_done: tuple[str, ...]
     notes: tuple[str, ...]
     """E.g. "the plan changed since the last run: starting over"."""
-
-
-def under_root(root: Path, path: str) -> Path:
-    """``path`` (absolute, as on the node) inside ``root``; refuses ``..``."""
-    pure = PurePosixPath(path)
-    if not pure.is_absolute() or ".." in pure.parts:
-        raise ValueError(f"{path!r}: plan paths are absolute and have no '..'")
-    return root.joinpath(*pure.parts[1:])
 
 
 async def apply_plan(
@@ -272,11 +270,22 @@ class _Runner:
         env.update(step.env)
         env[ROOT_ENV] = str(self.root)
         cwd = None if step.cwd is None else under_root(self.root, step.cwd)
+        argv = step.argv
+        if not is_host_root(self.root):
+            try:
+                argv = root_path_args(self.root, step)
+                resolved = await trio.to_thread.run_sync(
+                    resolve_command, self.root, argv, dict(step.env), step.cwd
+                )
+            except CommandRefused as exc:
+                raise self.fail(step_id, step, f"refused: {exc}") from None
+            argv = resolved.argv
+            env["PATH"] = resolved.path_env
         output = _Tail(_SAVED_OUTPUT_BYTES if step.save_output else _TAIL_BYTES)
         returncode: int | None = None
         try:
             with trio.fail_after(step.timeout):
-                returncode = await _run(step.argv, env, cwd, output)
+                returncode = await _run(argv, env, cwd, output)
         except trio.TooSlowError:
             reason = f"{step.argv[0]} did not finish within {step.timeout:g}s"
         except OSError as exc:
@@ -301,10 +310,18 @@ class _Runner:
             if not await trio.to_thread.run_sync(os.access, binary, os.X_OK):
                 continue
             env = {**os.environ, ROOT_ENV: str(self.root)}
+            argv: tuple[str, ...] = (str(binary), "--version")
+            if not is_host_root(self.root):
+                try:
+                    resolved = resolve_command(self.root, (path, "--version"), {})
+                except CommandRefused as exc:
+                    self.notes.append(f"{path} cannot run under the root ({exc}): installing")
+                    continue
+                argv, env["PATH"] = resolved.argv, resolved.path_env
             output = _Tail(_TAIL_BYTES)
             try:
                 with trio.fail_after(_VERSION_TIMEOUT):
-                    code = await _run((str(binary), "--version"), env, None, output)
+                    code = await _run(argv, env, None, output)
             except (OSError, trio.TooSlowError):
                 continue
             words = output.value().decode("utf-8", "replace").split()

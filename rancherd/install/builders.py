@@ -38,7 +38,9 @@ gets its full config with ``server: https://<init>:6443`` (k3s) or ``:9345`` (rk
 
 Environment hooks for tests and image builds (read by ``PlanOptions.from_env``):
 ``$RANCHERD_INSTALL_SCRIPT`` replaces the official install script (a path or a URL);
-``$RANCHERD_SYSTEMCTL`` is the systemctl the plan runs (a fake one, or a wrapper).
+``$RANCHERD_SYSTEMCTL`` is the systemctl the plan runs (a fake one, or a wrapper). Under
+a root prefix both name files inside the root. ``$RANCHERD_TEST_JOIN_AT_ONCE=1`` is a test
+switch, for the end-to-end tests only: joining servers do not wait for their turn.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ from rancherd.join_token import TokenError, parse_token
 
 __all__ = [
     "INSTALL_SCRIPT_ENV",
+    "JOIN_AT_ONCE_ENV",
     "SYSTEMCTL_ENV",
     "PlanError",
     "PlanOptions",
@@ -99,6 +102,11 @@ INSTALL_SCRIPT_ENV = "RANCHERD_INSTALL_SCRIPT"
 
 SYSTEMCTL_ENV = "RANCHERD_SYSTEMCTL"
 """The systemctl command the plan runs (tests and image builds put a fake one here)."""
+
+JOIN_AT_ONCE_ENV = "RANCHERD_TEST_JOIN_AT_ONCE"
+"""A test switch (``1``): joining servers skip the wait for their turn, so they join at
+once. Only the end-to-end tests set it, to show that the stagger matters (etcd breaks);
+the plan says so in a note whenever it is on."""
 
 _FETCH_AND_RUN = (
     "script=$(mktemp) || exit 1; trap 'rm -f \"$script\"' EXIT; "
@@ -133,12 +141,22 @@ class PlanOptions:
     instruction_timeout: float = 1800.0
     cacerts_timeout: float = 600.0
     cacerts_interval: float = 2.0
+    root: str = "/"
+    """Where the plan is applied: under any other root, ``rancherd plan`` shows where each
+    command is found in it (``Plan.root``)."""
+    stagger_joins: bool = True
+    """False only by the test switch ``$RANCHERD_TEST_JOIN_AT_ONCE``."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> PlanOptions:
-        """Defaults, with ``$RANCHERD_INSTALL_SCRIPT`` and ``$RANCHERD_SYSTEMCTL`` when set."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, root: str = "/") -> PlanOptions:
+        """Defaults, with ``$RANCHERD_INSTALL_SCRIPT`` and ``$RANCHERD_SYSTEMCTL`` when set
+        (and the test switch ``$RANCHERD_TEST_JOIN_AT_ONCE``)."""
         environ = os.environ if environ is None else environ
-        options = cls(install_script=environ.get(INSTALL_SCRIPT_ENV) or None)
+        options = cls(
+            install_script=environ.get(INSTALL_SCRIPT_ENV) or None,
+            root=root,
+            stagger_joins=environ.get(JOIN_AT_ONCE_ENV) != "1",
+        )
         systemctl = environ.get(SYSTEMCTL_ENV)
         return replace(options, systemctl=systemctl) if systemctl else options
 
@@ -225,18 +243,7 @@ def build_plan(
             "the original; this node joins and skips them"
         )
     if server_url is not None:
-        steps.append(WaitForPeers("wait-init-ready", PeerWait.INIT_READY, server_url))
-        steps.append(
-            VerifyServerCA(
-                "verify-server-ca",
-                server_url,
-                ca_hash,
-                timeout=options.cacerts_timeout,
-                interval=options.cacerts_interval,
-            )
-        )
-        if role is JoinRole.SERVER:
-            steps.append(WaitForPeers("wait-join-turn", PeerWait.JOIN_TURN, server_url))
+        steps.extend(_join_waits(role, server_url, ca_hash, options, notes))
     if config.registries is not None:
         steps.append(
             _yaml_file(
@@ -262,13 +269,42 @@ def build_plan(
             f"write-{runtime}-config", runtime.config_drop_in, real_config, shown_config, 0o600
         )
     )
-    if role is JoinRole.CLUSTER_INIT:
+    if init:
         steps.extend(_init_manifests(config, runtime, plain, shown, notes))
     steps.extend(_install_steps(version, role, options))
     steps.extend(_probes(runtime, role, options))
     if init:
         steps.extend(_instructions("post", config.post_instructions, kubeconfig_env, options))
+    notes.extend(_unused_key_notes(config, role, runtime))
+    return Plan(role, version, server_url, tuple(steps), tuple(notes), secrets, root=options.root)
 
+
+def _join_waits(
+    role: JoinRole, server_url: str, ca_hash: str | None, options: PlanOptions, notes: list[str]
+) -> list[Step]:
+    """A joiner waits for the init node, checks its CA; a server then waits for its turn."""
+    steps: list[Step] = [
+        WaitForPeers("wait-init-ready", PeerWait.INIT_READY, server_url),
+        VerifyServerCA(
+            "verify-server-ca",
+            server_url,
+            ca_hash,
+            timeout=options.cacerts_timeout,
+            interval=options.cacerts_interval,
+        ),
+    ]
+    if role is JoinRole.SERVER and options.stagger_joins:
+        steps.append(WaitForPeers("wait-join-turn", PeerWait.JOIN_TURN, server_url))
+    elif role is JoinRole.SERVER:
+        notes.append(
+            f"TEST SWITCH ${JOIN_AT_ONCE_ENV}: this server does not wait for its turn; "
+            "servers joining at once break k3s's and rke2's etcd (never set it in production)"
+        )
+    return steps
+
+
+def _unused_key_notes(config: Config, role: JoinRole, runtime: Runtime) -> list[str]:
+    notes = []
     if config.runtime_installer_image:
         notes.append(
             f"runtimeInstallerImage is not used: rancherd installs {runtime} with the "
@@ -286,7 +322,7 @@ def build_plan(
             "systemDefaultRegistry is passed to Rancher's chart only; for the runtime's own "
             "images set system-default-registry in extraConfig"
         )
-    return Plan(role, version, server_url, tuple(steps), tuple(notes), secrets)
+    return notes
 
 
 def _check_role(config: Config, role: JoinRole, server: str | None) -> None:
@@ -440,6 +476,7 @@ def _install_steps(version: RuntimeVersion, role: JoinRole, options: PlanOptions
             tuple(sorted(env.items())),
             timeout=options.install_timeout,
             skip_if=BinaryPresent(runtime.binary_paths, version.version),
+            path_args=(1,) if argv[1] == script else (),  # sh reads the script by its path
         ),
         RunCommand("systemd-daemon-reload", (options.systemctl, "daemon-reload"), timeout=60.0),
         RunCommand(

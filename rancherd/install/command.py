@@ -71,6 +71,8 @@ Examples:
 
 Hooks for tests and image builds: ${INSTALL_SCRIPT_ENV} replaces the official
 install script (a path or a URL); ${SYSTEMCTL_ENV} is the systemctl to run (e.g. a fake).
+Under --root DIR every command is found inside DIR (so are those two) or refused: the
+plan then ends with where each one would run from.
 """
 
 
@@ -89,14 +91,22 @@ install script (a path or a URL); ${SYSTEMCTL_ENV} is the systemctl to run (e.g.
     help="The init node to join (default: the config's server).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/"),
+    show_default=True,
+    help="As bootstrap --root: also show where each command is found inside it.",
+)
 @pass_invocation
 def plan_command(
-    invocation: Invocation, role: str | None, server: str | None, as_json: bool
+    invocation: Invocation, role: str | None, server: str | None, as_json: bool, root: Path
 ) -> None:
     config = invocation.config
     join_role, target = _decide(config, role, server)
     try:
-        plan = build_plan(config, join_role, target, options=PlanOptions.from_env())
+        options = PlanOptions.from_env(root=str(root))
+        plan = build_plan(config, join_role, target, options=options)
     except PlanError as exc:
         raise click.ClickException(f"cannot make a plan: {exc}") from None
     if as_json:

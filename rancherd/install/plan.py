@@ -27,15 +27,18 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeAlias
 
 from rancherd.config import REDACTED, Secret, is_secret_name
 from rancherd.gossip.election import JoinRole
+from rancherd.install.inroot import CommandRefused, is_host_root, resolve_command, resolve_in_root
 from rancherd.install.runtime import RuntimeVersion
 
 __all__ = [
     "REDACTED",
     "BinaryPresent",
+    "CommandWhere",
     "PeerWait",
     "Plan",
     "ProbeUrl",
@@ -47,6 +50,7 @@ __all__ = [
     "is_secret_name",
     "redact_text",
     "redact_tree",
+    "root_path_args",
 ]
 
 
@@ -90,6 +94,9 @@ class RunCommand:
     skip_if: BinaryPresent | None = None
     save_output: bool = False
     """Keep the whole output in ``<state dir>/output/<step id>.log`` (instructions)."""
+    path_args: tuple[int, ...] = ()
+    """Positions of arguments that are files on the node (``sh <script>``): under a root
+    they are taken inside it, as the program is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +177,8 @@ class Plan:
     """Things the reader should know: ignored keys, departures from the original."""
     secrets: tuple[Secret, ...] = field(default=(), repr=False)
     """Values never shown, wherever they appear."""
+    root: str = "/"
+    """Where it is applied; under any other root its commands must be found inside it."""
 
     @property
     def runtime(self) -> str:
@@ -217,6 +226,11 @@ class Plan:
             "notes": list(self.notes),
             "steps": steps,
         }
+        if not is_host_root(Path(self.root)):
+            data["root"] = self.root
+            data["commands"] = [
+                {"id": step_id, **where.as_dict()} for step_id, where in self.commands_in_root()
+            ]
         redacted: dict[str, Any] = redact_tree(data, self.secrets)
         return redacted
 
@@ -228,7 +242,59 @@ class Plan:
         for step_id, step in self.numbered():
             lines.append("")
             lines.extend(_step_lines(step_id, step, self.redact))
+        if not is_host_root(Path(self.root)):
+            lines.append("")
+            lines.append(
+                f"Under the root {self.root}, each command runs from inside it, or its step "
+                "is refused; nothing of this host runs (as the root is now):"
+            )
+            lines.extend(f"{step_id}: {where.text()}" for step_id, where in self.commands_in_root())
         return self.redact("\n".join(lines) + "\n")
+
+    def commands_in_root(self) -> list[tuple[str, CommandWhere]]:
+        """Where each command of the plan would be found under ``root``, as it is now
+        (a program an earlier step installs may be missing yet)."""
+        found = []
+        for step_id, step in self.numbered():
+            if not isinstance(step, RunCommand):
+                continue
+            try:
+                argv = root_path_args(Path(self.root), step)
+                resolved = resolve_command(Path(self.root), argv, dict(step.env), step.cwd)
+            except CommandRefused as exc:
+                found.append((step_id, CommandWhere(step.argv[0], (), str(exc))))
+            else:
+                found.append((step_id, CommandWhere(step.argv[0], resolved.chain, None)))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class CommandWhere:
+    """A command's program under the root: the files that run, or why it is refused."""
+
+    command: str
+    chain: tuple[str, ...]
+    """Interpreter first, then the program (inside the root)."""
+    refused: str | None
+
+    def text(self) -> str:
+        if self.refused is not None:
+            return f"{self.command}: REFUSED (would fail): {self.refused}"
+        runs = self.chain[-1]
+        via = f" (through #! {' then '.join(self.chain[:-1])})" if len(self.chain) > 1 else ""
+        return f"{self.command} -> {runs}{via}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "runs": list(self.chain), "refused": self.refused}
+
+
+def root_path_args(root: Path, step: RunCommand) -> tuple[str, ...]:
+    """``step.argv`` with its file arguments taken inside ``root`` (links followed there)."""
+    argv = list(step.argv)
+    for index in step.path_args:
+        if 0 < index < len(argv):
+            argv[index] = str(resolve_in_root(root, argv[index]))
+    return tuple(argv)
 
 
 def redact_text(text: str, secrets: Sequence[Secret]) -> str:
@@ -278,6 +344,8 @@ def _step_dict(step: Step, *, exact: bool) -> dict[str, Any]:
             "cwd": step.cwd,
             "saveOutput": step.save_output,
         }
+        if step.path_args:
+            out["pathArgs"] = list(step.path_args)
         if step.skip_if is not None:
             out["skipIf"] = {
                 "binaryPresent": list(step.skip_if.paths),

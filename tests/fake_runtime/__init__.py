@@ -2,6 +2,10 @@
 
 - ``install.sh`` and ``systemctl`` (shell, next to this file) stand in for the official
   install script and systemd; they write under ``$RANCHERD_ROOT`` only.
+- ``populate_root`` makes a root they run in: under ``--root`` rancherd runs only what is
+  inside the root (``rancherd/install/inroot.py``), so the root gets ``/bin/sh`` (a copy
+  of the host's), the tools the fakes use (copies, in ``/usr/bin``), the fake
+  ``systemctl`` in ``/usr/bin`` and the fake install script at ``ROOT_INSTALL_SCRIPT``.
 - ``make_tls`` makes a CA and a certificate it signs for 127.0.0.1 (and more addresses
   when asked), as k3s has at ``/var/lib/rancher/k3s/server/tls``.
 - ``FakeServer`` serves ``/cacerts``, ``/readyz`` and ``/healthz`` over HTTPS and HTTP on
@@ -18,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import os
+import shutil
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +41,32 @@ INSTALL_SCRIPT = HERE / "install.sh"
 SYSTEMCTL = HERE / "systemctl"
 TESTS_DIR = HERE.parent
 """Put it on ``PYTHONPATH`` to run ``python -m fake_runtime.server``."""
+
+ROOT_INSTALL_SCRIPT = "/opt/fake-runtime/install.sh"
+"""Where ``populate_root`` puts the fake install script (a path inside the root)."""
+ROOT_TOOLS = (
+    "basename", "cat", "chmod", "cp", "date", "dirname", "env", "grep", "mkdir", "mktemp",
+    "rm", "sleep", "sort", "tail", "curl",
+)  # fmt: skip
+"""Host programs the fakes run by name, copied into the root's /usr/bin when present."""
+
+
+def populate_root(root: Path, tools: Sequence[str] = ROOT_TOOLS) -> Path:
+    """Make ``root`` a tree the fakes run in (see the module's docstring); ``root``."""
+    bin_dir = root / "usr" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (root / "bin").mkdir(exist_ok=True)
+    (root / "fake").mkdir(exist_ok=True)
+    shutil.copy2(os.path.realpath("/bin/sh"), root / "bin" / "sh")
+    for tool in tools:
+        found = shutil.which(tool)
+        if found is not None:
+            shutil.copy2(os.path.realpath(found), bin_dir / tool)
+    shutil.copy2(SYSTEMCTL, bin_dir / "systemctl")
+    script = root / ROOT_INSTALL_SCRIPT.lstrip("/")
+    script.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(INSTALL_SCRIPT, script)
+    return root
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 import yaml
 from cli_harness import rancherd_argv
-from fake_runtime import SYSTEMCTL, FakeServer
+from fake_runtime import FakeServer, populate_root
 from install_harness import options as fake_runtime_options
 
 from rancherd.bootstrap import Reporter, run_bootstrap
@@ -116,8 +116,7 @@ async def test_bootstrap_reports_steps_then_ready_then_stopping(
     tmp_path: Path, server: FakeServer, notify_socket: socket.socket
 ) -> None:
     config = load_config(write_config(tmp_path), implicit_paths=(), default_path=None).config
-    root = tmp_path / "root"
-    (root / "fake").mkdir(parents=True)
+    root = populate_root(tmp_path / "root")  # under --root only the root's programs run
     data_dir = DataDir(tmp_path / "data")
     options = fake_runtime_options(server)
 
@@ -159,14 +158,14 @@ async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
 ) -> None:
     fifo = tmp_path / "started"
     os.mkfifo(fifo)
-    script = tmp_path / "install.sh"
+    root = populate_root(tmp_path / "root")  # under --root only the root's programs run
+    script = root / "install.sh"
     # A long install that starts a child of its own, then says who they are.
     script.write_text(f'#!/bin/sh\nsleep 300 &\necho "$$ $!" > {fifo}\nwait\n')
     script.chmod(0o755)
     env = {
         **os.environ,
-        "RANCHERD_INSTALL_SCRIPT": str(script),
-        "RANCHERD_SYSTEMCTL": str(SYSTEMCTL),
+        "RANCHERD_INSTALL_SCRIPT": "/install.sh",
         "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
     }
     env.pop("RANCHERD_IMPLICIT_PATHS", None)
@@ -177,7 +176,7 @@ async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
         "--data-dir",
         str(tmp_path / "data"),
         "--root",
-        str(tmp_path / "root"),
+        str(root),
     )
     with trio.fail_after(60):
         process = await trio.lowlevel.open_process(

@@ -3,7 +3,8 @@
 Each node is a real ``python -m rancherd bootstrap`` process in its own namespace on a
 bridge the test creates (``netns.py``), with its own root and data dir in ``tmp_path``
 and the production config shape (mdns ``rancher-server``, ``expectedServers: 3``). The
-runtime is the fake one (``fake_runtime/``): the fake ``install.sh`` takes a second, the
+runtime is the fake one (``fake_runtime/``), inside each node's root (under ``--root``
+rancherd runs nothing of the host's): the fake ``install.sh`` takes a second, the
 fake ``systemctl enable --now k3s.service`` starts ``fake_runtime.server`` in the node's
 namespace (``/cacerts`` and ``/readyz`` on :6443, ``/healthz`` on :10248, one cluster CA
 for the whole test), and both append to one event log so the test can order what
@@ -27,7 +28,14 @@ from typing import Any
 import pytest
 import trio
 import yaml
-from fake_runtime import INSTALL_SCRIPT, SYSTEMCTL, Event, make_tls, read_events
+from fake_runtime import (
+    ROOT_INSTALL_SCRIPT,
+    TESTS_DIR,
+    Event,
+    make_tls,
+    populate_root,
+    read_events,
+)
 from netns import Lab, Namespace, netns_lab, skip_unless_netns, stop_process
 
 from rancherd.install.builders import PlanOptions
@@ -112,6 +120,20 @@ class Boot:
         return "\n".join(self.output().splitlines()[-lines:])
 
 
+def make_boots(lab: Lab, tmp_path: Path) -> list[Boot]:
+    """One node per namespace, each with a root the fakes run in (``populate_root``)."""
+    return [
+        Boot(
+            f"n{i}",
+            ns,
+            populate_root(tmp_path / f"root-{i}"),
+            tmp_path / f"data-{i}",
+            tmp_path / f"n{i}.log",
+        )
+        for i, ns in enumerate(lab.namespaces)
+    ]
+
+
 def describe(boots: list[Boot]) -> str:
     """The end of every node's output, for a failing assertion."""
     return "\n".join(f"--- {boot.name} ({boot.address}) ---\n{boot.tail()}" for boot in boots)
@@ -136,7 +158,7 @@ async def start(boot: Boot, config: Path, env: dict[str, str]) -> None:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**env, "FAKE_NODE": boot.name},
+            env={**env, "FAKE_NODE": boot.name, "FAKE_NODE_ADDRESS": boot.address},
         )
 
 
@@ -216,8 +238,8 @@ async def test_three_servers_boot_one_cluster_and_a_late_fourth_joins(
     env = {
         **os.environ,
         "RANCHERD_IMPLICIT_PATHS": "",
-        "RANCHERD_INSTALL_SCRIPT": str(INSTALL_SCRIPT),
-        "RANCHERD_SYSTEMCTL": str(SYSTEMCTL),
+        "RANCHERD_INSTALL_SCRIPT": ROOT_INSTALL_SCRIPT,  # in each root, as is systemctl
+        "FAKE_RUNTIME_TESTS": str(TESTS_DIR),
         "FAKE_RUNTIME_TLS": str(tls.directory),
         "FAKE_RUNTIME_SERVE": "1",
         "FAKE_RUNTIME_PYTHON": sys.executable,
@@ -225,10 +247,7 @@ async def test_three_servers_boot_one_cluster_and_a_late_fourth_joins(
         "FAKE_INSTALL_SECONDS": str(INSTALL_SECONDS),
         "FAKE_RUNTIME_READY_SECONDS": str(READY_SECONDS),
     }
-    boots = [
-        Boot(f"n{i}", ns, tmp_path / f"root-{i}", tmp_path / f"data-{i}", tmp_path / f"n{i}.log")
-        for i, ns in enumerate(lab4.namespaces)
-    ]
+    boots = make_boots(lab4, tmp_path)
     servers, late = boots[:3], boots[3]
     try:
         with trio.fail_after(DECIDE_AND_INSTALL + 4 * STOP_GRACE + 240):  # a backstop

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 import yaml
-from fake_runtime import INSTALL_SCRIPT, FakeServer, Tls
+from fake_runtime import INSTALL_SCRIPT, FakeServer, Tls, populate_root
 from install_harness import options
 
 from rancherd.config import Config, load_config
@@ -49,9 +49,9 @@ POST = 'echo "$KUBECONFIG" >> "$RANCHERD_ROOT/fake/post-count"'
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    path = tmp_path / "root"
-    (path / "fake").mkdir(parents=True)  # where the fakes and the instructions record
-    return path
+    """A root with sh, the tools and the fakes: under it rancherd runs nothing else.
+    ``fake/`` is where the fakes and the instructions record."""
+    return populate_root(tmp_path / "root")
 
 
 @pytest.fixture
@@ -535,9 +535,13 @@ async def test_command_timeout_kills_it(root: Path, state_dir: Path) -> None:
 
 
 async def test_missing_command_is_a_clear_failure(root: Path, state_dir: Path) -> None:
-    plan = bare_plan(RunCommand("nothing", (str(root / "no-such-command"),)))
-    with trio.fail_after(10), pytest.raises(StepFailed, match=r"cannot run .*no-such-command"):
+    plan = bare_plan(RunCommand("nothing", ("/no-such-command",)))
+    refused = r"refused: /no-such-command is not an executable file in the root"
+    with trio.fail_after(10), pytest.raises(StepFailed, match=refused):
         await apply_plan(plan, root=root, state_dir=state_dir)
+    # On the host (root /) the command runs as written, and its absence is said too.
+    with trio.fail_after(10), pytest.raises(StepFailed, match=r"cannot run /no-such-command"):
+        await apply_plan(plan, root=Path("/"), state_dir=state_dir)
 
 
 async def test_wait_for_peers_timeout(root: Path, state_dir: Path) -> None:

@@ -164,6 +164,22 @@ def test_join_needs_a_token(tmp_path: Path) -> None:
     assert "token" not in yaml.safe_load(written.content)
 
 
+def test_the_join_at_once_test_switch_drops_the_turn_and_says_so(tmp_path: Path) -> None:
+    config = load(tmp_path)
+    names = [s.name for s in build_plan(config, JoinRole.SERVER, "10.0.0.5").steps]
+    assert "wait-join-turn" in names
+    assert PlanOptions.from_env({"RANCHERD_TEST_JOIN_AT_ONCE": "0"}).stagger_joins
+    options = PlanOptions.from_env({"RANCHERD_TEST_JOIN_AT_ONCE": "1"})
+    plan = build_plan(config, JoinRole.SERVER, "10.0.0.5", options=options)
+    assert "wait-join-turn" not in [s.name for s in plan.steps]
+    assert "wait-init-ready" in [s.name for s in plan.steps]
+    assert "TEST SWITCH $RANCHERD_TEST_JOIN_AT_ONCE" in plan.to_text()
+    # Agents never waited for a turn; the switch changes nothing for them.
+    agent = load(tmp_path, role="agent", server="https://10.0.0.5:8443")
+    agent_plan = build_plan(agent, JoinRole.AGENT, "10.0.0.5", options=options)
+    assert not any("TEST SWITCH" in note for note in agent_plan.notes)
+
+
 def test_k10_hash_goes_to_the_ca_check(tmp_path: Path) -> None:
     digest = "ab" * 32
     config = load(tmp_path, token=f"K10{digest}::server:{SECRET}")

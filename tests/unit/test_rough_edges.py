@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 from click.testing import CliRunner, Result
+from fake_runtime import populate_root
 
 from rancherd.cli import cli
 from rancherd.demo import free_port, run_demo
@@ -84,7 +85,8 @@ def test_reset_leaves_a_missing_data_dir_missing(tmp_path: Path) -> None:
 
 
 def test_a_failed_step_shows_its_output_once(tmp_path: Path) -> None:
-    script = tmp_path / "install.sh"
+    root = populate_root(tmp_path / "root")  # under --root only the root's programs run
+    script = root / "install.sh"
     script.write_text("#!/bin/sh\necho the-one-line-of-output\nexit 3\n")
     script.chmod(0o755)
     result = run(
@@ -94,8 +96,8 @@ def test_a_failed_step_shows_its_output_once(tmp_path: Path) -> None:
         "--data-dir",
         str(tmp_path / "data"),
         "--root",
-        str(tmp_path / "root"),
-        RANCHERD_INSTALL_SCRIPT=str(script),
+        str(root),
+        RANCHERD_INSTALL_SCRIPT="/install.sh",
     )
     assert result.exit_code == 1
     assert result.stderr.count("the-one-line-of-output") == 1
