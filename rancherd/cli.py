@@ -316,7 +316,10 @@ def demo_command(nodes: int, loss: float, timeout: float, seed: int | None, verb
     type=click.Path(path_type=Path, file_okay=False),
     default=Path("/"),
     show_default=True,
-    help="Apply the plan under this directory instead of / (tests, image builds).",
+    help=(
+        "Apply the plan under this directory instead of / (tests); only programs inside it "
+        "run, never the host's (plan --root shows which)."
+    ),
 )
 @click.option("--force", is_flag=True, help="Apply the plan again even after the done stamp.")
 @click.option("--dry-run", is_flag=True, help="Decide and print the plan; apply nothing.")
