@@ -6,9 +6,11 @@ Run from the repository root (``sim`` is not installed with the package).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -285,13 +287,14 @@ def _run_planted(
         plant = contextlib.nullcontext() if mutant is None else planted(by_name(mutant))
     except KeyError as exc:
         raise click.UsageError(str(exc.args[0])) from None
+    flags = ([] if mutant is None else ["--mutant", mutant]) + ([] if audit else ["--no-audit"])
     with plant:
-        results = [run_seed(loaded, seed, "gossip", audit=audit) for seed in seeds]
+        results = [
+            dataclasses.replace(r, reproduce=shlex.join([*shlex.split(r.reproduce), *flags]))
+            for r in (run_seed(loaded, seed, "gossip", audit=audit) for seed in seeds)
+        ]
     _print_summary(summarize(results))
-    violating = [r for r in results if r.violations]
-    for result in violating:
-        click.echo(f"  seed {result.seed}: {result.violations[0]}")
-    if violating:
+    if any(r.violations for r in results):
         sys.exit(1)
 
 
