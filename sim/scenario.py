@@ -11,6 +11,9 @@ continue the numbering), agents ``a0, a1, ...``. Selectors accept a name, a list
 ``servers``, ``agents`` or ``all``; a crash also accepts ``random-server``, ``random-agent``
 and ``random-node``: one of the nodes of that kind that are up at the crash, drawn from
 the seed.
+
+The entries of ``faults`` are read by their classes in ``sim/faults.py`` (``FAULTS``: the
+kind names one class, which reads its own keys with this module's validator).
 """
 
 from __future__ import annotations
