@@ -254,7 +254,8 @@ class Buggify(Fault):
 @dataclass(frozen=True, slots=True)
 class CrashAt(Fault):
     """Crash ``node`` the ``after``-th time, from ``start`` on, that it reaches an effect
-    boundary (``BOUNDARIES``; for ``send``, a message of one of ``messages``)."""
+    boundary (``BOUNDARIES``; for ``send``, a message of one of ``messages``). ``after``
+    is drawn per run (rounded up), so a scenario's seeds sweep the boundaries."""
 
     kind: ClassVar[str] = "crash_at"
     keys: ClassVar[tuple[str, ...]] = (
@@ -270,7 +271,7 @@ class CrashAt(Fault):
     node: str
     on: str
     messages: tuple[str, ...]
-    after: int
+    after: Distribution
     start: Distribution
     restart_after: Distribution | None
     wipe: bool
@@ -289,7 +290,7 @@ class CrashAt(Fault):
             node=node[0] if node else "",
             on=v.string(raw, "boundary", where, "send", BOUNDARIES),
             messages=tuple(messages),
-            after=v.number(raw, "after", where, 1, integer=True, minimum=1),
+            after=v.distribution(raw, "after", where, Fixed(1.0)),
             start=v.distribution(raw, "start", where, Fixed(0.0)),
             restart_after=v.distribution(raw, "restart_after", where, None),
             wipe=v.boolean(raw, "wipe", where, False),
@@ -298,7 +299,8 @@ class CrashAt(Fault):
     def plan(self, world: World, rng: random.Random) -> None:
         start = self.start.sample(rng)
         delay = self.restart_after.sample(rng) if self.restart_after else None
-        world.at(start, world.arm_crash, self, world.crash_pick(), delay)
+        after = max(1, math.ceil(self.after.sample(rng)))
+        world.at(start, world.arm_crash, self, world.crash_pick(), delay, after)
 
 
 @dataclass(frozen=True, slots=True)

@@ -458,13 +458,13 @@ class World:
         return self.by_name[selector]
 
     def arm_crash(
-        self, fault: CrashAt, pick: random.Random, restart_after: float | None
+        self, fault: CrashAt, pick: random.Random, restart_after: float | None, after: int
     ) -> TraceRecord:
-        """From now on, crash the node the ``fault.after``-th time it reaches the boundary."""
+        """From now on, crash the node the ``after``-th time it reaches the boundary."""
         slot = self._select(fault.node, pick)
         if slot is None:
             return ("crash-missed", fault.node)
-        self._armed.setdefault(slot.name, []).append([fault, fault.after, restart_after])
+        self._armed.setdefault(slot.name, []).append([fault, after, restart_after])
         return ("armed", slot.name, fault.on)
 
     def _boundary(self, slot: Slot, point: str, kind: str | None = None) -> bool:
