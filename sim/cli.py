@@ -1,13 +1,16 @@
-"""``python -m sim``: run, sweep, report, bench, list, validate.
+"""``python -m sim``: run, sweep, report, bench, list, validate, mutants.
 
 Run from the repository root (``sim`` is not installed with the package).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -22,7 +25,7 @@ from sim.algorithms import ALGORITHMS
 from sim.loop import TraceRecord
 from sim.progress import Progress
 from sim.runner import Summary, fmt_seconds, run_many, summarize
-from sim.world import RunResult, World
+from sim.world import RunResult, World, run_seed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALGORITHM_CHOICES = [*ALGORITHMS, "both"]
@@ -174,6 +177,13 @@ def main() -> None:
 @click.option("--codec", is_flag=True, help="Gossip: encode/decode every message.")
 @click.option("--print-hash", is_flag=True, hidden=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--mutant",
+    default=None,
+    metavar="NAME",
+    help="Plant one of the bugs of `python -m sim mutants` (gossip; runs in this process).",
+)
+@click.option("--no-audit", is_flag=True, help="Only the decision invariants (no sim/audit.py).")
 def run(
     scenario: str,
     count: int,
@@ -188,8 +198,13 @@ def run(
     codec: bool,
     print_hash: bool,
     quiet: bool,
+    mutant: str | None,
+    no_audit: bool,
 ) -> None:
     """Run SCENARIO (a name under sim/scenarios/ or a path) for one or more seeds."""
+    if mutant is not None or no_audit:
+        _run_planted(scenario, overrides, range(first, first + count), mutant, not no_audit)
+        return
     loaded = _load(scenario, overrides)
     seeds = list(range(first, first + count))
     if print_hash:
@@ -228,16 +243,8 @@ def run(
         if per_seed:
             entry["per_seed"] = [_result_json(r) for r in results]
         if check_determinism:
-            checks: list[dict[str, Any]] = []
-            entry["determinism"] = checks
-            for result in results:
-                hashes = [result.trace_hash] + [
-                    _hash_in_subprocess(loaded, result.seed, name, hash_seed, codec)
-                    for hash_seed in ("1", "2")
-                ]
-                agree = len(set(hashes)) == 1
-                failed |= not agree
-                checks.append({"seed": result.seed, "hashes": hashes, "agree": agree})
+            entry["determinism"] = checks = _determinism(loaded, results, name, codec)
+            failed |= not all(check["agree"] for check in checks)
         summaries.append(entry)
         if not as_json:
             _print_summary(summary, None if trace else wall)
@@ -252,6 +259,78 @@ def run(
     if as_json:
         click.echo(json.dumps({"summaries": summaries}, indent=2))
     if failed:
+        sys.exit(1)
+
+
+def _determinism(
+    loaded: scenarios.Scenario, results: Sequence[RunResult], name: str, codec: bool
+) -> list[dict[str, Any]]:
+    """Each seed's trace hash here and in two fresh interpreters (other hash seeds)."""
+    checks: list[dict[str, Any]] = []
+    for result in results:
+        hashes = [result.trace_hash] + [
+            _hash_in_subprocess(loaded, result.seed, name, hash_seed, codec)
+            for hash_seed in ("1", "2")
+        ]
+        checks.append({"seed": result.seed, "hashes": hashes, "agree": len(set(hashes)) == 1})
+    return checks
+
+
+def _run_planted(
+    scenario: str, overrides: Sequence[str], seeds: range, mutant: str | None, audit: bool
+) -> None:
+    """``run --mutant``/``--no-audit``: gossip, one process, a line per violating seed."""
+    from sim.mutants import by_name, planted
+
+    loaded = _load(scenario, overrides)
+    try:
+        plant = contextlib.nullcontext() if mutant is None else planted(by_name(mutant))
+    except KeyError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
+    flags = ([] if mutant is None else ["--mutant", mutant]) + ([] if audit else ["--no-audit"])
+    with plant:
+        results = [
+            dataclasses.replace(r, reproduce=shlex.join([*shlex.split(r.reproduce), *flags]))
+            for r in (run_seed(loaded, seed, "gossip", audit=audit) for seed in seeds)
+        ]
+    _print_summary(summarize(results))
+    if any(r.violations for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the score as JSON.")
+@click.option(
+    "--no-audit",
+    is_flag=True,
+    help="Count only the decision invariants (two inits, disagreement, ...), not the "
+    "election's own rules of sim/audit.py.",
+)
+@click.option("--mutant", "names", multiple=True, metavar="NAME", help="Only these (repeatable).")
+def mutants(as_json: bool, no_audit: bool, names: tuple[str, ...]) -> None:
+    """Plant each known election bug in turn and check that the simulator catches it.
+
+    Exit status 1 when a mutant is missed or the unmutated runs report a violation."""
+    from sim.mutants import MUTANTS, by_name, score
+
+    try:
+        chosen = [by_name(n) for n in names] if names else list(MUTANTS)
+    except KeyError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
+    result = score(chosen, audit=not no_audit)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(
+            f"{result['caught']} of {result['mutants']} mutants caught "
+            f"({result['runs']} runs per mutant at most)"
+        )
+        for catch in result["catches"]:
+            found = catch["caught_by"] or "MISSED"
+            click.echo(f"  {catch['mutant']:<22} after {catch['runs']:>3} runs: {found}")
+        for line in result["baseline_violations"]:
+            click.echo(f"  unmutated: {line}")
+    if result["missed"] or result["baseline_violations"]:
         sys.exit(1)
 
 

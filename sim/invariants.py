@@ -11,6 +11,9 @@ happens and answers at once:
 - ``disagree``: every decided identity holds the same cluster id;
 - ``changed``: an identity never changes its decision (a restart resumes it).
 
+An algorithm may add checks of its own steps (``new_audit``; the gossip algorithm's are in
+``sim/audit.py``), reported through ``protocol``.
+
 In a scenario with ``allow_split: true`` (2N or more servers partitioned on purpose) the
 first three are counted as tolerated splits instead of failing the run; ``changed`` always
 fails.
@@ -58,6 +61,10 @@ class InvariantChecker:
             self.tolerated.append(finding)
         else:
             self.violations.append(finding)
+
+    def protocol(self, kind: str, now: float, text: str) -> None:
+        """A step that breaks the election's own rules (``sim/audit.py``): always fails."""
+        self._report(kind, now, text, always=True)
 
     def decided(
         self, identity: str, first_boot: float, cluster_id: str, role: str, now: float

@@ -28,6 +28,7 @@ class EventLoop:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Handler, tuple[Any, ...]]] = []
         self._seq = 0
+        self._first_seq = -(1 << 62)
         self.now = 0.0
         self.stop_at = float("inf")
         """Run no event later than this; hooks may lower it (early stop after settling)."""
@@ -42,6 +43,15 @@ class EventLoop:
             raise ValueError(f"cannot schedule at {when!r}, before now ({self.now!r})")
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, handler, args))
+
+    def call_first_at(self, when: float, handler: Handler, *args: Any) -> None:
+        """Like ``call_at``, but before every ordinary event at the same time: a fault's
+        change of state (``sim/faults.py``) holds from the instant it is due, whatever was
+        scheduled for that instant. Such handlers return ``None`` (not traced)."""
+        if when < self.now:
+            raise ValueError(f"cannot schedule at {when!r}, before now ({self.now!r})")
+        self._first_seq += 1
+        heapq.heappush(self._heap, (when, self._first_seq, handler, args))
 
     def call_later(self, delay: float, handler: Handler, *args: Any) -> None:
         self.call_at(self.now + delay, handler, *args)

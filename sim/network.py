@@ -4,15 +4,21 @@ Messages are datagrams with their own delay each, so reordering falls out of lat
 jitter. ``transit`` gives the delays of the copies that arrive (none when lost, two when
 duplicated). ``reliable_transit`` models a TCP exchange (the classic algorithm's HTTP): a
 lost segment is sent again after a retransmission timeout that doubles, until a deadline.
-Partitions are checked when a message leaves and again when it arrives, so a cut that
-starts while a message is in flight drops it. A held link keeps what arrives on it and
-hands it over, in arrival order, when the hold ends.
+
+Faults are verbs on per-link state (turmoil's ``partition``/``repair``/``hold``/``release``
+are the model): ``cut``/``mend`` count the faults blocking a directed link, ``hold``/
+``release`` keep the ends of the holds on it. The world calls them when a fault starts and
+ends (``sim/faults.py``), so a message's fate is one dictionary look-up, whatever the
+number of faults. A cut is checked when a message leaves and again when it arrives, so a
+cut that starts while a message is in flight drops it. A held link keeps what arrives on
+it and hands it over, in arrival order, when the hold ends. A TCP exchange sees the link
+as it is when it starts: a cut that heals during its retransmissions does not let it
+through (the next exchange gets through).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sim.dists import Distribution
@@ -30,23 +36,6 @@ class LinkParams:
     duplicate: float
 
 
-@dataclass(frozen=True, slots=True)
-class Cut:
-    """Messages from a node of ``src`` to a node of ``dst`` are blocked in [start, end)."""
-
-    src: frozenset[str]
-    dst: frozenset[str]
-    start: float
-    end: float
-
-
-@dataclass(frozen=True, slots=True)
-class GroupCut:
-    groups: dict[str, int]
-    start: float
-    end: float
-
-
 class Network:
     def __init__(self, spec: NetworkSpec, seed: int) -> None:
         self._default = LinkParams(spec.latency, spec.loss, spec.duplicate)
@@ -62,9 +51,10 @@ class Network:
                     )
         self._seed = seed
         self._rngs: dict[str, random.Random] = {}
-        self._cuts: list[Cut] = []
-        self._group_cuts: list[GroupCut] = []
-        self._holds: list[Cut] = []
+        self._cuts: dict[tuple[str, str], int] = {}
+        """Directed link -> how many faults cut it now (a partition and a one-way may overlap)."""
+        self._holds: dict[tuple[str, str], list[float]] = {}
+        """Directed link -> the ends of the holds on it now, oldest first."""
 
     def rng(self, src: str) -> random.Random:
         """The sender's stream: one node's traffic never shifts another node's draws."""
@@ -76,42 +66,47 @@ class Network:
     def link(self, src: str, dst: str) -> LinkParams:
         return self._links.get((src, dst), self._default) if self._links else self._default
 
-    def add_partition(self, groups: Iterable[Iterable[str]], start: float, end: float) -> None:
-        members = {name: g for g, group in enumerate(groups) for name in group}
-        self._group_cuts.append(GroupCut(members, start, end))
+    # The verbs: faults change the state of directed links; a message's fate reads it.
 
-    def add_one_way(self, src: Iterable[str], dst: Iterable[str], start: float, end: float) -> None:
-        self._cuts.append(Cut(frozenset(src), frozenset(dst), start, end))
+    def cut(self, src: str, dst: str) -> None:
+        """Block ``src`` -> ``dst`` until a matching ``mend`` (cuts nest)."""
+        if src != dst:
+            key = (src, dst)
+            self._cuts[key] = self._cuts.get(key, 0) + 1
 
-    def add_hold(self, src: Iterable[str], dst: Iterable[str], start: float, end: float) -> None:
-        self._holds.append(Cut(frozenset(src), frozenset(dst), start, end))
+    def mend(self, src: str, dst: str) -> None:
+        key = (src, dst)
+        left = self._cuts.get(key, 0) - 1
+        if left > 0:
+            self._cuts[key] = left
+        else:
+            self._cuts.pop(key, None)
 
-    def blocked(self, src: str, dst: str, now: float) -> bool:
-        if src == dst:
-            return False
-        for group_cut in self._group_cuts:
-            if group_cut.start <= now < group_cut.end:
-                a = group_cut.groups.get(src)
-                b = group_cut.groups.get(dst)
-                if a is not None and b is not None and a != b:
-                    return True
-        for cut in self._cuts:
-            if cut.start <= now < cut.end and src in cut.src and dst in cut.dst:
-                return True
-        return False
+    def hold(self, src: str, dst: str, until: float) -> None:
+        """Keep what arrives on ``src`` -> ``dst`` and hand it over at ``until``."""
+        if src != dst:
+            self._holds.setdefault((src, dst), []).append(until)
 
-    def held_until(self, src: str, dst: str, now: float) -> float | None:
+    def release(self, src: str, dst: str, until: float) -> None:
+        ends = self._holds.get((src, dst))
+        if ends is not None and until in ends:
+            ends.remove(until)
+            if not ends:
+                del self._holds[(src, dst)]
+
+    def blocked(self, src: str, dst: str) -> bool:
+        return (src, dst) in self._cuts
+
+    def held_until(self, src: str, dst: str) -> float | None:
         """End of the hold that catches a message arriving now, if any."""
-        for hold in self._holds:
-            if hold.start <= now < hold.end and src in hold.src and dst in hold.dst:
-                return hold.end
-        return None
+        ends = self._holds.get((src, dst))
+        return ends[0] if ends else None
 
-    def transit(self, src: str, dst: str, now: float) -> list[float]:
+    def transit(self, src: str, dst: str) -> list[float]:
         """Delays of the copies of one datagram that reach ``dst``."""
         if src == dst:
             return [0.0]  # loopback
-        if self.blocked(src, dst, now):
+        if (src, dst) in self._cuts:
             return []
         params = self.link(src, dst)
         rng = self.rng(src)
@@ -122,7 +117,7 @@ class Network:
             delays.append(params.latency.sample(rng))
         return delays
 
-    def reliable_transit(self, src: str, dst: str, now: float, within: float) -> float | None:
+    def reliable_transit(self, src: str, dst: str, within: float) -> float | None:
         """Delay until a TCP segment from ``src`` gets through, or ``None`` past ``within``."""
         if src == dst:
             return 0.0
@@ -131,9 +126,7 @@ class Network:
         elapsed = 0.0
         rto = INITIAL_RTO
         while elapsed <= within:
-            if not self.blocked(src, dst, now + elapsed) and not (
-                params.loss and rng.random() < params.loss
-            ):
+            if (src, dst) not in self._cuts and not (params.loss and rng.random() < params.loss):
                 delay = elapsed + params.latency.sample(rng)
                 return delay if delay <= within else None
             elapsed += rto

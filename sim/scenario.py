@@ -11,6 +11,9 @@ continue the numbering), agents ``a0, a1, ...``. Selectors accept a name, a list
 ``servers``, ``agents`` or ``all``; a crash also accepts ``random-server``, ``random-agent``
 and ``random-node``: one of the nodes of that kind that are up at the crash, drawn from
 the seed.
+
+The entries of ``faults`` are read by their classes in ``sim/faults.py`` (``FAULTS``: the
+kind names one class, which reads its own keys with this module's validator).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from rancherd.config.yamlvalues import (
 )
 from rancherd.kinds import USER_PRESETS, Preset
 from sim.dists import Distribution, Exponential, Fixed, LogNormal, Uniform
+from sim.faults import FAULTS, Fault
+from sim.faults import Crash as Crash  # re-exported: the fault classes used to live here
+from sim.faults import Hold as Hold
+from sim.faults import OneWay as OneWay
+from sim.faults import Partition as Partition
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -122,49 +130,6 @@ class ClockSpec:
     """Per node, seconds added to virtual time to make that node's clock."""
     spread: Distribution | None
     """Offset drawn for every node not listed in ``offsets``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Partition:
-    """Nodes of different groups cannot reach each other; nodes in no group reach all."""
-
-    groups: tuple[tuple[str, ...], ...]
-    start: Distribution
-    end: Distribution | None
-
-
-@dataclass(frozen=True, slots=True)
-class OneWay:
-    """Messages from ``src`` to ``dst`` are dropped; the other direction works."""
-
-    src: tuple[str, ...]
-    dst: tuple[str, ...]
-    start: Distribution
-    end: Distribution | None
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """Messages from ``src`` to ``dst`` are held, then delivered in order at ``end``."""
-
-    src: tuple[str, ...]
-    dst: tuple[str, ...]
-    start: Distribution
-    end: Distribution
-
-
-@dataclass(frozen=True, slots=True)
-class Crash:
-    node: str
-    """A node name or one of ``RANDOM_SELECTORS`` (drawn among the nodes up at ``at``)."""
-    at: Distribution
-    restart_after: Distribution | None
-    """Delay from crash to restart; ``None``: the node stays down."""
-    wipe: bool
-    """Restart with an empty data dir (a new node id) instead of the persisted state."""
-
-
-Fault = Partition | OneWay | Hold | Crash
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +295,9 @@ _MISSING = object()
 
 
 class _Validator:
+    REQUIRED: Any = _MISSING
+    """A default that makes the key required (for fault classes, ``sim/faults.py``)."""
+
     def __init__(self, source: str, lines: Mapping[Path_, int]) -> None:
         self.source = source
         self.lines = lines
@@ -537,7 +505,7 @@ TOP_KEYS = (
     "classic",
     "gossip",
 )
-FAULT_KINDS = ("partition", "one_way", "hold", "crash")
+FAULT_KINDS = tuple(FAULTS)
 GOSSIP_PRESETS: tuple[str, ...] = (Preset.SIM, *USER_PRESETS)
 """The simulator's own preset first (its default), then the ones a config may choose."""
 
@@ -547,19 +515,68 @@ def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> 
     top = v.mapping(data, (), TOP_KEYS)
     if not isinstance(data, dict):
         raise ScenarioError(v.errors or [f"{source}: the scenario must be a mapping"])
+    nodes = _nodes(v, top)
+    expected = v.number(top, "expected_servers", (), 3, integer=True, minimum=1)
+    cache = v.number(top, "server_cache_duration", (), 60.0, above=0.0)
+    duration = v.number(top, "duration", (), 600.0, above=0.0)
+    settle = v.number(top, "settle", (), 60.0, minimum=0.0)
+    measure_from = v.number(top, "measure_from", (), None, minimum=0.0)
+    if not isinstance(top.get("name", name), str):
+        v.error(("name",), "expected a string")
+    network = _network(v, top)
+    discovery = _discovery(v, top)
+    clock = _clock(v, top)
+    disk_raw = v.mapping(top.get("disk"), ("disk",), ("fsync",))
+    fsync = v.distribution(disk_raw, "fsync", ("disk",), Fixed(0.002))
+    faults = _faults(v, top)
+    classic = _classic(v, top)
+    gossip_raw = v.mapping(top.get("gossip"), ("gossip",), ("preset",))
+    gossip = GossipSpec(preset=v.string(gossip_raw, "preset", ("gossip",), "sim", GOSSIP_PRESETS))
+    if isinstance(nodes.servers, int) and not v.errors:
+        total_servers = nodes.servers + sum(g.count for g in nodes.late if g.role == "server")
+        if total_servers < 1:
+            v.error(("nodes", "servers"), "a fleet needs at least one server")
+    if v.errors:
+        raise ScenarioError(sorted(v.errors, key=_line_of))
+    description = top.get("description", "")
+    return Scenario(
+        name=str(top.get("name", name)),
+        description=description if isinstance(description, str) else "",
+        expected_servers=expected,
+        server_cache_duration=cache,
+        duration=duration,
+        settle=settle,
+        measure_from=measure_from,
+        allow_split=v.boolean(top, "allow_split", (), False),
+        nodes=nodes,
+        network=network,
+        discovery=discovery,
+        clock=clock,
+        fsync=fsync,
+        faults=faults,
+        classic=classic,
+        gossip=gossip,
+        source=source,
+    )
 
+
+def _list(v: _Validator, value: Any, path: Path_) -> list[Any]:
+    """``value`` as a list (nothing is an empty one); anything else is an error."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        v.error(path, "expected a list")
+        return []
+    return value
+
+
+def _nodes(v: _Validator, top: dict[str, Any]) -> NodesSpec:
     nodes_raw = v.mapping(top.get("nodes"), ("nodes",), ("servers", "agents", "boot", "late"))
     servers = v.number(nodes_raw, "servers", ("nodes",), _MISSING, integer=True, minimum=0)
     agents = v.number(nodes_raw, "agents", ("nodes",), 0, integer=True, minimum=0)
     boot = v.distribution(nodes_raw, "boot", ("nodes",), Fixed(0.0))
     late: list[LateGroup] = []
-    late_raw = nodes_raw.get("late", [])
-    if late_raw is None:
-        late_raw = []
-    if not isinstance(late_raw, list):
-        v.error(("nodes", "late"), "expected a list")
-        late_raw = []
-    for i, item in enumerate(late_raw):
+    for i, item in enumerate(_list(v, nodes_raw.get("late", []), ("nodes", "late"))):
         path: Path_ = ("nodes", "late", i)
         group = v.mapping(item, path, ("role", "count", "at"))
         late.append(
@@ -572,22 +589,13 @@ def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> 
     nodes = NodesSpec(servers=servers, agents=agents, boot=boot, late=tuple(late))
     for spec in _node_specs(nodes):
         v.names[spec.name] = spec.role
+    return nodes
 
-    expected = v.number(top, "expected_servers", (), 3, integer=True, minimum=1)
-    cache = v.number(top, "server_cache_duration", (), 60.0, above=0.0)
-    duration = v.number(top, "duration", (), 600.0, above=0.0)
-    settle = v.number(top, "settle", (), 60.0, minimum=0.0)
-    measure_from = v.number(top, "measure_from", (), None, minimum=0.0)
-    if not isinstance(top.get("name", name), str):
-        v.error(("name",), "expected a string")
 
+def _network(v: _Validator, top: dict[str, Any]) -> NetworkSpec:
     net_raw = v.mapping(top.get("network"), ("network",), ("latency", "loss", "duplicate", "links"))
     links: list[LinkSpec] = []
-    links_raw = net_raw.get("links") or []
-    if not isinstance(links_raw, list):
-        v.error(("network", "links"), "expected a list")
-        links_raw = []
-    for i, item in enumerate(links_raw):
+    for i, item in enumerate(_list(v, net_raw.get("links") or [], ("network", "links"))):
         path = ("network", "links", i)
         link = v.mapping(item, path, ("from", "to", "latency", "loss", "duplicate"))
         for key in ("from", "to"):
@@ -602,13 +610,15 @@ def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> 
                 duplicate=v.probability(link, "duplicate", path, None),
             )
         )
-    network = NetworkSpec(
+    return NetworkSpec(
         latency=v.distribution(net_raw, "latency", ("network",), LogNormal(0.0005, 0.5)),
         loss=v.probability(net_raw, "loss", ("network",), 0.0),
         duplicate=v.probability(net_raw, "duplicate", ("network",), 0.0),
         links=tuple(links),
     )
 
+
+def _discovery(v: _Validator, top: dict[str, Any]) -> DiscoverySpec:
     disc_keys = ("loss", "burst", "blind", "mute", "stale", "query_interval", "window", "cache")
     disc_raw = v.mapping(top.get("discovery"), ("discovery",), disc_keys)
     burst: BurstSpec | None = None
@@ -634,7 +644,10 @@ def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> 
     )
     if discovery.window > query_interval:
         v.error(("discovery", "window"), "must not exceed discovery.query_interval")
+    return discovery
 
+
+def _clock(v: _Validator, top: dict[str, Any]) -> ClockSpec:
     clock_raw = v.mapping(top.get("clock"), ("clock",), ("offsets", "spread"))
     offsets: list[tuple[str, float]] = []
     offsets_raw = v.mapping(clock_raw.get("offsets"), ("clock", "offsets"), v.names)
@@ -644,21 +657,19 @@ def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> 
     spread = None
     if clock_raw.get("spread") is not None:
         spread = v.parse_distribution(clock_raw["spread"], ("clock", "spread"), signed=True)
-    clock = ClockSpec(offsets=tuple(offsets), spread=spread)
+    return ClockSpec(offsets=tuple(offsets), spread=spread)
 
-    disk_raw = v.mapping(top.get("disk"), ("disk",), ("fsync",))
-    fsync = v.distribution(disk_raw, "fsync", ("disk",), Fixed(0.002))
 
+def _faults(v: _Validator, top: dict[str, Any]) -> tuple[Fault, ...]:
     faults: list[Fault] = []
-    faults_raw = top.get("faults") or []
-    if not isinstance(faults_raw, list):
-        v.error(("faults",), "expected a list")
-        faults_raw = []
-    for i, item in enumerate(faults_raw):
+    for i, item in enumerate(_list(v, top.get("faults") or [], ("faults",))):
         fault = _fault(v, item, ("faults", i))
         if fault is not None:
             faults.append(fault)
+    return tuple(faults)
 
+
+def _classic(v: _Validator, top: dict[str, Any]) -> ClassicSpec:
     classic_keys = (
         "install",
         "advertise_after_decision",
@@ -668,7 +679,7 @@ def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> 
         "http_timeout",
     )
     classic_raw = v.mapping(top.get("classic"), ("classic",), classic_keys)
-    classic = ClassicSpec(
+    return ClassicSpec(
         install=v.distribution(classic_raw, "install", ("classic",), Fixed(180.0)),
         advertise_after_decision=v.boolean(
             classic_raw, "advertise_after_decision", ("classic",), True
@@ -678,35 +689,6 @@ def _validate(data: Any, source: str, lines: Mapping[Path_, int], name: str) -> 
         loop_sleep=v.number(classic_raw, "loop_sleep", ("classic",), 5.0, minimum=0.0),
         http_timeout=v.number(classic_raw, "http_timeout", ("classic",), 10.0, above=0.0),
     )
-    gossip_raw = v.mapping(top.get("gossip"), ("gossip",), ("preset",))
-    gossip = GossipSpec(preset=v.string(gossip_raw, "preset", ("gossip",), "sim", GOSSIP_PRESETS))
-
-    if isinstance(servers, int) and not v.errors:
-        total_servers = servers + sum(g.count for g in late if g.role == "server")
-        if total_servers < 1:
-            v.error(("nodes", "servers"), "a fleet needs at least one server")
-    if v.errors:
-        raise ScenarioError(sorted(v.errors, key=_line_of))
-    description = top.get("description", "")
-    return Scenario(
-        name=str(top.get("name", name)),
-        description=description if isinstance(description, str) else "",
-        expected_servers=expected,
-        server_cache_duration=cache,
-        duration=duration,
-        settle=settle,
-        measure_from=measure_from,
-        allow_split=v.boolean(top, "allow_split", (), False),
-        nodes=nodes,
-        network=network,
-        discovery=discovery,
-        clock=clock,
-        fsync=fsync,
-        faults=tuple(faults),
-        classic=classic,
-        gossip=gossip,
-        source=source,
-    )
 
 
 def _fault(v: _Validator, item: Any, path: Path_) -> Fault | None:
@@ -714,51 +696,12 @@ def _fault(v: _Validator, item: Any, path: Path_) -> Fault | None:
         v.error(path, f"expected a one-key mapping naming the fault ({', '.join(FAULT_KINDS)})")
         return None
     ((kind, body),) = item.items()
+    cls = FAULTS.get(kind)
+    if cls is None:
+        v.error(path, f"unknown fault {kind!r} (expected one of: {', '.join(FAULT_KINDS)})")
+        return None
     where = (*path, kind)
-    if kind == "partition":
-        raw = v.mapping(body, where, ("groups", "start", "end"))
-        groups_raw = raw.get("groups")
-        if not isinstance(groups_raw, list) or len(groups_raw) < 2:
-            v.error((*where, "groups"), "expected a list of at least two groups of nodes")
-            groups_raw = []
-        groups = tuple(
-            v.selector(group, (*where, "groups", g)) for g, group in enumerate(groups_raw)
-        )
-        seen: set[str] = set()
-        for g, group in enumerate(groups):
-            overlap = seen.intersection(group)
-            if overlap:
-                v.error((*where, "groups", g), f"nodes in two groups: {', '.join(sorted(overlap))}")
-            seen.update(group)
-        return Partition(
-            groups=groups,
-            start=v.distribution(raw, "start", where, Fixed(0.0)),
-            end=v.distribution(raw, "end", where, None),
-        )
-    if kind in ("one_way", "hold"):
-        raw = v.mapping(body, where, ("from", "to", "start", "end"))
-        for key in ("from", "to"):
-            if key not in raw:
-                v.error((*where, key), "required")
-        src = v.selector(raw.get("from", []), (*where, "from"))
-        dst = v.selector(raw.get("to", []), (*where, "to"))
-        start = v.distribution(raw, "start", where, Fixed(0.0))
-        if kind == "hold":
-            return Hold(src, dst, start, v.distribution(raw, "end", where, _MISSING))
-        return OneWay(src, dst, start, v.distribution(raw, "end", where, None))
-    if kind == "crash":
-        raw = v.mapping(body, where, ("node", "at", "restart_after", "wipe"))
-        if "node" not in raw:
-            v.error((*where, "node"), "required")
-        node = v.selector(raw.get("node", ""), (*where, "node"), allow_random=True, single=True)
-        return Crash(
-            node=node[0] if node else "",
-            at=v.distribution(raw, "at", where, _MISSING),
-            restart_after=v.distribution(raw, "restart_after", where, None),
-            wipe=v.boolean(raw, "wipe", where, False),
-        )
-    v.error(path, f"unknown fault {kind!r} (expected one of: {', '.join(FAULT_KINDS)})")
-    return None
+    return cls.parse(v, v.mapping(body, where, cls.keys), where)
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:

@@ -26,32 +26,35 @@ import random
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from rancherd.addresses import host_of
 from sim.algorithms import ALGORITHMS, AlgorithmOptions
 from sim.algorithms.base import Algorithm, Process
 from sim.discovery import MdnsModel
+from sim.faults import Buggify, CrashAt
 from sim.fingerprint import Fingerprinter
 from sim.invariants import InvariantChecker
 from sim.loop import EventLoop, StopSimulation, TraceRecord
 from sim.network import Network
 from sim.rng import derive_hex, derive_rng
-from sim.scenario import (
-    Crash,
-    Fault,
-    Hold,
-    NodeSpec,
-    OneWay,
-    Partition,
-    Scenario,
-    command_name,
-)
+from sim.scenario import NodeSpec, Scenario, command_name
 
 BASE_EPOCH = 1_700_000_000.0
 """Virtual time 0 on an unskewed node's clock (an epoch-like reading, as on a real host)."""
 
 MAX_TIMERS_AT_ONE_INSTANT = 10_000
 """A node whose timer keeps firing without time moving is a busy loop: stop the run."""
+
+
+class Audit(Protocol):
+    """An algorithm's own checks of what the world sees (``sim/audit.py``)."""
+
+    def sent(self, node_id: str, disk: object, payload: object, now: float) -> None: ...
+
+    def delivered(self, node_id: str, payload: object) -> None: ...
+
+    def written(self, node_id: str, old: object, new: object, now: float) -> None: ...
 
 
 class SimulationError(RuntimeError):
@@ -134,6 +137,7 @@ class Slot:
         "process",
         "role",
         "same_instant",
+        "timer_deadline",
         "timer_due",
         "timer_scheduled",
         "up",
@@ -156,6 +160,8 @@ class Slot:
         self.disk: object | None = None
         self.disk_busy_until = 0.0
         self.process: Process | None = None
+        self.timer_deadline: float | None = None
+        """The node-clock time of ``timer_due`` (kept across a clock jump)."""
         self.timer_due: float | None = None
         self.timer_scheduled: float | None = None
         self.same_instant = (0.0, 0)
@@ -250,6 +256,10 @@ class NodeHost:
         self._world.notes[kind] = self._world.notes.get(kind, 0) + 1
 
 
+def _untraced(verb: Callable[..., object], args: tuple[object, ...]) -> None:
+    verb(*args)
+
+
 def _ip_for(k: int) -> str:
     # Last octets 10..209: string order differs from numeric order ("10.0.0.100" sorts
     # before "10.0.0.11"), as on real networks the classic algorithm sorts.
@@ -266,8 +276,11 @@ class World:
         trace: Callable[[TraceRecord], None] | None = None,
         codec: bool = False,
         implementation: Algorithm | None = None,
+        audit: bool = True,
     ) -> None:
-        """``implementation`` runs an algorithm object not in the registry (tests)."""
+        """``implementation`` runs an algorithm object not in the registry (tests);
+        ``audit=False`` leaves out the algorithm's own checks (``sim/audit.py``), so that
+        only the decision invariants judge the run."""
         if implementation is None and algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {algorithm!r}")
         self.scenario = scenario
@@ -295,6 +308,17 @@ class World:
         self._advertiser_order: list[Slot] | None = []
         self._disk_rngs: dict[str, random.Random] = {}
         self._crash_picks: list[random.Random] = []
+        self._buggify: dict[str, list[Buggify]] = {}
+        self._armed: dict[str, list[list[Any]]] = {}
+        self._views: dict[str, frozenset[str]] = {}
+        self._buggify_rngs: dict[str, random.Random] = {}
+        self._kind_of: Callable[[object], str | None] | None = getattr(
+            self.algorithm, "message_kind", None
+        )
+        audit_factory = getattr(self.algorithm, "new_audit", None) if audit else None
+        self.audit: Audit | None = (
+            audit_factory(self.checker, scenario) if audit_factory is not None else None
+        )
 
         rng = derive_rng(seed, "scenario")
         specs = scenario.node_specs()
@@ -326,7 +350,7 @@ class World:
             n = min(scenario.expected_servers, len(server_boots))
             self.start = server_boots[n - 1]
         for fault in scenario.faults:
-            self._plan_fault(fault, rng)
+            fault.plan(self, rng)
 
     # Scheduling scenario events (the run cannot settle while any is pending).
 
@@ -342,29 +366,153 @@ class World:
         self.scenario_pending -= 1
         return handler(*args)
 
-    def _plan_fault(self, fault: Fault, rng: random.Random) -> None:
-        if isinstance(fault, Crash):
-            at = fault.at.sample(rng)
-            delay = fault.restart_after.sample(rng) if fault.restart_after else None
-            pick = derive_rng(self.seed, "crash", len(self._crash_picks))
-            self._crash_picks.append(pick)
-            self._schedule(at, self._crash_selected, fault.node, pick, delay, fault.wipe)
-            return
-        start = fault.start.sample(rng)
-        end = math.inf if fault.end is None else max(start, fault.end.sample(rng))
-        if isinstance(fault, Partition):
-            self.network.add_partition(fault.groups, start, end)
-            label = "partition"
-        elif isinstance(fault, OneWay):
-            self.network.add_one_way(fault.src, fault.dst, start, end)
-            label = "one-way"
-        else:
-            assert isinstance(fault, Hold)
-            self.network.add_hold(fault.src, fault.dst, start, end)
-            label = "hold"
+    def at(self, when: float, verb: Callable[..., TraceRecord | None], *args: object) -> None:
+        """Call ``verb(*args)`` at ``when`` as a scenario event (traced, keeps the run on)."""
+        self._schedule(when, verb, *args)
+
+    def during(
+        self,
+        label: str,
+        start: float,
+        end: float,
+        on: Callable[..., None],
+        off: Callable[..., None],
+        *args: object,
+    ) -> None:
+        """``on(*args)`` at ``start`` and ``off(*args)`` at ``end`` (``inf``: never), each
+        before any other event of its instant, and a trace mark for each."""
+        self.loop.call_first_at(start, _untraced, on, args)
         self._schedule(start, self._mark, f"{label}-start")
         if end != math.inf:
+            self.loop.call_first_at(end, _untraced, off, args)
             self._schedule(end, self._mark, f"{label}-end")
+
+    def crash_pick(self) -> random.Random:
+        """The generator of the next crash fault's ``random-*`` choice (``crash:<i>``)."""
+        pick = derive_rng(self.seed, "crash", len(self._crash_picks))
+        self._crash_picks.append(pick)
+        return pick
+
+    # The verbs faults use (``sim/faults.py``). Links:
+
+    def partition(self, groups: tuple[tuple[str, ...], ...]) -> None:
+        """Nodes of different groups stop reaching each other."""
+        for a, b in _across(groups):
+            self.network.cut(a, b)
+
+    def repair(self, groups: tuple[tuple[str, ...], ...]) -> None:
+        for a, b in _across(groups):
+            self.network.mend(a, b)
+
+    def cut(self, src: tuple[str, ...], dst: tuple[str, ...]) -> None:
+        """Messages from ``src`` to ``dst`` are dropped (one way)."""
+        for a in src:
+            for b in dst:
+                self.network.cut(a, b)
+
+    def mend(self, src: tuple[str, ...], dst: tuple[str, ...]) -> None:
+        for a in src:
+            for b in dst:
+                self.network.mend(a, b)
+
+    def hold(self, src: tuple[str, ...], dst: tuple[str, ...], until: float) -> None:
+        """What arrives from ``src`` at ``dst`` waits until ``until``."""
+        for a in src:
+            for b in dst:
+                self.network.hold(a, b, until)
+
+    def release(self, src: tuple[str, ...], dst: tuple[str, ...], until: float) -> None:
+        for a in src:
+            for b in dst:
+                self.network.release(a, b, until)
+
+    def buggify(self, rule: Buggify) -> None:
+        """Messages of ``rule.messages`` are dropped, duplicated or delayed on their own."""
+        for kind in rule.messages:
+            self._buggify.setdefault(kind, []).append(rule)
+
+    def unbuggify(self, rule: Buggify) -> None:
+        for kind in rule.messages:
+            rules = self._buggify.get(kind, [])
+            if rule in rules:
+                rules.remove(rule)
+            if not rules:
+                self._buggify.pop(kind, None)
+
+    # Nodes:
+
+    def bounce(
+        self, selector: str, pick: random.Random, restart_after: float | None, wipe: bool
+    ) -> TraceRecord:
+        """Crash a named machine, or a random one of those up now (``random-*``), and
+        restart it ``restart_after`` seconds later (``None``: it stays down)."""
+        slot = self._select(selector, pick)
+        if slot is None:
+            return ("crash-missed", selector)
+        return self.crash(slot, restart_after, wipe)
+
+    def _select(self, selector: str, pick: random.Random) -> Slot | None:
+        if selector.startswith("random-"):
+            role = selector.removeprefix("random-")
+            pool = [s for s in self.slots if s.up and (role == "node" or s.role == role)]
+            return pick.choice(pool) if pool else None
+        return self.by_name[selector]
+
+    def arm_crash(
+        self, fault: CrashAt, pick: random.Random, restart_after: float | None, after: int
+    ) -> TraceRecord:
+        """From now on, crash the node the ``after``-th time it reaches the boundary."""
+        slot = self._select(fault.node, pick)
+        if slot is None:
+            return ("crash-missed", fault.node)
+        self._armed.setdefault(slot.name, []).append([fault, after, restart_after])
+        return ("armed", slot.name, fault.on)
+
+    def _boundary(self, slot: Slot, point: str, kind: str | None = None) -> bool:
+        """``slot`` reached an effect boundary: crash it now if a ``crash_at`` waits for it
+        (and say so)."""
+        armed = self._armed.get(slot.name)
+        if not armed or not slot.up:
+            return False
+        for entry in armed:
+            fault = entry[0]
+            assert isinstance(fault, CrashAt)
+            if fault.on != point or (kind is not None and kind not in fault.messages):
+                continue
+            entry[1] -= 1
+            if entry[1] <= 0:
+                armed.remove(entry)
+                self.notes[f"crash-at-{point}"] = self.notes.get(f"crash-at-{point}", 0) + 1
+                self.crash(slot, entry[2], fault.wipe)
+                return True
+            return False
+        return False
+
+    def narrow_views(self, subsets: tuple[tuple[str, frozenset[str]], ...]) -> None:
+        """Discovery answers each named node only from its subset."""
+        for name, visible in subsets:
+            self._views[name] = visible
+
+    def widen_views(self, subsets: tuple[tuple[str, frozenset[str]], ...]) -> None:
+        for name, _ in subsets:
+            self._views.pop(name, None)
+
+    def jump_clock(self, name: str, by: float) -> TraceRecord:
+        """``name``'s clock jumps by ``by`` seconds; its timer keeps its clock deadline."""
+        slot = self.by_name[name]
+        slot.offset += by
+        if slot.up and slot.timer_deadline is not None and slot.timer_due is not None:
+            self.set_timer(slot, slot.timer_deadline)
+        return ("clock-jump", name, by)
+
+    def clone(self, name: str, of: str) -> None:
+        """``name`` boots with ``of``'s data dir: the same node id on two machines."""
+        slot = self.by_name[name]
+        original = self.by_name[of]
+        # Messages to that id go by address from now on, as the real transport's do.
+        self.by_node_id.pop(slot.node_id, None)
+        self.by_node_id.pop(original.node_id, None)
+        slot.node_id = original.node_id
 
     def _mark(self, label: str) -> TraceRecord:
         return ("fault", label)
@@ -390,19 +538,7 @@ class World:
         process.on_boot()
         return ("boot", slot.name, slot.node_id, slot.boots)
 
-    def _crash_selected(
-        self, selector: str, pick: random.Random, restart_after: float | None, wipe: bool
-    ) -> TraceRecord:
-        """Crash a named machine, or a random one of those up now (``random-*``)."""
-        if selector.startswith("random-"):
-            role = selector.removeprefix("random-")
-            pool = [s for s in self.slots if s.up and (role == "node" or s.role == role)]
-            if not pool:
-                return ("crash-missed", selector)
-            return self._crash(pick.choice(pool), restart_after, wipe)
-        return self._crash(self.by_name[selector], restart_after, wipe)
-
-    def _crash(self, slot: Slot, restart_after: float | None, wipe: bool) -> TraceRecord:
+    def crash(self, slot: Slot, restart_after: float | None, wipe: bool) -> TraceRecord:
         if not slot.up:
             return ("crash-missed", slot.name)
         now = self.loop.now
@@ -449,36 +585,74 @@ class World:
         if dst is None:
             return
         self.messages += 1
-        if not dst.up:
-            return
+        kind = None
+        if self._kind_of is not None and (self._buggify or self._armed):
+            kind = self._kind_of(payload)
+        if self.audit is not None:
+            self.audit.sent(slot.node_id, slot.disk, payload, self.loop.now)
+        if dst.up:
+            self._transmit(slot, dst, payload, within, kind)
+        if kind is not None and slot.name in self._armed:
+            self._boundary(slot, "send", kind)
+
+    def _transmit(
+        self, slot: Slot, dst: Slot, payload: object, within: float | None, kind: str | None
+    ) -> None:
         now = self.loop.now
         fingerprint = self.fingerprints.of(payload)
         if within is None:
-            delays = self.network.transit(slot.name, dst.name, now)
+            delays = self.network.transit(slot.name, dst.name)
         else:
-            delay = self.network.reliable_transit(slot.name, dst.name, now, within)
+            delay = self.network.reliable_transit(slot.name, dst.name, within)
             delays = [] if delay is None else [delay]
+        rules = self._buggify.get(kind) if kind is not None else None
+        if rules:
+            delays = self._buggified(slot.name, dst.name, rules, delays)
         for delay in delays:
             self.loop.call_at(
                 now + delay, self._deliver, dst, dst.epoch, slot.name, payload, fingerprint
             )
+
+    def _buggified(
+        self, src: str, dst: str, rules: list[Buggify], delays: list[float]
+    ) -> list[float]:
+        """Each rule that covers the link may drop, copy or delay this message's copies."""
+        rng = self._buggify_rngs.get(src)
+        if rng is None:
+            rng = self._buggify_rngs[src] = derive_rng(self.seed, "buggify", src)
+        for rule in rules:
+            if not delays or src not in rule.src or dst not in rule.dst:
+                continue
+            if rule.drop and rng.random() < rule.drop:
+                self.notes["buggify-drop"] = self.notes.get("buggify-drop", 0) + 1
+                return []
+            if rule.duplicate and rng.random() < rule.duplicate:
+                delays = [*delays, delays[0]]
+            if rule.delay is not None:
+                delays = [
+                    d + rule.delay.sample(rng) if rng.random() < rule.delay_chance else d
+                    for d in delays
+                ]
+        return delays
 
     def _deliver(
         self, dst: Slot, epoch: int, src: str, payload: object, fingerprint: str
     ) -> TraceRecord | None:
         if dst.epoch != epoch or not dst.up or dst.process is None:
             return None
-        now = self.loop.now
-        if self.network.blocked(src, dst.name, now):
+        if self.network.blocked(src, dst.name):
             return None
-        held_until = self.network.held_until(src, dst.name, now)
+        held_until = self.network.held_until(src, dst.name)
         if held_until is not None:
             self.loop.call_at(held_until, self._deliver, dst, epoch, src, payload, fingerprint)
             return None
+        if self.audit is not None:
+            self.audit.delivered(dst.node_id, payload)
         dst.process.on_message(src, payload)
         return ("msg", dst.name, src, fingerprint)
 
     def set_timer(self, slot: Slot, deadline: float | None) -> None:
+        slot.timer_deadline = deadline
         if deadline is None:
             slot.timer_due = None
             return
@@ -531,6 +705,7 @@ class World:
                 self._advertisers[i] for i in sorted(self._advertisers)
             ]
         stale = self.scenario.discovery.stale
+        visible = self._views.get(slot.name)
         answers: list[str] = []
         for responder in order:
             if responder.advertised is None:
@@ -539,9 +714,11 @@ class World:
                 responder.down_since is None or now - responder.down_since >= stale
             ):
                 continue
-            if self.network.blocked(slot.name, responder.name, now) or self.network.blocked(
-                responder.name, slot.name, now
+            if self.network.blocked(slot.name, responder.name) or self.network.blocked(
+                responder.name, slot.name
             ):
+                continue
+            if visible is not None and responder.name not in visible:
                 continue
             if self.mdns.lost(slot.name, responder.name):
                 continue
@@ -561,11 +738,17 @@ class World:
         done = max(self.loop.now, slot.disk_busy_until) + self.scenario.fsync.sample(rng)
         slot.disk_busy_until = done
         self.loop.call_at(done, self._disk_done, slot, slot.epoch, state)
+        if slot.name in self._armed:
+            self._boundary(slot, "write")
 
     def _disk_done(self, slot: Slot, epoch: int, state: object) -> TraceRecord | None:
         if slot.epoch != epoch or not slot.up or slot.process is None:
             return None  # the machine crashed before the fsync returned: the write is lost
+        if self.audit is not None:
+            self.audit.written(slot.node_id, slot.disk, state, self.loop.now)
         slot.disk = state
+        if slot.name in self._armed and self._boundary(slot, "written"):
+            return ("disk", slot.name)  # crashed before it could act on the write
         slot.process.on_disk_written(state)
         return ("disk", slot.name)
 
@@ -680,5 +863,18 @@ def run_seed(
     *,
     trace: Callable[[TraceRecord], None] | None = None,
     codec: bool = False,
+    audit: bool = True,
 ) -> RunResult:
-    return World(scenario, seed, algorithm, trace=trace, codec=codec).run()
+    return World(scenario, seed, algorithm, trace=trace, codec=codec, audit=audit).run()
+
+
+def _across(groups: tuple[tuple[str, ...], ...]) -> list[tuple[str, str]]:
+    """Every directed link between nodes of two different groups."""
+    return [
+        (a, b)
+        for g, group in enumerate(groups)
+        for h, other in enumerate(groups)
+        if g != h
+        for a in group
+        for b in other
+    ]

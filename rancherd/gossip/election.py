@@ -262,7 +262,7 @@ class Election:
         """Rule 0: a server has agreement on its view ``V`` (sorted, itself included) when
         ``|V| >= N`` and no member's freshest record reports another view (``disagreeing``:
         the members whose record's view digest differs from ours)."""
-        if not self.is_server or len(view) < self._config.expected_servers or disagreeing:
+        if not self.is_server or not self._enough(view) or disagreeing:
             return None
         return view
 
@@ -297,26 +297,21 @@ class Election:
             return []  # another machine with this node id (the core reports it)
         if self.decision is not None:
             return self._refuse(message, RefuseReason.DECIDED)
-        if (
-            not self.is_server
-            or self.node_id not in message.view
-            or len(message.view) < self._config.expected_servers
-        ):
+        if not self.is_server or self.node_id not in message.view or not self._enough(message.view):
             return self._refuse(message, RefuseReason.NOT_A_MEMBER)
-        if self.vote == vote:
+        if self.vote is not None and self._same_vote(self.vote, vote):
             return [Transmit(vote.proposer, self._ack(vote))]
-        if self.vote is not None:
+        if self._bound_elsewhere():
             return self._refuse(message, RefuseReason.VOTED_OTHER)
         if vote in proposer_released or vote in self._releases_heard:
             return self._refuse(message, RefuseReason.STALE_ROUND)
-        self.vote = vote
-        return [self.durable(), Transmit(vote.proposer, self._ack(vote))]
+        return self._vote_for(vote)
 
     def on_ack(self, message: Ack, now: float, rng: random.Random) -> list[Effect]:
         """Rule 3: count an ack of the voter itself, for the current round, from V."""
         vote = Vote(message.proposer, message.round, message.nonce)
         current = self.round
-        if self.decision is not None or current is None or current.vote != vote:
+        if self.decision is not None or current is None or not self._same_vote(current.vote, vote):
             return self._release_again(message.voter, vote, now)
         if current.view is None or message.voter not in current.view:
             return []
@@ -423,6 +418,34 @@ class Election:
             current.next_retransmit = now + self._config.retransmit_interval * self.slowness
         return effects
 
+    # --- single rules (each one line of the safety argument; the simulator's mutants,
+    # sim/mutants.py, replace them one at a time to show that the simulator notices)
+
+    def _enough(self, view: tuple[NodeId, ...]) -> bool:
+        """Rule 0: a view is large enough to elect in."""
+        return len(view) >= self._config.expected_servers
+
+    def _same_vote(self, held: Vote, other: Vote) -> bool:
+        """Two votes are the same round of the same proposer, nonce included."""
+        return held == other
+
+    def _bound_elsewhere(self) -> bool:
+        """Rule 2: a vote is sticky; a node that holds one refuses every other round."""
+        return self.vote is not None
+
+    def _vote_for(self, vote: Vote) -> list[Effect]:
+        """Rule 2: the vote is stored before the ack that announces it leaves."""
+        self.vote = vote
+        return [self.durable(), Transmit(vote.proposer, self._ack(vote))]
+
+    def _has_all_acks(self, current: Round) -> bool:
+        """Rule 3: a round commits on an ack of every member of its view, not a majority."""
+        return all(member in current.acks for member in current.view or ())
+
+    def _release_frees(self, held: Vote, released: Vote) -> bool:
+        """Rule 5: a release frees exactly the round it names."""
+        return held == released
+
     # --- internals
 
     def _round_timeout(self) -> float:
@@ -448,7 +471,7 @@ class Election:
         current = self.round
         if current is None or current.view is None:
             return []
-        if any(member not in current.acks for member in current.view):
+        if not self._has_all_acks(current):
             return []
         decision = Decision(
             cluster_id=f"{rng.getrandbits(128):032x}",
@@ -503,7 +526,10 @@ class Election:
         return [Transmit(voter, Release(vote.proposer, vote.round, vote.nonce))]
 
     def _drop_vote_if(self, vote: Vote) -> list[Effect]:
-        if self.decision is not None or self.vote != vote or vote.proposer == self.node_id:
+        held = self.vote
+        if self.decision is not None or held is None or vote.proposer == self.node_id:
+            return []
+        if not self._release_frees(held, vote):
             return []
         self.vote = None
         return [self.durable()]

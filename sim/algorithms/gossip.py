@@ -46,12 +46,24 @@ from rancherd.gossip.core import (
     ProtocolViolation,
     SplitDetected,
 )
-from rancherd.gossip.messages import Message, Role
+from rancherd.gossip.messages import Ack, Commit, Gossip, Message, Propose, Refuse, Release, Role
 from sim.algorithms.base import Host
+from sim.audit import ElectionAudit
 from sim.discovery import QuerySchedule
+from sim.invariants import InvariantChecker
 from sim.scenario import Scenario
 
 GOSSIP_PORT = 7946
+
+MESSAGE_KINDS: dict[type, str] = {
+    Propose: "propose",
+    Ack: "ack",
+    Refuse: "refuse",
+    Release: "release",
+    Commit: "commit",
+    Gossip: "gossip",
+}
+"""What a ``buggify`` or ``crash_at`` fault calls each message (``sim/faults.py``)."""
 
 
 def make_config(scenario: Scenario) -> GossipConfig:
@@ -207,3 +219,10 @@ class GossipAlgorithm:
 
     def new_process(self, host: Host) -> GossipProcess:
         return GossipProcess(host, self)
+
+    def message_kind(self, payload: object) -> str | None:
+        message = payload[1] if isinstance(payload, tuple) else None
+        return MESSAGE_KINDS.get(type(message))
+
+    def new_audit(self, checker: InvariantChecker, scenario: Scenario) -> ElectionAudit:
+        return ElectionAudit(checker.protocol, scenario.expected_servers)

@@ -28,65 +28,119 @@ def _network(
 
 def test_loss_rate_matches_the_scenario() -> None:
     network = _network(loss=0.3)
-    lost = sum(not network.transit("s0", "s1", 0.0) for _ in range(N))
+    lost = sum(not network.transit("s0", "s1") for _ in range(N))
     assert 0.28 < lost / N < 0.32  # 0.3 +- 6 sigma
 
 
 def test_duplication_rate_matches_the_scenario() -> None:
     network = _network(duplicate=0.1)
-    copies = [len(network.transit("s0", "s1", 0.0)) for _ in range(N)]
+    copies = [len(network.transit("s0", "s1")) for _ in range(N)]
     assert set(copies) == {1, 2}
     assert 0.09 < copies.count(2) / N < 0.11
 
 
 def test_latency_distributions() -> None:
     uniform = _network(latency=Uniform(0.01, 0.02))
-    delays = [uniform.transit("s0", "s1", 0.0)[0] for _ in range(N)]
+    delays = [uniform.transit("s0", "s1")[0] for _ in range(N)]
     assert min(delays) >= 0.01
     assert max(delays) <= 0.02
     assert statistics.fmean(delays) == pytest.approx(0.015, rel=0.02)
     lognormal = _network(latency=LogNormal(0.005, 0.8))
-    delays = [lognormal.transit("s0", "s1", 0.0)[0] for _ in range(N)]
+    delays = [lognormal.transit("s0", "s1")[0] for _ in range(N)]
     assert statistics.median(delays) == pytest.approx(0.005, rel=0.05)
     assert max(delays) > 10 * 0.005  # a heavy tail
 
 
 def test_loopback_is_instant_and_lossless() -> None:
     network = _network(loss=1.0)
-    assert network.transit("s0", "s0", 0.0) == [0.0]
-    assert network.reliable_transit("s0", "s0", 0.0, 1.0) == 0.0
+    assert network.transit("s0", "s0") == [0.0]
+    assert network.reliable_transit("s0", "s0", 1.0) == 0.0
 
 
 def test_reliable_transit_retransmits_and_gives_up_on_partitions() -> None:
     network = _network(loss=0.5)
-    delays = [network.reliable_transit("s0", "s1", 0.0, 10.0) for _ in range(2000)]
+    delays = [network.reliable_transit("s0", "s1", 10.0) for _ in range(2000)]
     arrived = [d for d in delays if d is not None]
     assert len(arrived) > 1900  # all 6 tries within 10 s lost: 1.6%
     assert sum(d >= INITIAL_RTO for d in arrived) > 800  # about half needed a retransmit
     network = _network()
-    network.add_partition([["s0"], ["s1"]], 0.0, 5.0)
-    assert network.reliable_transit("s0", "s1", 0.0, 3.0) is None
-    late = network.reliable_transit("s0", "s1", 0.0, 10.0)
-    assert late is not None
-    assert late >= 5.0  # got through once the partition healed
+    network.cut("s0", "s1")
+    assert network.reliable_transit("s0", "s1", 10.0) is None  # the cut holds throughout
+    network.mend("s0", "s1")
+    assert network.reliable_transit("s0", "s1", 10.0) == 0.001  # the next one gets through
+
+
+def test_cuts_nest_and_holds_keep_their_ends() -> None:
+    network = _network()
+    network.cut("s0", "s2")
+    network.cut("s0", "s2")  # a partition and a one-way cut over the same link
+    assert network.blocked("s0", "s2")
+    assert not network.blocked("s2", "s0")
+    network.mend("s0", "s2")
+    assert network.blocked("s0", "s2")  # the other cut still holds
+    network.mend("s0", "s2")
+    assert not network.blocked("s0", "s2")
+    assert network.transit("s0", "s2") == [0.001]
+    network.hold("s5", "s6", 2.0)
+    network.hold("s5", "s6", 3.0)
+    assert network.held_until("s5", "s6") == 2.0
+    assert network.held_until("s6", "s5") is None
+    network.release("s5", "s6", 2.0)
+    assert network.held_until("s5", "s6") == 3.0
+    network.release("s5", "s6", 3.0)
+    assert network.held_until("s5", "s6") is None
 
 
 def test_partitions_one_way_cuts_and_holds_have_windows() -> None:
-    network = _network()
-    network.add_partition([["s0", "s1"], ["s2"]], 10.0, 20.0)
-    network.add_one_way(["s3"], ["s4"], 0.0, 5.0)
-    network.add_hold(["s5"], ["s6"], 1.0, 2.0)
-    assert not network.blocked("s0", "s2", 9.9)
-    assert network.blocked("s0", "s2", 10.0)
-    assert network.blocked("s2", "s1", 15.0)
-    assert not network.blocked("s0", "s1", 15.0)
-    assert not network.blocked("s0", "s7", 15.0)  # in no group: reaches everyone
-    assert not network.blocked("s0", "s2", 20.0)
-    assert network.blocked("s3", "s4", 1.0)
-    assert not network.blocked("s4", "s3", 1.0)
-    assert network.held_until("s5", "s6", 1.5) == 2.0
-    assert network.held_until("s6", "s5", 1.5) is None
-    assert network.held_until("s5", "s6", 2.0) is None
+    """The window semantics, through the world's verbs: on at start, off at end, both
+    before any other event of that instant; nodes in no group reach everyone."""
+    world = World(
+        scenario(
+            """
+expected_servers: 1
+nodes: {servers: 8}
+faults:
+  - partition: {groups: [[s0, s1], [s2]], start: 10, end: 20}
+  - one_way: {from: s3, to: s4, start: 0, end: 5}
+  - hold: {from: s5, to: s6, start: 1, end: 2}
+"""
+        ),
+        0,
+        "probe",
+        implementation=ProbeAlgorithm(),
+    )
+    network = world.network
+    seen: list[tuple[float, bool, bool, bool, bool, float | None]] = []
+
+    def look(at: float) -> None:
+        def probe() -> None:
+            seen.append(
+                (
+                    at,
+                    network.blocked("s0", "s2"),
+                    network.blocked("s2", "s1"),
+                    network.blocked("s0", "s7"),
+                    network.blocked("s3", "s4"),
+                    network.held_until("s5", "s6"),
+                )
+            )
+
+        world.loop.call_at(at, probe)
+
+    for at in (0.0, 1.5, 2.0, 5.0, 9.9, 10.0, 15.0, 20.0):
+        look(at)
+    world.run()
+    assert seen == [
+        (0.0, False, False, False, True, None),
+        (1.5, False, False, False, True, 2.0),
+        (2.0, False, False, False, True, None),
+        (5.0, False, False, False, False, None),
+        (9.9, False, False, False, False, None),
+        (10.0, True, True, False, False, None),
+        (15.0, True, True, False, False, None),
+        (20.0, False, False, False, False, None),
+    ]
+    assert not network.blocked("s4", "s3")
 
 
 def _discovery(*, loss: float = 0.0, burst: BurstSpec | None = None) -> DiscoverySpec:
