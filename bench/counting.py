@@ -9,8 +9,6 @@ one per node); every frame that ``send`` accepted counts once, with its length.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import trio
 
@@ -19,6 +17,7 @@ from rancherd.gossip.messages import Address
 from rancherd.gossip.transport import (
     CLOSE_NORMAL,
     ConnectionHandler,
+    ForwardingTransport,
     FrameConnection,
     Transport,
     TransportLimits,
@@ -65,25 +64,12 @@ class CountingConnection(FrameConnection):
         await self._inner.aclose(code, reason)
 
 
-class CountingTransport(Transport):
+class CountingTransport(ForwardingTransport):
     """``inner`` with every connection (dialled or accepted) counted in ``counter``."""
 
     def __init__(self, inner: Transport, counter: TrafficCounter) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.counter = counter
-        self.limits = inner.limits
-
-    async def __aenter__(self) -> Self:
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
-        return await self._inner.__aexit__(exc_type, exc, traceback)
 
     async def serve(
         self,
@@ -94,10 +80,10 @@ class CountingTransport(Transport):
         async def counted(connection: FrameConnection) -> None:
             await handler(CountingConnection(connection, self.counter))
 
-        await self._inner.serve(counted, task_status=task_status)
+        await super().serve(counted, task_status=task_status)
 
     async def connect(self, address: Address) -> FrameConnection:
-        return CountingConnection(await self._inner.connect(address), self.counter)
+        return CountingConnection(await super().connect(address), self.counter)
 
 
 class CountingMemoryTransport(MemoryTransport):

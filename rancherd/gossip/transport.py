@@ -32,6 +32,7 @@ __all__ = [
     "CLOSE_TRY_LATER",
     "ConnectionClosed",
     "ConnectionHandler",
+    "ForwardingTransport",
     "FrameConnection",
     "Transport",
     "TransportError",
@@ -171,3 +172,35 @@ class Transport(abc.ABC):
     async def connect(self, address: Address) -> FrameConnection:
         """Dial ``host:port``; ``TransportError`` if that fails within
         ``handshake_timeout``. Counts against ``max_connections``."""
+
+
+class ForwardingTransport(Transport):
+    """``inner`` itself, for a wrapper that changes one thing (counts connections, dials
+    through a proxy): a subclass overrides ``serve`` or ``connect`` and calls these."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.limits = inner.limits
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return await self.inner.__aexit__(exc_type, exc, traceback)
+
+    async def serve(
+        self,
+        handler: ConnectionHandler,
+        *,
+        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await self.inner.serve(handler, task_status=task_status)
+
+    async def connect(self, address: Address) -> FrameConnection:
+        return await self.inner.connect(address)

@@ -16,8 +16,6 @@ import socket
 import subprocess
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 import trio
@@ -42,7 +40,7 @@ from rancherd.gossip.messages import (
     Role,
 )
 from rancherd.gossip.security import SecureChannel, TokenKeys
-from rancherd.gossip.transport import ConnectionHandler, FrameConnection, Transport
+from rancherd.gossip.transport import ForwardingTransport, FrameConnection
 from rancherd.gossip.ws_transport import WebSocketTransport
 
 pytestmark = pytest.mark.real
@@ -493,33 +491,12 @@ class TamperingProxy:
         scope.cancel()
 
 
-class ViaProxy(Transport):
+class ViaProxy(ForwardingTransport):
     """The websocket transport, but every dial to a proxied address goes to its proxy."""
 
     def __init__(self, inner: WebSocketTransport, proxies: dict[str, str]) -> None:
-        self.inner = inner
-        self.limits = inner.limits
+        super().__init__(inner)
         self.proxies = proxies
-
-    async def __aenter__(self) -> Self:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
-        return await self.inner.__aexit__(exc_type, exc, traceback)
-
-    async def serve(
-        self,
-        handler: ConnectionHandler,
-        *,
-        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        await self.inner.serve(handler, task_status=task_status)
 
     async def connect(self, address: str) -> FrameConnection:
         return await self.inner.connect(self.proxies.get(address, address))
