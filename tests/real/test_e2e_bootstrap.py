@@ -217,12 +217,13 @@ def events_of(events: list[Event], node: str, name: str) -> list[float]:
     return [event.time for event in events if event.node == node and event.name == name]
 
 
-@pytest.mark.real
-async def test_three_servers_boot_one_cluster_and_a_late_fourth_joins(
-    lab4: Lab, tmp_path: Path
-) -> None:
-    tls = make_tls(tmp_path / "tls", addresses=[ns.address for ns in lab4.namespaces])
-    token = format_k10(tls.ca_pem, "e2e test token")
+def fleet(tmp_path: Path, lab: Lab, label: str) -> tuple[str, Path, dict[str, str]]:
+    """What every node of a fleet shares: a K10 token of the fake runtime's CA (made for
+    the lab's addresses), a config (mDNS, 3 expected servers) and the environment that runs
+    the fake runtime from each node's own root."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    tls = make_tls(tmp_path / "tls", addresses=[ns.address for ns in lab.namespaces])
+    token = format_k10(tls.ca_pem, label)
     config = tmp_path / "config.yaml"
     config.write_text(
         "role: server\n"
@@ -234,7 +235,6 @@ async def test_three_servers_boot_one_cluster_and_a_late_fourth_joins(
         "    service: rancher-server\n"
         "  expectedServers: 3\n"
     )
-    event_log = tmp_path / "events.log"
     env = {
         **os.environ,
         "RANCHERD_IMPLICIT_PATHS": "",
@@ -243,6 +243,17 @@ async def test_three_servers_boot_one_cluster_and_a_late_fourth_joins(
         "FAKE_RUNTIME_TLS": str(tls.directory),
         "FAKE_RUNTIME_SERVE": "1",
         "FAKE_RUNTIME_PYTHON": sys.executable,
+    }
+    return token, config, env
+
+
+@pytest.mark.real
+async def test_three_servers_boot_one_cluster_and_a_late_fourth_joins(
+    lab4: Lab, tmp_path: Path
+) -> None:
+    token, config, env = fleet(tmp_path, lab4, "e2e test token")
+    event_log = tmp_path / "events.log"
+    env |= {
         "FAKE_EVENT_LOG": str(event_log),
         "FAKE_INSTALL_SECONDS": str(INSTALL_SECONDS),
         "FAKE_RUNTIME_READY_SECONDS": str(READY_SECONDS),

@@ -38,20 +38,19 @@ from typing import Any
 
 import pytest
 import trio
-from fake_runtime import ROOT_INSTALL_SCRIPT, TESTS_DIR, make_tls
+from fake_runtime import TESTS_DIR
 from fake_runtime.etcd import etcd_unavailable_reason
 from netns import Lab, netns_lab, skip_unless_netns, stop_process
 from test_e2e_bootstrap import (
     STOP_GRACE,
     Boot,
     describe,
+    fleet,
     kill_fake_runtimes,
     make_boots,
     running,
     start,
 )
-
-from rancherd.install.cacerts import format_k10
 
 pytestmark = pytest.mark.real
 
@@ -103,28 +102,8 @@ class Trial:
 
 
 def fleet_env(tmp_path: Path, lab: Lab, *, at_once: bool) -> tuple[Path, dict[str, str]]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    tls = make_tls(tmp_path / "tls", addresses=[ns.address for ns in lab.namespaces])
-    token = format_k10(tls.ca_pem, "etcd test token")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "role: server\n"
-        f"token: {json.dumps(token)}\n"
-        "kubernetesVersion: v1.31.4+k3s1\n"
-        "discovery:\n"
-        "  params:\n"
-        "    provider: mdns\n"
-        "    service: rancher-server\n"
-        "  expectedServers: 3\n"
-    )
-    env = {
-        **os.environ,
-        "RANCHERD_IMPLICIT_PATHS": "",
-        "RANCHERD_INSTALL_SCRIPT": ROOT_INSTALL_SCRIPT,
-        "FAKE_RUNTIME_TESTS": str(TESTS_DIR),
-        "FAKE_RUNTIME_TLS": str(tls.directory),
-        "FAKE_RUNTIME_SERVE": "1",
-        "FAKE_RUNTIME_PYTHON": sys.executable,
+    _, config, env = fleet(tmp_path, lab, "etcd test token")
+    env |= {
         "FAKE_INSTALL_SECONDS": "1",
         "FAKE_ETCD": "1",
         "FAKE_ETCD_BINARY": shutil.which("etcd") or "etcd",
