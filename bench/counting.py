@@ -10,22 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import trio
-
-from rancherd.gossip.memory_transport import MemoryNetwork, MemoryTransport
-from rancherd.gossip.messages import Address
 from rancherd.gossip.transport import (
     CLOSE_NORMAL,
-    ConnectionHandler,
     ForwardingTransport,
     FrameConnection,
     Transport,
-    TransportLimits,
 )
 
 __all__ = [
     "CountingConnection",
-    "CountingMemoryTransport",
     "CountingTransport",
     "TrafficCounter",
 ]
@@ -71,45 +64,5 @@ class CountingTransport(ForwardingTransport):
         super().__init__(inner)
         self.counter = counter
 
-    async def serve(
-        self,
-        handler: ConnectionHandler,
-        *,
-        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        async def counted(connection: FrameConnection) -> None:
-            await handler(CountingConnection(connection, self.counter))
-
-        await super().serve(counted, task_status=task_status)
-
-    async def connect(self, address: Address) -> FrameConnection:
-        return CountingConnection(await super().connect(address), self.counter)
-
-
-class CountingMemoryTransport(MemoryTransport):
-    """A ``MemoryTransport`` whose connections (dialled or accepted) are counted: stands
-    in for a node's transport where the type must stay ``MemoryTransport``."""
-
-    def __init__(
-        self,
-        network: MemoryNetwork,
-        address: Address,
-        limits: TransportLimits,
-        counter: TrafficCounter,
-    ) -> None:
-        super().__init__(network, address, limits)
-        self.counter = counter
-
-    async def serve(
-        self,
-        handler: ConnectionHandler,
-        *,
-        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        async def counted(connection: FrameConnection) -> None:
-            await handler(CountingConnection(connection, self.counter))
-
-        await super().serve(counted, task_status=task_status)
-
-    async def connect(self, address: Address) -> FrameConnection:
-        return CountingConnection(await super().connect(address), self.counter)
+    def wrap(self, connection: FrameConnection) -> FrameConnection:
+        return CountingConnection(connection, self.counter)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import trio
 import trio.testing
 
-from bench.counting import CountingMemoryTransport, TrafficCounter
+from bench.counting import CountingTransport, TrafficCounter
 from bench.harness import Fleet, TestNode, fleet
 from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.messages import Role
@@ -152,7 +152,7 @@ def _add_nodes(f: Fleet, servers: int, agents: int, counter: TrafficCounter) -> 
     nodes: list[TestNode] = [f.add(f"s{i}") for i in range(servers)]
     nodes += [f.add(f"a{i}", Role.AGENT) for i in range(agents)]
     for node in nodes:
-        node.transport = CountingMemoryTransport(f.network, node.address, f.limits, counter)
+        node.transport = CountingTransport(node.transport, counter)
     return nodes
 
 

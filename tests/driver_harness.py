@@ -18,10 +18,10 @@ from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.core import Event, GossipCore, Identity, PersistedState
 from rancherd.gossip.driver import Driver
 from rancherd.gossip.links import Links
-from rancherd.gossip.memory_transport import MemoryNetwork, MemoryTransport
+from rancherd.gossip.memory_transport import MemoryNetwork
 from rancherd.gossip.messages import Decision, Role
 from rancherd.gossip.security import TokenKeys
-from rancherd.gossip.transport import TransportLimits
+from rancherd.gossip.transport import Transport, TransportLimits
 
 TOKEN_KEYS = TokenKeys.derive("integration token")
 WRONG_KEYS = TokenKeys.derive("not the token")
@@ -50,7 +50,7 @@ class TestNode:
     store: MemoryStore
     rng: random.Random
     node_id: str
-    transport: MemoryTransport
+    transport: Transport
     driver: Driver | None = None
     links: Links | None = None
     events: list[Event] = field(default_factory=list)

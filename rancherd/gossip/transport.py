@@ -175,12 +175,17 @@ class Transport(abc.ABC):
 
 
 class ForwardingTransport(Transport):
-    """``inner`` itself, for a wrapper that changes one thing (counts connections, dials
-    through a proxy): a subclass overrides ``serve`` or ``connect`` and calls these."""
+    """``inner`` itself, for a wrapper that changes one thing: each connection, dialled or
+    accepted, passes through ``wrap`` (counted, tampered with, ...); a subclass may also
+    override ``connect`` (to dial through a proxy) and call this one."""
 
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
         self.limits = inner.limits
+
+    def wrap(self, connection: FrameConnection) -> FrameConnection:
+        """The connection the handler or the dialler gets; the default: ``connection``."""
+        return connection
 
     async def __aenter__(self) -> Self:
         await self.inner.__aenter__()
@@ -200,7 +205,10 @@ class ForwardingTransport(Transport):
         *,
         task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        await self.inner.serve(handler, task_status=task_status)
+        async def wrapped(connection: FrameConnection) -> None:
+            await handler(self.wrap(connection))
+
+        await self.inner.serve(wrapped, task_status=task_status)
 
     async def connect(self, address: Address) -> FrameConnection:
-        return await self.inner.connect(address)
+        return self.wrap(await self.inner.connect(address))

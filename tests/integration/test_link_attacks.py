@@ -35,7 +35,7 @@ from rancherd.gossip.security import SecureChannel
 from rancherd.gossip.transport import (
     CLOSE_POLICY,
     ConnectionClosed,
-    ConnectionHandler,
+    ForwardingTransport,
     FrameConnection,
     Transport,
 )
@@ -225,25 +225,13 @@ class Tamper:
         return kind
 
 
-class TamperingTransport(Transport):
+class TamperingTransport(ForwardingTransport):
     def __init__(self, inner: Transport, tamper: Tamper) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._tamper = tamper
-        self.limits = inner.limits
 
-    async def serve(
-        self,
-        handler: ConnectionHandler,
-        *,
-        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        async def tampered(connection: FrameConnection) -> None:
-            await handler(TamperingConnection(connection, self._tamper))
-
-        await self._inner.serve(tampered, task_status=task_status)
-
-    async def connect(self, address: Address) -> FrameConnection:
-        return TamperingConnection(await self._inner.connect(address), self._tamper)
+    def wrap(self, connection: FrameConnection) -> FrameConnection:
+        return TamperingConnection(connection, self._tamper)
 
 
 @pytest.mark.parametrize("kinds", [("duplicate",), ("reorder",), ("flip",)], ids=str)
@@ -256,7 +244,7 @@ async def test_tampering_in_flight_kills_links_never_nodes(
         tamper = Tamper(7, 0.05, kinds)
         nodes = [f.add(name) for name in ("a", "b", "c")]
         for node in nodes:
-            node.transport = TamperingTransport(node.transport, tamper)  # type: ignore[assignment]
+            node.transport = TamperingTransport(node.transport, tamper)
         for node in nodes:
             await f.start(node)
         with trio.fail_after(120):

@@ -499,7 +499,7 @@ class ViaProxy(ForwardingTransport):
         self.proxies = proxies
 
     async def connect(self, address: str) -> FrameConnection:
-        return await self.inner.connect(self.proxies.get(address, address))
+        return await super().connect(self.proxies.get(address, address))
 
 
 async def _run_node(
