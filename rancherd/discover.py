@@ -19,6 +19,7 @@ from typing import ClassVar
 import trio
 
 from rancherd.config import Config
+from rancherd.gossip.config import GossipConfig
 from rancherd.node import Node, Outcome, single_errors
 from rancherd.state import DataDir
 
@@ -31,6 +32,19 @@ RELAY_TICKS = 5
 from their records, which travel through partners; the whole fleet exiting the moment each
 node is informed would take the relays away from the last ones (with 10 or 20 servers,
 most runs of a simulated fleet left a member waiting out INFORM_WAIT)."""
+RELAY_EXCHANGES = 2
+"""Full-state exchanges an informed node stays up for, at least: a server that relays
+missed (one starved of CPU, say) asks a partner for the full state every
+``gathering_push_pull_interval`` until its members all report the decision, and that
+partner must still be there to answer."""
+
+
+def relay_seconds(config: GossipConfig) -> float:
+    """How long an informed node stays up to relay before ``discover`` exits."""
+    return max(
+        RELAY_TICKS * config.gossip_interval,
+        RELAY_EXCHANGES * config.gathering_push_pull_interval,
+    )
 
 
 LOG_NODE: contextvars.ContextVar[str] = contextvars.ContextVar("rancherd_log_node", default="")
@@ -129,7 +143,7 @@ async def run_discover(
                 with trio.move_on_after(INFORM_WAIT):
                     await node.wait_members_informed()
                     informed = True
-                    await trio.sleep(RELAY_TICKS * node.gossip_config.gossip_interval)
+                    await trio.sleep(relay_seconds(node.gossip_config))
             if outcome is not None and linger > 0:
                 await trio.sleep(linger)
             nursery.cancel_scope.cancel()

@@ -442,13 +442,7 @@ class Node:
     def members_informed(self) -> bool:
         """Every member of the decision (that we know of) reports the same decision."""
         driver = self.driver
-        if driver is None or driver.core.decision is None:
-            return False
-        decision = driver.core.decision
-        seen = {p.node_id: p.decision for p in driver.peers() if p.alive}
-        return all(
-            seen.get(member) == decision for member in decision.members if member != self.node_id
-        )
+        return driver is not None and driver.core.members_informed()
 
     async def wait_members_informed(self, poll: float = 0.05) -> None:
         """Return once every member of the decision reports it (callers bound the wait)."""

@@ -246,6 +246,21 @@ class GossipCore:
         """The decision this node knows (persisted or waiting to be)."""
         return self._election.decision
 
+    def members_informed(self) -> bool:
+        """Every other member of this node's decision has reported it: its freshest
+        record (alive, or forgotten after it left) carries the same decision."""
+        decision = self._election.decision
+        if decision is None:
+            return False
+        own = self._identity.node_id
+        table = self._table
+        for member in decision.members:
+            if member != own:
+                record = table.last_record(member)
+                if record is None or record.decision != decision:
+                    return False
+        return True
+
     def join_role(self) -> JoinRole | None:
         """This node's part in the decision it knows (the ``Decided`` event's role)."""
         decision = self._election.decision
@@ -763,11 +778,18 @@ class GossipCore:
         for target in targets:
             self._send_to(target, gossip)
 
+    def _gathering(self) -> bool:
+        """A server with no decision, or one whose members have not all reported it yet:
+        a member's decided record that relays missed (each is sent a limited number of
+        times, and an overloaded node drops gossip) would otherwise come only with the
+        slow push-pull, and a node waiting for its members to know would wait that long."""
+        return self._is_server and not self.members_informed()
+
     def _push_pull_interval(self) -> float:
         """A server still gathering exchanges full states more often: the existence of a
         server that few peers have heard of spreads slowly as relayed records (each is sent
         a limited number of times), while one full state carries every server."""
-        if self._is_server and self._election.decision is None:
+        if self._gathering():
             return self._config.gathering_push_pull_interval
         return self._config.push_pull_interval
 
@@ -776,7 +798,7 @@ class GossipCore:
         and a new partner in place of an old one: the fleet keeps mixing. A server still
         gathering exchanges with a random partner instead, over a connection it has: its
         fast exchanges are for filling in servers, not for mixing."""
-        if self._is_server and self._election.decision is None:
+        if self._gathering():
             targets = self._partners.targets(self._table, 1, 0, self._rng)
         else:
             self._partners.rotate(self._table, self._rng)

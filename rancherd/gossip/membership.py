@@ -370,6 +370,14 @@ class PeerTable:
         tombstone = self._tombstones.get(node_id)
         return tombstone.record.addresses if tombstone is not None else ()
 
+    def last_record(self, node_id: NodeId) -> NodeRecord | None:
+        """The freshest record of ``node_id``, held alive or forgotten."""
+        entry = self._entries.get(node_id)
+        if entry is not None:
+            return entry.record
+        tombstone = self._tombstones.get(node_id)
+        return tombstone.record if tombstone is not None else None
+
     def released_of(self, node_id: NodeId) -> tuple[Vote, ...]:
         entry = self._entries.get(node_id)
         return entry.record.released if entry is not None else ()

@@ -989,9 +989,10 @@ def test_gossip_goes_back_to_callers() -> None:
 
 
 def test_a_gathering_server_exchanges_full_states_more_often() -> None:
-    """Undecided, a server asks one peer for the full state every
-    ``gathering_push_pull_interval``; decided, every ``push_pull_interval``; an agent
-    always at the slow rate."""
+    """Undecided, or decided while some member has not reported the decision yet, a server
+    asks one peer for the full state every ``gathering_push_pull_interval``; once every
+    member reports it (alive or forgotten), every ``push_pull_interval``; an agent always
+    at the slow rate."""
 
     def exchanges(core: GossipCore, start: float, seconds: float) -> int:
         now, count = start, 0
@@ -1025,7 +1026,43 @@ def test_a_gathering_server_exchanges_full_states_more_often() -> None:
     decision = Decision("ab" * 16, B, "10.0.0.3", 0, (A, B, C))
     server.receive(Commit(decision), Peer(B, 1), START + 40.0)
     drain(server)
-    assert exchanges(server, START + 40.0, 40.0) <= 40 / 7.5 + 1
+    assert not server.members_informed()
+    assert exchanges(server, START + 40.0, 20.0) >= 20 / 1.25 - 1
+    reports = tuple(peer_record(p, heartbeat=2, decision=decision) for p in (B, C))
+    server.receive(Gossip(reports[:1], False), Peer(B, 1), START + 60.0)
+    drain(server)
+    assert not server.members_informed()  # C has not reported it
+    server.receive(Gossip(reports[1:], False), Peer(C, 2), START + 60.0)
+    drain(server)
+    assert server.members_informed()
+    assert exchanges(server, START + 61.0, 40.0) <= 40 / 7.5 + 1
+
+
+def test_a_member_that_reported_the_decision_then_left_still_counts_as_informed() -> None:
+    """``members_informed`` reads a forgotten member's last record: a member that exits
+    once it knows (``discover``) must not leave the others waiting for it."""
+    server = make_core(A, n=3, server_cache_duration=10.0)
+    decision = Decision("ab" * 16, B, "10.0.0.3", 0, (A, B, C))
+    server.receive(Commit(decision), Peer(B, 1), START)
+    server.receive(Gossip((peer_record(B, decision=decision),), False), Peer(B, 1), START)
+    server.receive(Gossip((peer_record(C),), False), Peer(C, 2), START)
+    drain(server)
+    assert not server.members_informed()
+    server.receive(
+        Gossip((peer_record(C, heartbeat=2, decision=decision),), False), Peer(C, 2), START
+    )
+    drain(server)
+    assert server.members_informed()
+    now = START
+    while any(peer.alive for peer in server.peers(now)):
+        timer = server.get_timer()
+        assert timer is not None
+        assert timer < START + 300.0
+        now = max(now, timer)
+        server.handle_timer(now)
+        drain(server)
+    assert len(server.peers(now)) == 2  # both forgotten, neither gone from the table
+    assert server.members_informed()
 
 
 def test_contacts_go_out_a_few_at_a_time_in_each_nodes_own_order() -> None:
