@@ -53,6 +53,7 @@ from rancherd.gossip.messages import (
 from rancherd.kinds import JoinRole
 
 __all__ = [
+    "MAX_ROUND_TIMEOUT_GROWTH",
     "Abandoned",
     "Decided",
     "Effect",
@@ -82,6 +83,11 @@ class Phase(StrEnum):
 ElectionMessage = Propose | Ack | Refuse | Release | Commit
 
 _MAX_SPLITS_REPORTED = 16
+MAX_ROUND_TIMEOUT_GROWTH = 8
+"""A round that times out doubles the next one's ``round_timeout``, up to this factor: the
+local health score stretches timers only for a node that is itself late, while a round
+that times out is usually waiting for a few voters starved of CPU, which a fresh round
+(every ack collected again, each after an fsync) asks even more of."""
 """Other clusters remembered and reported; one is already an operator's emergency."""
 
 
@@ -186,6 +192,9 @@ class Election:
         self.not_before = now + config.startup_grace
         self._in_grace = is_server and config.startup_grace > 0
         self.last_abandoned: Abandoned | None = None
+        self.timed_out_rounds = 0
+        """Rounds of this node that timed out (since it started): each doubles the next
+        round's timeout, up to ``MAX_ROUND_TIMEOUT_GROWTH``."""
         self.slowness = 1.0
         """Multiplies ``round_timeout`` and ``retransmit_interval`` (``core.set_slowness``)."""
         self.splits: dict[str, tuple[Decision, NodeId]] = {}
@@ -409,6 +418,7 @@ class Election:
             return effects
         if now >= current.started + self._round_timeout():
             waiting = self.waiting_for()
+            self.timed_out_rounds += 1
             return self._abandon(now, rng, Abandoned(current.vote, "timed out", waiting))
         if current.view is not None and now >= current.next_retransmit:
             propose = self._propose_message(current)
@@ -449,7 +459,8 @@ class Election:
     # --- internals
 
     def _round_timeout(self) -> float:
-        return self._config.round_timeout * self.slowness
+        growth = min(1 << min(self.timed_out_rounds, 8), MAX_ROUND_TIMEOUT_GROWTH)
+        return self._config.round_timeout * self.slowness * growth
 
     def _propose_message(self, current: Round) -> Propose:
         vote = current.vote

@@ -9,6 +9,7 @@ import pytest
 
 from rancherd.gossip.config import GossipConfig
 from rancherd.gossip.election import (
+    MAX_ROUND_TIMEOUT_GROWTH,
     Decided,
     Effect,
     Election,
@@ -249,6 +250,39 @@ def test_a_member_leaving_or_a_timeout_aborts_the_round() -> None:
     assert proposer.last_abandoned is not None
     assert proposer.last_abandoned.reason == "timed out"
     assert proposer.last_abandoned.peers == (B, C)
+
+
+def test_each_round_that_times_out_doubles_the_next_ones_timeout_up_to_a_cap() -> None:
+    """Voters too starved to ack in time get a longer round each time, not the same one
+    again; a refusal or a member leaving does not lengthen it (only slowness does)."""
+    proposer = election(A)
+    rng = random.Random(0)
+    now, lengths = 1.0, list[float]()
+    for _ in range(6):
+        while proposer.phase is not Phase.PROPOSING:
+            deadline = proposer.deadline()
+            now = max(now, deadline if deadline is not None else now)
+            proposer.on_timer(now, rng)
+            proposer.evaluate(V, now, rng)
+        assert proposer.round is not None
+        started = proposer.round.started
+        abandoned = proposer.last_abandoned
+        while proposer.last_abandoned is abandoned:  # retransmits, then the timeout
+            deadline = proposer.deadline()
+            assert deadline is not None
+            now = deadline
+            proposer.on_timer(now, rng)
+        assert proposer.last_abandoned is not None
+        assert proposer.last_abandoned.reason == "timed out"
+        lengths.append(now - started)
+    growth = [min(2**i, MAX_ROUND_TIMEOUT_GROWTH) for i in range(6)]
+    assert lengths == pytest.approx([CONFIG.round_timeout * g for g in growth])
+
+    refused, vote = start_round()
+    refusal = Refuse(A, vote.round, vote.nonce, B, RefuseReason.VOTED_OTHER, Vote(D, 0, 1), None)
+    refused.on_refuse(refusal, 2.0, rng)
+    assert refused.last_abandoned is not None
+    assert refused.timed_out_rounds == 0
 
 
 def test_hearing_of_a_decision_mid_round_releases_and_joins_in_one_persisted_state() -> None:
