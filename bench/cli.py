@@ -74,15 +74,27 @@ def cli() -> None:
     help="loopback-static: list only the first K nodes in every config [default: all].",
 )
 @click.option("--limit", type=float, default=60.0, show_default=True, help="Seconds per run.")
-def decide(mode: str, nodes: int, runs: int, preset: str, seeds: int | None, limit: float) -> None:
+@click.option(
+    "--busy",
+    type=click.IntRange(0, 64),
+    default=0,
+    show_default=True,
+    help="Processes: busy loops spinning beside the fleet, spread over the CPUs (a loaded "
+    "machine, as a CI runner can be).",
+)
+def decide(
+    mode: str, nodes: int, runs: int, preset: str, seeds: int | None, limit: float, busy: int
+) -> None:
     """Time from the last process start until every node has decided."""
     from bench.rancherd_bench import decide_inprocess, decide_processes
 
     _need_root_for(mode)
     if mode == "inprocess":
+        if busy:
+            raise click.UsageError("--busy is for the process modes (see `overload`)")
         job = partial(decide_inprocess, nodes, runs, preset, limit, _echo)
     else:
-        job = partial(decide_processes, mode, nodes, runs, preset, limit, seeds, _echo)
+        job = partial(decide_processes, mode, nodes, runs, preset, limit, seeds, _echo, busy=busy)
     _finish(_run(job))
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from pathlib import Path
 import trio
 
 from bench.netns import BenchNamespace, bench_lab
+from bench.overload import busy_neighbour
 from bench.procs import Proc, ProcSet, cpu_seconds, open_procs, task_cpu_seconds
 from bench.results import Series
 
@@ -62,6 +64,9 @@ ENV = {
     "PYTHONPYCACHEPREFIX": str(PYCACHE),
 }
 MARKERS = {"ready": " starting: gossip on ", "decided": "decided: "}
+GIVEN_UP = re.compile(r"\bround (\d+) given up \(")
+"""The status line of a proposer that abandoned a round: ``round 3 given up (no ack from``
+(logged again while the status changes in its backoff: count distinct rounds)."""
 EXIT_WAIT = 20.0
 """Seconds the harness waits, after every node decided, for every process to exit (each
 waits at most 10 s for its members to confirm)."""
@@ -260,6 +265,11 @@ async def one_decide_run(
             "CPU use of all nodes until the decision, in cores",
             cpu / (all_decided - nodes[0].started),
         )
+        given_up = sum(
+            len({m.group(1) for line in p.stderr_lines if (m := GIVEN_UP.search(line))})
+            for p in nodes
+        )
+        series.add_extra("rounds given up (all proposers)", given_up)
         in_node = [json.loads(p.stdout)["seconds"] for p in nodes]
         series.add_extra("slowest node's own seconds (Node.run to decision)", max(in_node))
 
@@ -272,17 +282,26 @@ async def decide_processes(
     limit: float,
     seeds: int | None,
     report: Callable[[str], None],
+    *,
+    busy: int = 0,
 ) -> Series:
-    """``rancherd discover`` x ``nodes`` per run, ``runs`` times."""
+    """``rancherd discover`` x ``nodes`` per run, ``runs`` times; ``busy`` loops spinning
+    beside them (spread over the CPUs) for the whole measurement."""
     where = "netns mDNS" if mode == "netns-mdns" else f"loopback static ({seeds or nodes} seeds)"
+    loaded = f", {busy} busy loops beside" if busy else ""
     series = Series(
-        key=f"decide/{mode}/n{nodes}/{preset}",
-        label=f"rancherd decision, {nodes} process{'es' * (nodes != 1)}, {where}, preset {preset}",
+        key=f"decide/{mode}/n{nodes}/{preset}" + (f"/busy{busy}" if busy else ""),
+        label=f"rancherd decision, {nodes} process{'es' * (nodes != 1)}, {where}, "
+        f"preset {preset}{loaded}",
         limit=limit,
         load_before=os.getloadavg()[0],
     )
     await warm_up()
     with contextlib.ExitStack() as stack:
+        cpus = sorted(os.sched_getaffinity(0))
+        for index in range(busy):
+            lifetime = runs * (limit + EXIT_WAIT + 30)
+            stack.enter_context(busy_neighbour(cpus[index % len(cpus)], lifetime))
         if mode == "netns-mdns":
             fleet = netns_fleet(stack.enter_context(bench_lab(nodes)))
         else:

@@ -39,12 +39,15 @@ missed (one starved of CPU, say) asks a partner for the full state every
 partner must still be there to answer."""
 
 
-def relay_seconds(config: GossipConfig) -> float:
-    """How long an informed node stays up to relay before ``discover`` exits."""
-    return max(
+def relay_seconds(config: GossipConfig, health_score: int = 0) -> float:
+    """How long an informed node stays up to relay before ``discover`` exits, stretched by
+    ``1 + health_score`` as the core's timers are: a node that serves its timers late is on
+    a machine where the others are late too."""
+    base = max(
         RELAY_TICKS * config.gossip_interval,
         RELAY_EXCHANGES * config.gathering_push_pull_interval,
     )
+    return base * (1 + health_score)
 
 
 LOG_NODE: contextvars.ContextVar[str] = contextvars.ContextVar("rancherd_log_node", default="")
@@ -143,7 +146,7 @@ async def run_discover(
                 with trio.move_on_after(INFORM_WAIT):
                     await node.wait_members_informed()
                     informed = True
-                    await trio.sleep(relay_seconds(node.gossip_config))
+                    await trio.sleep(relay_seconds(node.gossip_config, node.health_score()))
             if outcome is not None and linger > 0:
                 await trio.sleep(linger)
             nursery.cancel_scope.cancel()

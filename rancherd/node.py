@@ -444,6 +444,11 @@ class Node:
         driver = self.driver
         return driver is not None and driver.core.members_informed()
 
+    def health_score(self) -> int:
+        """The driver's local health score (0 on time .. 8 far behind; 0 before it runs)."""
+        driver = self.driver
+        return 0 if driver is None else driver.statistics.health_score
+
     async def wait_members_informed(self, poll: float = 0.05) -> None:
         """Return once every member of the decision reports it (callers bound the wait)."""
         assert self.driver is not None
