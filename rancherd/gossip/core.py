@@ -779,11 +779,23 @@ class GossipCore:
             self._send_to(target, gossip)
 
     def _gathering(self) -> bool:
-        """A server with no decision, or one whose members have not all reported it yet:
-        a member's decided record that relays missed (each is sent a limited number of
-        times, and an overloaded node drops gossip) would otherwise come only with the
-        slow push-pull, and a node waiting for its members to know would wait that long."""
-        return self._is_server and not self.members_informed()
+        """A server with no decision, or with one that a member held alive has not
+        reported yet: a member's decided record that relays missed (each is sent a
+        limited number of times, and an overloaded node drops gossip) would otherwise
+        come only with the slow push-pull, and a node waiting for its members to know
+        would wait that long. A member forgotten, or reporting another decision (a
+        split), is not waited for: no full state will change what it said."""
+        if not self._is_server:
+            return False
+        decision = self._election.decision
+        if decision is None:
+            return True
+        entries = self._table.entries
+        for member in decision.members:
+            entry = entries.get(member)
+            if entry is not None and entry.record.decision is None:
+                return True
+        return False
 
     def _push_pull_interval(self) -> float:
         """A server still gathering exchanges full states more often: the existence of a

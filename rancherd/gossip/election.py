@@ -83,12 +83,12 @@ class Phase(StrEnum):
 ElectionMessage = Propose | Ack | Refuse | Release | Commit
 
 _MAX_SPLITS_REPORTED = 16
+"""Other clusters remembered and reported; one is already an operator's emergency."""
 MAX_ROUND_TIMEOUT_GROWTH = 8
 """A round that times out doubles the next one's ``round_timeout``, up to this factor: the
 local health score stretches timers only for a node that is itself late, while a round
 that times out is usually waiting for a few voters starved of CPU, which a fresh round
 (every ack collected again, each after an fsync) asks even more of."""
-"""Other clusters remembered and reported; one is already an operator's emergency."""
 
 
 # --- Effects -------------------------------------------------------------------------------

@@ -1038,6 +1038,41 @@ def test_a_gathering_server_exchanges_full_states_more_often() -> None:
     assert exchanges(server, START + 61.0, 40.0) <= 40 / 7.5 + 1
 
 
+def test_a_member_forgotten_without_reporting_is_not_waited_for_by_fast_exchanges() -> None:
+    """A decided server exchanges full states fast while a member it holds alive has not
+    reported the decision; once that member is forgotten (a crash after the commit) no
+    full state will bring its report, so the exchanges slow down: ``members_informed``
+    stays false, and the node does not pull once a second for ever."""
+    server = make_core(A, n=3, server_cache_duration=20.0, gathering_push_pull_interval=1.0)
+    decision = Decision("ab" * 16, B, "10.0.0.3", 0, (A, B, C))
+    server.receive(Commit(decision), Peer(B, 1), START)
+    server.receive(Gossip((peer_record(C),), False), Peer(C, 2), START)
+    drain(server)
+    pulls: list[float] = []
+    now = START
+    for beat in range(2, 62):  # B reports the decision and stays alive; C is silent
+        record = peer_record(B, heartbeat=beat, decision=decision)
+        server.receive(Gossip((record,), False), Peer(B, 1), now)
+        while (timer := server.get_timer()) is not None and timer <= now + 1.0:
+            now = max(now, timer)
+            server.handle_timer(now)
+            pulls.extend(
+                now
+                for item in drain(server)
+                if isinstance(item, Send)
+                and isinstance(item.message, Gossip)
+                and item.message.want_reply
+            )
+        now += 1.0
+    forgotten = [p.node_id for p in server.peers(now) if not p.alive]
+    assert forgotten == [C]
+    assert not server.members_informed()
+    early = [t for t in pulls if t < START + 15.0]  # C held alive (cache duration 20 s)
+    late = [t for t in pulls if t > START + 25.0]  # C forgotten
+    assert len(early) >= 10
+    assert len(late) <= (now - (START + 25.0)) / 7.5 + 1
+
+
 def test_a_member_that_reported_the_decision_then_left_still_counts_as_informed() -> None:
     """``members_informed`` reads a forgotten member's last record: a member that exits
     once it knows (``discover``) must not leave the others waiting for it."""
