@@ -26,7 +26,8 @@ from rancherd.state import DataDir
 __all__ = ["LOG_NODE", "DiscoverResult", "cancel_on_signals", "run_discover", "setup_logging"]
 
 INFORM_WAIT = 10.0
-"""Seconds a decided node waits at most for every member to report the decision."""
+"""Seconds a decided node waits at most for every member to report the decision, times
+``1 + health_score`` on a node that serves its timers late (``inform_seconds``)."""
 RELAY_TICKS = 5
 """Gossip ticks an informed node stays up to relay: a node learns that the others know
 from their records, which travel through partners; the whole fleet exiting the moment each
@@ -37,6 +38,12 @@ RELAY_EXCHANGES = 2
 missed (one starved of CPU, say) asks a partner for the full state every
 ``gathering_push_pull_interval`` until its members all report the decision, and that
 partner must still be there to answer."""
+
+
+def inform_seconds(health_score: int = 0) -> float:
+    """How long a decided node waits at most for its members to report the decision: a
+    node behind on its timers is on a machine where its members are behind too."""
+    return INFORM_WAIT * (1 + health_score)
 
 
 def relay_seconds(config: GossipConfig, health_score: int = 0) -> float:
@@ -143,7 +150,7 @@ async def run_discover(
             await nursery.start(node.run)
             with trio.move_on_after(limit):
                 outcome = await node.wait_decided()
-                with trio.move_on_after(INFORM_WAIT):
+                with trio.move_on_after(inform_seconds(node.health_score())):
                     await node.wait_members_informed()
                     informed = True
                     await trio.sleep(relay_seconds(node.gossip_config, node.health_score()))

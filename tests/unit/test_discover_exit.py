@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from rancherd.discover import RELAY_EXCHANGES, RELAY_TICKS, relay_seconds
+from rancherd.discover import (
+    INFORM_WAIT,
+    RELAY_EXCHANGES,
+    RELAY_TICKS,
+    inform_seconds,
+    relay_seconds,
+)
 from rancherd.gossip.config import GossipConfig
 
 
@@ -19,3 +25,8 @@ def test_an_informed_node_stays_for_a_stragglers_exchanges_stretched_by_its_heal
     assert base >= RELAY_EXCHANGES * config.gathering_push_pull_interval
     assert base >= RELAY_TICKS * config.gossip_interval
     assert relay_seconds(config, health_score=3) == pytest.approx(4 * base)
+
+
+def test_a_node_behind_on_its_timers_waits_longer_for_its_members() -> None:
+    assert inform_seconds() == INFORM_WAIT
+    assert inform_seconds(health_score=2) == pytest.approx(3 * INFORM_WAIT)
