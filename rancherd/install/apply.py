@@ -51,7 +51,7 @@ from rancherd.install.plan import (
     VerifyServerCA,
     WaitForPeers,
     WriteFile,
-    root_path_args,
+    resolve_step,
 )
 
 __all__ = [
@@ -273,10 +273,7 @@ class _Runner:
         argv = step.argv
         if not is_host_root(self.root):
             try:
-                argv = root_path_args(self.root, step)
-                resolved = await trio.to_thread.run_sync(
-                    resolve_command, self.root, argv, dict(step.env), step.cwd
-                )
+                resolved = await trio.to_thread.run_sync(resolve_step, self.root, step)
             except CommandRefused as exc:
                 raise self.fail(step_id, step, f"refused: {exc}") from None
             argv = resolved.argv

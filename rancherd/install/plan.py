@@ -32,7 +32,13 @@ from typing import Any, TypeAlias
 
 from rancherd.config import REDACTED, Secret, is_secret_name
 from rancherd.gossip.election import JoinRole
-from rancherd.install.inroot import CommandRefused, is_host_root, resolve_command, resolve_in_root
+from rancherd.install.inroot import (
+    CommandRefused,
+    Resolved,
+    is_host_root,
+    resolve_command,
+    resolve_in_root,
+)
 from rancherd.install.runtime import RuntimeVersion
 
 __all__ = [
@@ -50,7 +56,7 @@ __all__ = [
     "is_secret_name",
     "redact_text",
     "redact_tree",
-    "root_path_args",
+    "resolve_step",
 ]
 
 
@@ -259,8 +265,7 @@ class Plan:
             if not isinstance(step, RunCommand):
                 continue
             try:
-                argv = root_path_args(Path(self.root), step)
-                resolved = resolve_command(Path(self.root), argv, dict(step.env), step.cwd)
+                resolved = resolve_step(Path(self.root), step)
             except CommandRefused as exc:
                 found.append((step_id, CommandWhere(step.argv[0], (), str(exc))))
             else:
@@ -288,13 +293,15 @@ class CommandWhere:
         return {"command": self.command, "runs": list(self.chain), "refused": self.refused}
 
 
-def root_path_args(root: Path, step: RunCommand) -> tuple[str, ...]:
-    """``step.argv`` with its file arguments taken inside ``root`` (links followed there)."""
+def resolve_step(root: Path, step: RunCommand) -> Resolved:
+    """How ``step`` runs under ``root``: its program and its file arguments
+    (``path_args``) taken inside the root, links followed there. Raises
+    ``CommandRefused``."""
     argv = list(step.argv)
     for index in step.path_args:
         if 0 < index < len(argv):
             argv[index] = str(resolve_in_root(root, argv[index]))
-    return tuple(argv)
+    return resolve_command(root, argv, dict(step.env), step.cwd)
 
 
 def redact_text(text: str, secrets: Sequence[Secret]) -> str:
