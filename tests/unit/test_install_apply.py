@@ -326,6 +326,12 @@ def init_plan(tmp_path: Path, server: FakeServer, **extra: Any) -> Plan:
     return build_plan(load(tmp_path, data), JoinRole.CLUSTER_INIT, options=options(server))
 
 
+def join_plan(tmp_path: Path, server: FakeServer, runtime: str, role: JoinRole, ca: str) -> Plan:
+    """The plan of a node joining ``server`` with a secure token of CA hash ``ca``."""
+    data = full_config(runtime, role, f"K10{ca}::server:{SECRET}", server.https_url)
+    return build_plan(load(tmp_path, data), role, server.https_url, options=options(server))
+
+
 def fake_binary(root: Path, runtime: str, version: str) -> None:
     path = root / "usr" / "local" / "bin" / runtime
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -436,11 +442,7 @@ async def test_a_changed_plan_starts_over(
 async def test_a_resumed_join_waits_and_checks_again(
     server: FakeServer, tls: Tls, root: Path, state_dir: Path, tmp_path: Path
 ) -> None:
-    token = f"K10{hash_ca(tls.ca_pem)}::server:{SECRET}"
-    data = full_config("k3s", JoinRole.SERVER, token, server.https_url)
-    plan = build_plan(
-        load(tmp_path, data), JoinRole.SERVER, server.https_url, options=options(server)
-    )
+    plan = join_plan(tmp_path, server, "k3s", JoinRole.SERVER, hash_ca(tls.ca_pem))
     (root / "fake" / "fail-install").touch()
     hooks = RecordingHooks()
     with trio.fail_after(30), pytest.raises(StepFailed):
@@ -458,10 +460,7 @@ async def test_wrong_ca_hash_stops_the_join_before_anything_is_written(
     server: FakeServer, root: Path, state_dir: Path, tmp_path: Path
 ) -> None:
     wrong = "0" * 64
-    data = full_config("rke2", JoinRole.SERVER, f"K10{wrong}::server:{SECRET}", server.https_url)
-    plan = build_plan(
-        load(tmp_path, data), JoinRole.SERVER, server.https_url, options=options(server)
-    )
+    plan = join_plan(tmp_path, server, "rke2", JoinRole.SERVER, wrong)
     stamp = state_dir / "done"
     hooks = RecordingHooks()
     with trio.fail_after(30), pytest.raises(StepFailed) as caught:
@@ -481,11 +480,7 @@ async def test_wrong_ca_hash_stops_the_join_before_anything_is_written(
 async def test_a_failed_join_leaves_no_done_stamp(
     server: FakeServer, tls: Tls, root: Path, state_dir: Path, tmp_path: Path
 ) -> None:
-    token = f"K10{hash_ca(tls.ca_pem)}::server:{SECRET}"
-    data = full_config("k3s", JoinRole.AGENT, token, server.https_url)
-    plan = build_plan(
-        load(tmp_path, data), JoinRole.AGENT, server.https_url, options=options(server)
-    )
+    plan = join_plan(tmp_path, server, "k3s", JoinRole.AGENT, hash_ca(tls.ca_pem))
     server.routes["/healthz"] = (500, b"kubelet not ready")  # the join never completes
     plan = _with_probe_timeout(plan, 0.3)
     stamp = state_dir / "done"
