@@ -464,10 +464,11 @@ def _install_steps(version: RuntimeVersion, role: JoinRole, options: PlanOptions
     else:
         env[f"{prefix}TYPE"] = kind
     script = options.install_script or runtime.install_script_url
+    path_args: tuple[int, ...] = ()
     if script.startswith(("https://", "http://")):
         argv: tuple[str, ...] = ("sh", "-c", _FETCH_AND_RUN, f"install-{runtime}", script)
     else:
-        argv = ("sh", script)
+        argv, path_args = ("sh", script), (1,)  # sh reads the script by its path
     unit = runtime.service(server=server)
     return [
         RunCommand(
@@ -476,7 +477,7 @@ def _install_steps(version: RuntimeVersion, role: JoinRole, options: PlanOptions
             tuple(sorted(env.items())),
             timeout=options.install_timeout,
             skip_if=BinaryPresent(runtime.binary_paths, version.version),
-            path_args=(1,) if argv[1] == script else (),  # sh reads the script by its path
+            path_args=path_args,
         ),
         RunCommand("systemd-daemon-reload", (options.systemctl, "daemon-reload"), timeout=60.0),
         RunCommand(
