@@ -545,8 +545,6 @@ def _entry_problem(entry: ProviderEntry) -> str | None:
         return f"params {entry.params!r} is not a dataclass"
     if not entry.specs or any(k != v.name for k, v in entry.specs.items()):
         return "specs must map each parameter name to its ParamSpec"
-    if not callable(entry.check):  # type: ignore[redundant-expr,unused-ignore]
-        return "check is not callable"  # type: ignore[unreachable,unused-ignore]
     module_name, _, _ = entry.implementation.partition(":")
     if not _IMPLEMENTATION.fullmatch(entry.implementation):
         return f"implementation {entry.implementation!r} is not 'rancherd.discovery.x:Class'"
