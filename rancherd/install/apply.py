@@ -310,7 +310,9 @@ class _Runner:
             argv: tuple[str, ...] = (str(binary), "--version")
             if not is_host_root(self.root):
                 try:
-                    resolved = resolve_command(self.root, (path, "--version"), {})
+                    resolved = await trio.to_thread.run_sync(
+                        resolve_command, self.root, (path, "--version"), {}
+                    )
                 except CommandRefused as exc:
                     self.notes.append(f"{path} cannot run under the root ({exc}): installing")
                     continue
