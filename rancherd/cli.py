@@ -492,11 +492,11 @@ def info_command(invocation: Invocation, as_json: bool) -> None:
     decision = None if state is None else state.decision
     info["node_id"] = node_id
     info["vote"] = None if vote is None else vote_json(vote)
-    info["decision"] = (
-        None
-        if decision is None
-        else {key: decision_json(decision)[key] for key in _INFO_DECISION_KEYS}
-    )
+    if decision is None:
+        info["decision"] = None
+    else:
+        shown = decision_json(decision)
+        info["decision"] = {key: shown[key] for key in _INFO_DECISION_KEYS}
     info["done"] = (
         None
         if done is None

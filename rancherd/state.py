@@ -441,10 +441,10 @@ class DataDir:
             f"sent; {advice}"
         )
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, data: bytes, mode: int = 0o600) -> None:
         self.create()
         try:
-            write_atomic(path, data)
+            write_atomic(path, data, mode)
         except OSError as exc:
             raise self._write_error(path, exc) from None
 
@@ -466,11 +466,7 @@ class DataDir:
         if known is not None:
             return known
         node_id = random_bytes(16).hex()
-        self.create()
-        try:
-            write_atomic(self.node_id_file, f"{node_id}\n".encode(), 0o644)
-        except OSError as exc:
-            raise self._write_error(self.node_id_file, exc) from None
+        self._write(self.node_id_file, f"{node_id}\n".encode(), 0o644)
         return node_id
 
     # --- the election's state

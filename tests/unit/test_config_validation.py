@@ -35,6 +35,8 @@ discovery:
     service: rancher-server
 """
 VALID = f"role: server\ntoken: {TOKEN}\n" + DISCOVERY
+SERVER = "role: server\ntoken: x\nserver: https://a:1\n"
+"""A server that joins: the lines a test's bad line is added to (as line 4)."""
 
 
 def load_text(tmp_path: Path, text: str, name: str = "config.yaml") -> LoadedConfig:
@@ -316,9 +318,7 @@ def test_quoted_and_tagged_strings_are_fine(tmp_path: Path) -> None:
     ],
 )
 def test_wrong_types(tmp_path: Path, text: str, expected: str) -> None:
-    base = "role: server\ntoken: x\nserver: https://a:1\n"
-    if text.startswith("role:"):
-        base = "token: x\nserver: https://a:1\n"
+    base = "token: x\nserver: https://a:1\n" if text.startswith("role:") else SERVER
     assert one_error(tmp_path, base + text + "\n").startswith(expected)
 
 
@@ -642,8 +642,7 @@ def test_k3s_join_tokens_are_accepted(tmp_path: Path, token: str) -> None:
     ],
 )
 def test_bad_fields(tmp_path: Path, text: str, expected: str) -> None:
-    base = "role: server\ntoken: x\nserver: https://a:1\n"
-    assert one_error(tmp_path, base + text + "\n").startswith(expected)
+    assert one_error(tmp_path, SERVER + text + "\n").startswith(expected)
 
 
 @pytest.mark.parametrize(
@@ -672,8 +671,7 @@ def test_bad_fields(tmp_path: Path, text: str, expected: str) -> None:
     ],
 )
 def test_bad_instructions(tmp_path: Path, text: str, expected: str) -> None:
-    base = "role: server\ntoken: x\nserver: https://a:1\n"
-    assert one_error(tmp_path, base + text + "\n").startswith(expected)
+    assert one_error(tmp_path, SERVER + text + "\n").startswith(expected)
 
 
 @pytest.mark.parametrize(
@@ -686,8 +684,7 @@ def test_bad_instructions(tmp_path: Path, text: str, expected: str) -> None:
     ],
 )
 def test_bad_resources(tmp_path: Path, text: str, expected: str) -> None:
-    base = "role: server\ntoken: x\nserver: https://a:1\n"
-    assert one_error(tmp_path, base + text + "\n").startswith(expected)
+    assert one_error(tmp_path, SERVER + text + "\n").startswith(expected)
 
 
 @pytest.mark.parametrize(
@@ -719,20 +716,17 @@ def test_bad_resources(tmp_path: Path, text: str, expected: str) -> None:
     ],
 )
 def test_bad_registries(tmp_path: Path, text: str, expected: str) -> None:
-    base = "role: server\ntoken: x\nserver: https://a:1\n"
-    assert one_error(tmp_path, base + text + "\n").startswith(expected)
+    assert one_error(tmp_path, SERVER + text + "\n").startswith(expected)
 
 
 def test_registries_report_each_problem_once(tmp_path: Path) -> None:
-    base = "role: server\ntoken: x\nserver: https://a:1\n"
-    found = one_error(tmp_path, base + "registries: {mirrors: {r: {endpoint: [0123]}}}\n")
+    found = one_error(tmp_path, SERVER + "registries: {mirrors: {r: {endpoint: [0123]}}}\n")
     assert "octal" in found
 
 
 def test_registries_take_yes_in_a_yes_or_no_field(tmp_path: Path) -> None:
-    base = "role: server\ntoken: x\nserver: https://a:1\n"
     text = "registries: {configs: {r: {tls: {insecure_skip_verify: yes}}}}\n"
-    registries = load_text(tmp_path, base + text).config.registries
+    registries = load_text(tmp_path, SERVER + text).config.registries
     assert registries == {"configs": {"r": {"tls": {"insecure_skip_verify": True}}}}
 
 
@@ -758,8 +752,7 @@ def test_registries_take_yes_in_a_yes_or_no_field(tmp_path: Path) -> None:
     ],
 )
 def test_surprises_in_free_form_values(tmp_path: Path, text: str, expected: str) -> None:
-    base = "role: server\ntoken: x\nserver: https://a:1\n"
-    assert expected in one_error(tmp_path, base + text + "\n")
+    assert expected in one_error(tmp_path, SERVER + text + "\n")
 
 
 # --- The token -----------------------------------------------------------------------

@@ -28,10 +28,17 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), env={"RANCHERD_IMPLICIT_PATHS": ""})
 
 
-def clean_exit(result: Result) -> None:
-    """The command ended with a message, not a traceback."""
+def clean_exit(result: Result, code: int = 1) -> None:
+    """The command ended with exit code ``code`` and a message, not a traceback."""
+    assert result.exit_code == code, result.output
     assert isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
+
+
+def discover(tmp_path: Path, data_dir: Path) -> Result:
+    """``rancherd discover`` on ``data_dir`` with ``discovery_config``, for one second."""
+    config = discovery_config(tmp_path)
+    return run("discover", "--config", str(config), "--data-dir", str(data_dir), "--timeout", "1")
 
 
 def discovery_config(tmp_path: Path, token: str = "a-long-test-token") -> Path:
@@ -64,7 +71,6 @@ def test_a_world_writable_data_dir_is_refused_and_its_node_id_never_used(tmp_pat
         DataDir(shared).lock()
     assert not (shared / "lock").exists()
     result = run("discover", "--config", str(discovery_config(tmp_path)), "--data-dir", str(shared))
-    assert result.exit_code == 1
     clean_exit(result)
     assert "chmod 700" in result.stderr
     assert PLANTED not in result.output
@@ -75,7 +81,6 @@ def test_a_group_writable_data_dir_is_refused_by_reset(tmp_path: Path) -> None:
     DataDir(data).save_gossip(PersistedState(vote=Vote(A, 1, 2)))
     data.chmod(0o770)
     result = run("reset", "--data-dir", str(data), "--yes")
-    assert result.exit_code == 1
     clean_exit(result)
     assert "mode 0770" in result.stderr
     data.chmod(0o700)
@@ -209,11 +214,7 @@ def test_state_the_wire_would_refuse_is_refused_at_start(
     data = _gossip_json(tmp_path, **changes)
     with pytest.raises(StateError, match=message):
         data.load_gossip()
-    result = run(
-        "discover", "--config", str(discovery_config(tmp_path)), "--data-dir", str(data.path),
-        "--timeout", "1",
-    )  # fmt: skip
-    assert result.exit_code == 1
+    result = discover(tmp_path, data.path)
     clean_exit(result)
     assert message in result.stderr
 
@@ -233,11 +234,7 @@ def test_a_full_disk_while_persisting_is_a_clear_error(
     with pytest.raises(StateError, match="No space left"):
         data.save_done(DoneStamp("server", None, None, "k3s", 0.0))
     # The node's first write (its node id) or its first persisted state: the same error.
-    result = run(
-        "discover", "--config", str(discovery_config(tmp_path)), "--data-dir", str(data.path),
-        "--timeout", "1",
-    )  # fmt: skip
-    assert result.exit_code == 1
+    result = discover(tmp_path, data.path)
     clean_exit(result)
     assert "No space left on device" in result.stderr
 
@@ -257,7 +254,6 @@ def test_a_read_only_data_dir_is_a_clear_error(
     monkeypatch.setattr("rancherd.state.os.open", read_only)
     for args in (("reset", "--yes"), ("discover", "--config", str(discovery_config(tmp_path)))):
         result = run(*args, "--data-dir", str(data.path))
-        assert result.exit_code == 1, result.output
         clean_exit(result)
         assert "Read-only file system" in result.stderr
         assert "writable file system" in result.stderr
@@ -269,8 +265,7 @@ def test_a_surrogate_in_the_token_is_a_clear_error(tmp_path: Path) -> None:
     config.write_text(text)
     for args in (("discover", "--data-dir", str(tmp_path / "d")), ("get-token",)):
         result = run(*args, "--config", str(config))
-        assert result.exit_code == 2, result.output
-        clean_exit(result)
+        clean_exit(result, 2)
         assert "lone surrogate" in result.stderr
         assert "defghij" not in result.output
 
@@ -349,7 +344,6 @@ def test_a_binary_runtime_token_file_is_a_clear_error(tmp_path: Path) -> None:
     token_file.parent.mkdir(parents=True)
     token_file.write_bytes(b"abc\xed\xa0\x80def\n")  # an encoded surrogate: not UTF-8
     result = run("get-token", "--config", str(config), "--root", str(tmp_path / "root"))
-    assert result.exit_code == 1, result.output
     clean_exit(result)
     assert "is not UTF-8 text" in result.stderr
 
