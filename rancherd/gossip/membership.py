@@ -364,11 +364,8 @@ class PeerTable:
         return self._by_address.get(address)
 
     def addresses_of(self, node_id: NodeId) -> tuple[Address, ...]:
-        entry = self._entries.get(node_id)
-        if entry is not None:
-            return entry.record.addresses
-        tombstone = self._tombstones.get(node_id)
-        return tombstone.record.addresses if tombstone is not None else ()
+        record = self.last_record(node_id)
+        return record.addresses if record is not None else ()
 
     def last_record(self, node_id: NodeId) -> NodeRecord | None:
         """The freshest record of ``node_id``, held alive or forgotten."""
