@@ -440,7 +440,8 @@ class Node:
         }
 
     def members_informed(self) -> bool:
-        """Every member of the decision (that we know of) reports the same decision."""
+        """Every other member of the decision has reported it (``GossipCore.members_informed``:
+        a member never heard of has not)."""
         driver = self.driver
         return driver is not None and driver.core.members_informed()
 
