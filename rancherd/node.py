@@ -394,7 +394,7 @@ class Node:
         decision = None if driver is None else driver.core.decision
         if driver is None or decision is None or decision.init_node == self.node_id:
             return None
-        hosts = {self.config.address, *(e.rsplit(":", 1)[0].strip("[]") for e in self.endpoints)}
+        hosts = {self.config.address, *(host_of(e) for e in self.endpoints)}
         if decision.init_host not in hosts:
             return None
         init = next((p for p in driver.peers() if p.node_id == decision.init_node), None)
@@ -440,7 +440,8 @@ class Node:
         }
 
     def members_informed(self) -> bool:
-        """Every member of the decision (that we know of) reports the same decision."""
+        """Every other member of the decision has reported it (``GossipCore.members_informed``:
+        a member never heard of has not)."""
         driver = self.driver
         return driver is not None and driver.core.members_informed()
 

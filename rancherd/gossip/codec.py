@@ -160,7 +160,6 @@ _INT_RANGES: dict[tuple[type, str], tuple[int, int]] = {
 # Text rules. Hosts end up in the runtime's config files and in URLs
 # (``server: https://<init_host>:6443``), so only characters of names and IP literals pass:
 # no spaces, newlines, quotes, slashes, ``@`` or ``#``.
-_NODE_ID_RE = NODE_ID_PATTERN
 _NAME = f"[0-9A-Za-z._-]{{1,{MAX_HOST_LENGTH}}}"  # a DNS name or an IPv4 literal
 _IPV6 = "[0-9A-Fa-f:.]{2,45}"  # 45: the longest IPv6 literal (with an embedded IPv4)
 _HOST_RE = re.compile(f"{_NAME}|{_IPV6}")
@@ -260,12 +259,12 @@ def _is_address(value: str) -> bool:
     return match is not None and int(match[1]) <= 65535
 
 
-_check_node_id = _check_text("node id", _NODE_ID_RE.fullmatch, NODE_ID_LENGTH)
+_check_node_id = _check_text("node id", NODE_ID_PATTERN.fullmatch, NODE_ID_LENGTH)
 
 
 def _all_node_ids(values: tuple[Any, ...]) -> bool:
     try:
-        return all(map(_NODE_ID_RE.fullmatch, values))
+        return all(map(NODE_ID_PATTERN.fullmatch, values))
     except TypeError:  # an item that is not a str
         return False
 
@@ -499,7 +498,7 @@ def _is_id(value: Any) -> bool:
         return False
     if value in _known_ids:
         return True
-    if _NODE_ID_RE.fullmatch(value) is None:
+    if NODE_ID_PATTERN.fullmatch(value) is None:
         return False
     _remember(_known_ids, value)
     return True

@@ -459,7 +459,8 @@ class Election:
     # --- internals
 
     def _round_timeout(self) -> float:
-        growth = min(1 << min(self.timed_out_rounds, 8), MAX_ROUND_TIMEOUT_GROWTH)
+        doublings = min(self.timed_out_rounds, MAX_ROUND_TIMEOUT_GROWTH)  # keeps the shift small
+        growth = min(1 << doublings, MAX_ROUND_TIMEOUT_GROWTH)
         return self._config.round_timeout * self.slowness * growth
 
     def _propose_message(self, current: Round) -> Propose:

@@ -85,7 +85,6 @@ def is_fresher(incarnation: int, heartbeat: int, than: NodeRecord) -> bool:
 # whoever feeds it (the simulator and tests hand it objects directly). Each returns a reason,
 # or None when the value is fine. Ids the table already holds skip the regex.
 
-_NODE_ID = NODE_ID_PATTERN
 _CLUSTER_ID = re.compile("[0-9a-f]{1,64}")
 
 
@@ -96,7 +95,7 @@ def is_uint(value: object) -> bool:
 def id_problem(value: object, known: Container[str] = ()) -> str | None:
     if type(value) is not str:
         return "a node id is not a string"
-    if value in known or _NODE_ID.fullmatch(value) is not None:
+    if value in known or NODE_ID_PATTERN.fullmatch(value) is not None:
         return None
     return f"malformed node id {value[:40]!r}"
 
@@ -178,7 +177,9 @@ def record_problem(
 def _identity_problem(record: NodeRecord, known: Container[str]) -> str | None:
     """The node id, the counters, the role and the progress."""
     node_id = record.node_id
-    if type(node_id) is not str or (node_id not in known and not _NODE_ID.fullmatch(node_id)):
+    if type(node_id) is not str or (
+        node_id not in known and not NODE_ID_PATTERN.fullmatch(node_id)
+    ):
         return "malformed node id"
     incarnation, boot_id, heartbeat = record.incarnation, record.boot_id, record.heartbeat
     if (
@@ -364,11 +365,8 @@ class PeerTable:
         return self._by_address.get(address)
 
     def addresses_of(self, node_id: NodeId) -> tuple[Address, ...]:
-        entry = self._entries.get(node_id)
-        if entry is not None:
-            return entry.record.addresses
-        tombstone = self._tombstones.get(node_id)
-        return tombstone.record.addresses if tombstone is not None else ()
+        record = self.last_record(node_id)
+        return record.addresses if record is not None else ()
 
     def last_record(self, node_id: NodeId) -> NodeRecord | None:
         """The freshest record of ``node_id``, held alive or forgotten."""

@@ -522,9 +522,6 @@ class WebSocketTransport(Transport):
         self._drops.note("evicted while unauthenticated, to make room", slot.remote)
         return True
 
-    def _authenticated(self, slot: _Slot) -> None:
-        self._forget_unauthenticated(slot)
-
     def _forget_unauthenticated(self, slot: _Slot) -> None:
         if slot in self._unauthenticated:
             del self._unauthenticated[slot]
@@ -556,7 +553,7 @@ class WebSocketTransport(Transport):
                     ws = await self._upgrade_inbound(reader, stream, remote, deadline)
                     if ws is not None:
                         conn = WebSocketConnection(
-                            ws, stream, remote, lambda: self._authenticated(slot)
+                            ws, stream, remote, lambda: self._forget_unauthenticated(slot)
                         )
                         await self._run_handler(handler, conn, slot)
         except Exception:

@@ -33,6 +33,7 @@ from rancherd.gossip.messages import (
 )
 from rancherd.gossip.security import SecureChannel
 from rancherd.gossip.transport import (
+    CLOSE_NORMAL,
     CLOSE_POLICY,
     ConnectionClosed,
     ForwardingTransport,
@@ -206,7 +207,7 @@ class TamperingConnection(FrameConnection):
     def authenticated(self) -> None:
         self._inner.authenticated()
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+    async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         await self._inner.aclose(code, reason)
 
 
