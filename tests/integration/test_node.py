@@ -16,46 +16,15 @@ import pytest
 import trio
 import trio.testing
 from click.testing import CliRunner
+from node_harness import PORT, make_config, make_node
 
 from rancherd.cli import cli
-from rancherd.config import Config, DiscoveryConfig, Preset, Secret
 from rancherd.control import ControlError, fetch_snapshots
-from rancherd.discovery.params import DiscoveryParams
 from rancherd.gossip.election import JoinRole
 from rancherd.gossip.memory_transport import MemoryNetwork
-from rancherd.gossip.transport import Transport, TransportLimits
 from rancherd.node import Node, NodeError
 from rancherd.peers_view import render
 from rancherd.state import DataDir, DataDirBusy
-
-PORT = 8443
-
-
-def make_config(index: int, count: int, tmp_path: Path, *, expected: int | None = None) -> Config:
-    addrs = " ".join(f"10.1.0.{i + 1}:{PORT}" for i in range(count))
-    return Config(
-        role=JoinRole.SERVER,
-        token=Secret("node test token"),
-        discovery=DiscoveryConfig(
-            params=DiscoveryParams.from_mapping({"provider": "static", "addrs": addrs}),
-            expected_servers=expected or count,
-            listen_address=f"10.1.0.{index + 1}",
-            port=PORT,
-            preset=Preset.LOCAL,
-        ),
-        address=f"10.1.0.{index + 1}",
-        data_dir=tmp_path / f"node-{index}",
-    )
-
-
-def make_node(network: MemoryNetwork, config: Config) -> Node:
-    assert config.discovery is not None
-    address = f"{config.discovery.listen_address}:{PORT}"
-
-    def transport(limits: TransportLimits) -> Transport:
-        return network.transport(address, limits)
-
-    return Node(config, DataDir(config.data_dir), transport_factory=transport)
 
 
 async def test_three_nodes_decide_and_report_through_the_control_socket(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 from cli_harness import ENV, rancherd_argv
-from test_node import make_config, make_node
+from node_harness import make_config, make_node
 
 from rancherd.gossip.memory_transport import MemoryNetwork
 from rancherd.node import Node

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 import trio.testing
-from test_node import make_config, make_node
+from node_harness import make_config, make_node
 
 from rancherd.control import fetch_snapshots
 from rancherd.gossip.core import PersistedState

@@ -273,7 +273,7 @@ def test_a_surrogate_in_the_token_is_a_clear_error(tmp_path: Path) -> None:
 async def test_a_node_refuses_a_token_it_cannot_derive_keys_from(tmp_path: Path) -> None:
     import dataclasses
 
-    from test_node import make_config, make_node
+    from node_harness import make_config, make_node
 
     from rancherd.config import Secret
     from rancherd.gossip.memory_transport import MemoryNetwork
@@ -354,7 +354,7 @@ async def test_a_full_disk_at_the_vote_stops_the_node_before_it_acks(
     """ENOSPC exactly when a server persists its vote: the node stops with the error (no
     exception group, no traceback), and its peer never sees an ack or a decision."""
     import trio
-    from test_node import make_config, make_node
+    from node_harness import make_config, make_node
 
     from rancherd.files import write_atomic
     from rancherd.gossip.memory_transport import MemoryNetwork
