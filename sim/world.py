@@ -256,10 +256,6 @@ class NodeHost:
         self._world.notes[kind] = self._world.notes.get(kind, 0) + 1
 
 
-def _untraced(verb: Callable[..., object], args: tuple[object, ...]) -> None:
-    verb(*args)
-
-
 def _ip_for(k: int) -> str:
     # Last octets 10..209: string order differs from numeric order ("10.0.0.100" sorts
     # before "10.0.0.11"), as on real networks the classic algorithm sorts.
@@ -381,10 +377,10 @@ class World:
     ) -> None:
         """``on(*args)`` at ``start`` and ``off(*args)`` at ``end`` (``inf``: never), each
         before any other event of its instant, and a trace mark for each."""
-        self.loop.call_first_at(start, _untraced, on, args)
+        self.loop.call_first_at(start, on, *args)
         self._schedule(start, self._mark, f"{label}-start")
         if end != math.inf:
-            self.loop.call_first_at(end, _untraced, off, args)
+            self.loop.call_first_at(end, off, *args)
             self._schedule(end, self._mark, f"{label}-end")
 
     def crash_pick(self) -> random.Random:
