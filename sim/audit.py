@@ -38,25 +38,20 @@ class ElectionAudit:
         """(proposer id, voter id, round) of every Ack delivered to the proposer."""
 
     def sent(self, node_id: str, disk: object, payload: object, now: float) -> None:
-        message = payload[1] if isinstance(payload, tuple) and len(payload) == 2 else None
-        kind = type(message)
-        if kind is Ack:
-            assert isinstance(message, Ack)
+        message = _message(payload)
+        if isinstance(message, Ack):
             vote = Vote(message.proposer, message.round, message.nonce)
             if not (isinstance(disk, PersistedState) and disk.vote == vote):
                 self._fail("ack-not-durable", now, f"{node_id[:8]} acked {vote}", disk)
-        elif kind is Propose:
-            assert isinstance(message, Propose)
+        elif isinstance(message, Propose):
             vote = Vote(message.proposer, message.round, message.nonce)
             if not (isinstance(disk, PersistedState) and disk.vote == vote):
                 self._fail("propose-not-durable", now, f"{node_id[:8]} proposed {vote}", disk)
-        elif kind is Release:
-            assert isinstance(message, Release)
+        elif isinstance(message, Release):
             vote = Vote(message.proposer, message.round, message.nonce)
             if vote not in self._released.get(node_id, ()):
                 self._fail("release-not-durable", now, f"{node_id[:8]} released {vote}", disk)
-        elif kind is Commit:
-            assert isinstance(message, Commit)
+        elif isinstance(message, Commit):
             self._commit(node_id, disk, message.decision, now)
 
     def _commit(self, node_id: str, disk: object, decision: Decision, now: float) -> None:
@@ -83,9 +78,8 @@ class ElectionAudit:
             )
 
     def delivered(self, node_id: str, payload: object) -> None:
-        message = payload[1] if isinstance(payload, tuple) and len(payload) == 2 else None
-        if type(message) is Ack:
-            assert isinstance(message, Ack)
+        message = _message(payload)
+        if isinstance(message, Ack):
             self._acks.add((node_id, message.voter, message.round))
 
     def written(self, node_id: str, old: object, new: object, now: float) -> None:
@@ -107,3 +101,8 @@ class ElectionAudit:
     def _fail(self, kind: str, now: float, text: str, disk: object) -> None:
         held = disk.vote if isinstance(disk, PersistedState) else None
         self._report(kind, now, f"{text}; its disk holds vote {held}")
+
+
+def _message(payload: object) -> object:
+    """The message of a gossip payload (``(peer, message)``); ``None`` for anything else."""
+    return payload[1] if isinstance(payload, tuple) and len(payload) == 2 else None

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,6 +26,9 @@ from sim.loop import TraceRecord
 from sim.progress import Progress
 from sim.runner import Summary, fmt_seconds, run_many, summarize
 from sim.world import RunResult, World, run_seed
+
+if TYPE_CHECKING:
+    from sim.mutants import Mutant
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALGORITHM_CHOICES = [*ALGORITHMS, "both"]
@@ -280,13 +283,10 @@ def _run_planted(
     scenario: str, overrides: Sequence[str], seeds: range, mutant: str | None, audit: bool
 ) -> None:
     """``run --mutant``/``--no-audit``: gossip, one process, a line per violating seed."""
-    from sim.mutants import by_name, planted
+    from sim.mutants import planted
 
     loaded = _load(scenario, overrides)
-    try:
-        plant = contextlib.nullcontext() if mutant is None else planted(by_name(mutant))
-    except KeyError as exc:
-        raise click.UsageError(str(exc.args[0])) from None
+    plant = contextlib.nullcontext() if mutant is None else planted(_known_mutant(mutant))
     flags = ([] if mutant is None else ["--mutant", mutant]) + ([] if audit else ["--no-audit"])
     with plant:
         results = [
@@ -311,12 +311,9 @@ def mutants(as_json: bool, no_audit: bool, names: tuple[str, ...]) -> None:
     """Plant each known election bug in turn and check that the simulator catches it.
 
     Exit status 1 when a mutant is missed or the unmutated runs report a violation."""
-    from sim.mutants import MUTANTS, by_name, score
+    from sim.mutants import MUTANTS, score
 
-    try:
-        chosen = [by_name(n) for n in names] if names else list(MUTANTS)
-    except KeyError as exc:
-        raise click.UsageError(str(exc.args[0])) from None
+    chosen = [_known_mutant(n) for n in names] if names else list(MUTANTS)
     result = score(chosen, audit=not no_audit)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -332,6 +329,16 @@ def mutants(as_json: bool, no_audit: bool, names: tuple[str, ...]) -> None:
             click.echo(f"  unmutated: {line}")
     if result["missed"] or result["baseline_violations"]:
         sys.exit(1)
+
+
+def _known_mutant(name: str) -> Mutant:
+    """The mutant called ``name``; an unknown name is a usage error."""
+    from sim.mutants import by_name
+
+    try:
+        return by_name(name)
+    except KeyError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
 
 
 def _result_json(result: RunResult) -> dict[str, Any]:

@@ -71,6 +71,30 @@ def _required(v: _Validator, raw: dict[str, Any], where: Path_, *keys: str) -> N
             v.error((*where, key), "required")
 
 
+def _links(
+    v: _Validator, raw: dict[str, Any], where: Path_
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The required ``from`` and ``to`` node selectors of a fault on links."""
+    _required(v, raw, where, "from", "to")
+    src = v.selector(raw.get("from", []), (*where, "from"))
+    dst = v.selector(raw.get("to", []), (*where, "to"))
+    return src, dst
+
+
+def _messages(
+    v: _Validator, raw: dict[str, Any], where: Path_, allowed: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The ``messages`` a fault is aimed at (a kind or a list of kinds, all of them when
+    absent), each one of ``allowed``."""
+    messages = raw.get("messages", list(ELECTION_MESSAGES))
+    if isinstance(messages, str):
+        messages = [messages]
+    if not isinstance(messages, list) or not all(m in allowed for m in messages):
+        v.error((*where, "messages"), f"expected a list of {', '.join(ELECTION_MESSAGES)}")
+        messages = []
+    return tuple(messages)
+
+
 @dataclass(frozen=True, slots=True)
 class Partition(Fault):
     """Nodes of different groups cannot reach each other; nodes in no group reach all."""
@@ -122,10 +146,10 @@ class OneWay(Fault):
 
     @classmethod
     def parse(cls, v: _Validator, raw: dict[str, Any], where: Path_) -> Fault | None:
-        _required(v, raw, where, "from", "to")
+        src, dst = _links(v, raw, where)
         return cls(
-            v.selector(raw.get("from", []), (*where, "from")),
-            v.selector(raw.get("to", []), (*where, "to")),
+            src,
+            dst,
             v.distribution(raw, "start", where, Fixed(0.0)),
             v.distribution(raw, "end", where, None),
         )
@@ -149,10 +173,10 @@ class Hold(Fault):
 
     @classmethod
     def parse(cls, v: _Validator, raw: dict[str, Any], where: Path_) -> Fault | None:
-        _required(v, raw, where, "from", "to")
+        src, dst = _links(v, raw, where)
         return cls(
-            v.selector(raw.get("from", []), (*where, "from")),
-            v.selector(raw.get("to", []), (*where, "to")),
+            src,
+            dst,
             v.distribution(raw, "start", where, Fixed(0.0)),
             v.distribution(raw, "end", where, v.REQUIRED),
         )
@@ -226,16 +250,8 @@ class Buggify(Fault):
 
     @classmethod
     def parse(cls, v: _Validator, raw: dict[str, Any], where: Path_) -> Fault | None:
-        messages = raw.get("messages", list(ELECTION_MESSAGES))
-        if isinstance(messages, str):
-            messages = [messages]
-        if not isinstance(messages, list) or not all(
-            m in (*ELECTION_MESSAGES, "gossip") for m in messages
-        ):
-            v.error((*where, "messages"), f"expected a list of {', '.join(ELECTION_MESSAGES)}")
-            messages = []
         return cls(
-            messages=tuple(messages),
+            messages=_messages(v, raw, where, (*ELECTION_MESSAGES, "gossip")),
             src=v.selector(raw.get("from", "all"), (*where, "from")),
             dst=v.selector(raw.get("to", "all"), (*where, "to")),
             drop=v.probability(raw, "drop", where, 0.0),
@@ -280,16 +296,10 @@ class CrashAt(Fault):
     def parse(cls, v: _Validator, raw: dict[str, Any], where: Path_) -> Fault | None:
         _required(v, raw, where, "node", "boundary")
         node = v.selector(raw.get("node", ""), (*where, "node"), allow_random=True, single=True)
-        messages = raw.get("messages", list(ELECTION_MESSAGES))
-        if isinstance(messages, str):
-            messages = [messages]
-        if not isinstance(messages, list) or not all(m in ELECTION_MESSAGES for m in messages):
-            v.error((*where, "messages"), f"expected a list of {', '.join(ELECTION_MESSAGES)}")
-            messages = []
         return cls(
             node=node[0] if node else "",
             on=v.string(raw, "boundary", where, "send", BOUNDARIES),
-            messages=tuple(messages),
+            messages=_messages(v, raw, where, ELECTION_MESSAGES),
             after=v.distribution(raw, "after", where, Fixed(1.0)),
             start=v.distribution(raw, "start", where, Fixed(0.0)),
             restart_after=v.distribution(raw, "restart_after", where, None),

@@ -20,7 +20,7 @@ from rancherd.gossip.core import GossipCore, Send
 from rancherd.gossip.election import Effect, Election, Round, Transmit
 from rancherd.gossip.messages import Vote
 from sim import scenario as scenarios
-from sim.world import RunResult, run_seed
+from sim.world import run_seed
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,24 +162,19 @@ def _runs(hunt: Sequence[tuple[str, int]]) -> Iterator[tuple[scenarios.Scenario,
             yield loaded, seed
 
 
-def _first_violation(result: RunResult) -> str | None:
-    return result.violations[0] if result.violations else None
-
-
 def hunt(mutant: Mutant, runs: Sequence[tuple[str, int]] = HUNT, *, audit: bool = True) -> Catch:
     """Run ``mutant`` through ``runs`` until one run reports a violation (``audit=False``:
     only the decision invariants count, not ``sim/audit.py``)."""
     count = 0
     with planted(mutant):
-        for loaded, seed in _runs(runs):
-            count += 1
+        for count, (loaded, seed) in enumerate(_runs(runs), 1):
             result = run_seed(loaded, seed, "gossip", audit=audit)
-            found = _first_violation(result)
-            if found is not None:
+            if result.violations:
                 command = f"{result.reproduce} --mutant {mutant.name}"
                 if not audit:
                     command += " --no-audit"
-                return Catch(mutant.name, f"{loaded.name}: {found}", command, count)
+                found = f"{loaded.name}: {result.violations[0]}"
+                return Catch(mutant.name, found, command, count)
     return Catch(mutant.name, None, None, count)
 
 

@@ -36,10 +36,6 @@ from rancherd.config.yamlvalues import (
 from rancherd.kinds import USER_PRESETS, Preset
 from sim.dists import Distribution, Exponential, Fixed, LogNormal, Uniform
 from sim.faults import FAULTS, Fault
-from sim.faults import Crash as Crash  # re-exported: the fault classes used to live here
-from sim.faults import Hold as Hold
-from sim.faults import OneWay as OneWay
-from sim.faults import Partition as Partition
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 

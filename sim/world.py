@@ -26,7 +26,7 @@ import random
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from rancherd.addresses import host_of
 from sim.algorithms import ALGORITHMS, AlgorithmOptions
@@ -55,6 +55,16 @@ class Audit(Protocol):
     def delivered(self, node_id: str, payload: object) -> None: ...
 
     def written(self, node_id: str, old: object, new: object, now: float) -> None: ...
+
+
+@dataclass(slots=True)
+class _Armed:
+    """A ``crash_at`` fault waiting on one node (``World.arm_crash``)."""
+
+    fault: CrashAt
+    left: int
+    """Boundaries still to reach; the node crashes at the one that brings it to 0."""
+    restart_after: float | None
 
 
 class SimulationError(RuntimeError):
@@ -256,10 +266,6 @@ class NodeHost:
         self._world.notes[kind] = self._world.notes.get(kind, 0) + 1
 
 
-def _untraced(verb: Callable[..., object], args: tuple[object, ...]) -> None:
-    verb(*args)
-
-
 def _ip_for(k: int) -> str:
     # Last octets 10..209: string order differs from numeric order ("10.0.0.100" sorts
     # before "10.0.0.11"), as on real networks the classic algorithm sorts.
@@ -309,7 +315,7 @@ class World:
         self._disk_rngs: dict[str, random.Random] = {}
         self._crash_picks: list[random.Random] = []
         self._buggify: dict[str, list[Buggify]] = {}
-        self._armed: dict[str, list[list[Any]]] = {}
+        self._armed: dict[str, list[_Armed]] = {}
         self._views: dict[str, frozenset[str]] = {}
         self._buggify_rngs: dict[str, random.Random] = {}
         self._kind_of: Callable[[object], str | None] | None = getattr(
@@ -381,10 +387,10 @@ class World:
     ) -> None:
         """``on(*args)`` at ``start`` and ``off(*args)`` at ``end`` (``inf``: never), each
         before any other event of its instant, and a trace mark for each."""
-        self.loop.call_first_at(start, _untraced, on, args)
+        self.loop.call_first_at(start, on, *args)
         self._schedule(start, self._mark, f"{label}-start")
         if end != math.inf:
-            self.loop.call_first_at(end, _untraced, off, args)
+            self.loop.call_first_at(end, off, *args)
             self._schedule(end, self._mark, f"{label}-end")
 
     def crash_pick(self) -> random.Random:
@@ -465,7 +471,7 @@ class World:
         slot = self._select(fault.node, pick)
         if slot is None:
             return ("crash-missed", fault.node)
-        self._armed.setdefault(slot.name, []).append([fault, after, restart_after])
+        self._armed.setdefault(slot.name, []).append(_Armed(fault, after, restart_after))
         return ("armed", slot.name, fault.on)
 
     def _boundary(self, slot: Slot, point: str, kind: str | None = None) -> bool:
@@ -475,15 +481,14 @@ class World:
         if not armed or not slot.up:
             return False
         for entry in armed:
-            fault = entry[0]
-            assert isinstance(fault, CrashAt)
+            fault = entry.fault
             if fault.on != point or (kind is not None and kind not in fault.messages):
                 continue
-            entry[1] -= 1
-            if entry[1] <= 0:
+            entry.left -= 1
+            if entry.left <= 0:
                 armed.remove(entry)
                 self.notes[f"crash-at-{point}"] = self.notes.get(f"crash-at-{point}", 0) + 1
-                self.crash(slot, entry[2], fault.wipe)
+                self.crash(slot, entry.restart_after, fault.wipe)
                 return True
             return False
         return False

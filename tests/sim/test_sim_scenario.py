@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sim.dists import Exponential, Fixed, LogNormal, Uniform
+from sim.faults import Crash, Partition
 from sim.scenario import (
-    Crash,
-    Partition,
     ScenarioError,
     load,
     load_text,
