@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, NoReturn, TypeAlias
 
-from rancherd.discovery.params import DiscoveryParams, HostPort
+from rancherd.discovery.params import DEFAULT_SERVER_CACHE_DURATION, DiscoveryParams, HostPort
 from rancherd.kinds import JoinRole, Preset
 
 __all__ = [
@@ -74,7 +74,6 @@ DEFAULT_CONFIG_PATH = Path("/etc/rancher/rancherd/config.yaml")
 
 DEFAULT_DATA_DIR = Path("/var/lib/rancher/rancherd")
 DEFAULT_EXPECTED_SERVERS = 3
-DEFAULT_SERVER_CACHE_DURATION = 60.0
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0"
 DEFAULT_PORT = 8443
 """The original rancherd's bootstrap listener port; we gossip on it."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from rancherd.discovery.params import REGISTRY, DiscoveryParams
+from rancherd.discovery.params import DEFAULT_SERVER_CACHE_DURATION, REGISTRY, DiscoveryParams
 
 if TYPE_CHECKING:
     from rancherd.discovery.file import FileProvider
@@ -70,7 +70,7 @@ def make_provider(
     settings = ProviderSettings(
         default_port,
         DEFAULT_REFRESH if refresh is None else refresh,
-        60.0 if server_cache_duration is None else server_cache_duration,
+        DEFAULT_SERVER_CACHE_DURATION if server_cache_duration is None else server_cache_duration,
     )
     # Only the provider in use is imported: zeroconf and dnspython cost tens of
     # milliseconds of start-up each, for nodes that do not use them.

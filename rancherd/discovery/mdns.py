@@ -69,7 +69,7 @@ from zeroconf._services.browser import generate_service_query
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
 from rancherd.addresses import join_host_port
-from rancherd.discovery.params import DiscoveryParams, MdnsParams
+from rancherd.discovery.params import DEFAULT_SERVER_CACHE_DURATION, DiscoveryParams, MdnsParams
 from rancherd.discovery.provider import (
     DEFAULT_REFRESH,
     Advertisement,
@@ -561,7 +561,7 @@ class MdnsProvider(Provider):
         params: MdnsParams,
         *,
         refresh: float = DEFAULT_REFRESH,
-        server_cache_duration: float = 60.0,
+        server_cache_duration: float = DEFAULT_SERVER_CACHE_DURATION,
         interfaces: Callable[[], Sequence[Interface]] = list_interfaces,
         watch: LinkWatcher = watch_netlink,
         rng: random.Random | None = None,

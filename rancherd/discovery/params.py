@@ -35,6 +35,7 @@ from rancherd.addresses import HostPort, is_ip, parse_host_port
 from rancherd.durations import DurationError, parse_duration
 
 __all__ = [
+    "DEFAULT_SERVER_CACHE_DURATION",
     "GO_DISCOVER_PROVIDERS",
     "PROVIDERS",
     "REGISTRY",
@@ -55,6 +56,10 @@ __all__ = [
     "parse_host_port",
     "parse_params_string",
 ]
+
+DEFAULT_SERVER_CACHE_DURATION = 60.0
+"""``serverCacheDuration``'s default: how long the gossip layer keeps a peer that discovery
+stopped naming (the config's default, and the providers' when a caller gives none)."""
 
 
 # --- The provider table ---------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Self
 import trio
 
 from rancherd.addresses import is_node_id
-from rancherd.discovery.params import DiscoveryParams
+from rancherd.discovery.params import DEFAULT_SERVER_CACHE_DURATION, DiscoveryParams
 
 __all__ = [
     "DEFAULT_REFRESH",
@@ -86,7 +86,7 @@ class ProviderSettings:
     """The port of addresses written without one (static, file)."""
     refresh: float = DEFAULT_REFRESH
     """Seconds between two answers when nothing changes."""
-    server_cache_duration: float = 60.0
+    server_cache_duration: float = DEFAULT_SERVER_CACHE_DURATION
     """How long the gossip layer keeps a peer that discovery stopped naming; a provider that
     polls (mDNS) asks again a few times per such period."""
 
