@@ -16,7 +16,7 @@ import trio
 import trio.testing
 import yaml
 from cli_harness import rancherd_argv
-from fake_runtime import FakeServer, populate_root
+from fake_runtime import FakeServer, populate_root, root_with_install_script
 from install_harness import options as fake_runtime_options
 
 from rancherd.bootstrap import Reporter, run_bootstrap
@@ -158,11 +158,9 @@ async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
 ) -> None:
     fifo = tmp_path / "started"
     os.mkfifo(fifo)
-    root = populate_root(tmp_path / "root")  # under --root only the root's programs run
-    script = root / "install.sh"
     # A long install that starts a child of its own, then says who they are.
-    script.write_text(f'#!/bin/sh\nsleep 300 &\necho "$$ $!" > {fifo}\nwait\n')
-    script.chmod(0o755)
+    script = f'#!/bin/sh\nsleep 300 &\necho "$$ $!" > {fifo}\nwait\n'
+    root = root_with_install_script(tmp_path / "root", script)
     env = {
         **os.environ,
         "RANCHERD_INSTALL_SCRIPT": "/install.sh",
