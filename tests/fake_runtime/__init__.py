@@ -80,6 +80,15 @@ def root_with_install_script(root: Path, text: str) -> Path:
     return root
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (one that exited waits there until its parent reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One line of ``$FAKE_EVENT_LOG``."""

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 import yaml
 from cli_harness import rancherd_argv
-from fake_runtime import FakeServer, populate_root, root_with_install_script
+from fake_runtime import FakeServer, populate_root, root_with_install_script, running
 from install_harness import options as fake_runtime_options
 
 from rancherd.bootstrap import Reporter, run_bootstrap
@@ -145,13 +145,6 @@ async def test_bootstrap_reports_steps_then_ready_then_stopping(
 # --- SIGTERM during the install step, without discovery ---------------------------------
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.slow
 async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
     tmp_path: Path, notify_socket: socket.socket
@@ -188,7 +181,7 @@ async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
     assert code == 143, errors
     assert "SIGTERM received: shutting down" in errors
     assert "stopped by a signal while applying the plan" in errors
-    assert all(_gone(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
     assert received(notify_socket)[-1]["STOPPING"] == "1"
 
 
