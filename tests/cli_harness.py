@@ -36,10 +36,9 @@ def discover_argv(
     )
 
 
-async def captured(
-    argv: list[str], env: dict[str, str] = ENV
-) -> subprocess.CompletedProcess[bytes]:
-    """Run ``argv`` to its end, its stdout and stderr kept, its exit code not checked."""
+async def captured(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` in ``ENV`` to its end, its stdout and stderr kept, its exit code not
+    checked."""
     return await trio.run_process(
-        argv, capture_stdout=True, capture_stderr=True, check=False, env=env
+        argv, capture_stdout=True, capture_stderr=True, check=False, env=ENV
     )

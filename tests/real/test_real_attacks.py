@@ -168,7 +168,7 @@ async def start_victim(
             )
 
     process: trio.Process = await nursery.start(run)
-    await _peers_json(fleet.data_dir(0), ENV)
+    await _peers_json(fleet.data_dir(0))
     return process, log
 
 
@@ -336,8 +336,8 @@ async def _election_seconds(fleet: Fleet, flood: int) -> tuple[float, int]:
         async with trio.open_nursery() as processes:
             for argv in argvs[:2]:
                 processes.start_soon(run, argv)
-            await _peers_json(fleet.data_dir(0), ENV)
-            await _peers_json(fleet.data_dir(1), ENV)
+            await _peers_json(fleet.data_dir(0))
+            await _peers_json(fleet.data_dir(1))
             if flood:
                 await counter.reached.wait()
             start = trio.current_time()

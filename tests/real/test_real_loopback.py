@@ -136,11 +136,10 @@ async def test_wrong_token_node_with_lowest_id_is_never_counted(tmp_path: Path) 
 
 async def test_peers_shows_what_a_waiting_node_waits_for(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path, 2)
-    env = ENV
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             first = await nursery.start(_process, discover_argv(fleet.config(0), fleet.data_dir(0)))
-            snapshot = await _peers_json(fleet.data_dir(0), env)
+            snapshot = await _peers_json(fleet.data_dir(0))
             status = snapshot["status"]
             assert isinstance(status, dict)
             assert "waiting for 1 more server" in status["text"]
@@ -149,7 +148,7 @@ async def test_peers_shows_what_a_waiting_node_waits_for(tmp_path: Path) -> None
             )
             assert await first.wait() == 0
             assert await second.wait() == 0
-    table = await captured(rancherd_argv("peers", "--data-dir", str(fleet.data_dir(0))), env)
+    table = await captured(rancherd_argv("peers", "--data-dir", str(fleet.data_dir(0))))
     assert table.returncode == 1
     assert b"is rancherd running" in table.stderr
 
@@ -168,10 +167,10 @@ async def _process(
     )
 
 
-async def _peers_json(data_dir: Path, env: dict[str, str]) -> dict[str, object]:
+async def _peers_json(data_dir: Path) -> dict[str, object]:
     """``rancherd peers --json`` once the node answers (it needs a moment to start)."""
     while True:
-        result = await captured(rancherd_argv("peers", "--json", "--data-dir", str(data_dir)), env)
+        result = await captured(rancherd_argv("peers", "--json", "--data-dir", str(data_dir)))
         if result.returncode == 0:
             document = json.loads(result.stdout)
             assert isinstance(document, dict)
@@ -188,7 +187,7 @@ async def test_bad_input_against_a_live_node(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             first = await nursery.start(_process, discover_argv(fleet.config(0), fleet.data_dir(0)))
-            await _peers_json(fleet.data_dir(0), ENV)
+            await _peers_json(fleet.data_dir(0))
 
             # 1 MiB in one binary message: closed with 1009 (message too big).
             assert await _close_code_after(host, port, secrets.token_bytes(1 << 20)) == 1009
@@ -279,7 +278,7 @@ async def test_bootstrap_stopped_during_the_election_exits_143_and_says_so(
             process: trio.Process = await nursery.start(
                 partial(trio.run_process, argv, check=False, env=ENV, stderr=subprocess.PIPE)
             )
-            snapshot = await _peers_json(fleet.data_dir(0), ENV)
+            snapshot = await _peers_json(fleet.data_dir(0))
             assert "waiting for 2 more servers" in str(snapshot["status"])
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 143
