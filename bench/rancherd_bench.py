@@ -208,6 +208,11 @@ async def wait_until(procs: ProcSet, done: Callable[[], bool]) -> None:
         await procs.wait_changed()
 
 
+def _rounds_given_up(stderr_lines: list[str]) -> int:
+    """The distinct rounds a node's ``GIVEN_UP`` lines name."""
+    return len({m.group(1) for line in stderr_lines if (m := GIVEN_UP.search(line))})
+
+
 async def one_decide_run(
     fleet: Fleet, preset: str, limit: float, series: Series, root: Path
 ) -> None:
@@ -265,10 +270,7 @@ async def one_decide_run(
             "CPU use of all nodes until the decision, in cores",
             cpu / (all_decided - nodes[0].started),
         )
-        given_up = sum(
-            len({m.group(1) for line in p.stderr_lines if (m := GIVEN_UP.search(line))})
-            for p in nodes
-        )
+        given_up = sum(_rounds_given_up(p.stderr_lines) for p in nodes)
         series.add_extra("rounds given up (all proposers)", given_up)
         in_node = [json.loads(p.stdout)["seconds"] for p in nodes]
         series.add_extra("slowest node's own seconds (Node.run to decision)", max(in_node))
@@ -299,8 +301,8 @@ async def decide_processes(
     await warm_up()
     with contextlib.ExitStack() as stack:
         cpus = sorted(os.sched_getaffinity(0))
+        lifetime = runs * (limit + EXIT_WAIT + 30)
         for index in range(busy):
-            lifetime = runs * (limit + EXIT_WAIT + 30)
             stack.enter_context(busy_neighbour(cpus[index % len(cpus)], lifetime))
         if mode == "netns-mdns":
             fleet = netns_fleet(stack.enter_context(bench_lab(nodes)))

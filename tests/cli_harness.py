@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
+
+import trio
 
 ENV = {**os.environ, "RANCHERD_IMPLICIT_PATHS": ""}
 """The test's environment with no implicit config paths: only ``--config`` counts."""
@@ -30,4 +33,12 @@ def discover_argv(
         str(wait),
         "--linger",
         str(linger),
+    )
+
+
+async def captured(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` in ``ENV`` to its end, its stdout and stderr kept, its exit code not
+    checked."""
+    return await trio.run_process(
+        argv, capture_stdout=True, capture_stderr=True, check=False, env=ENV
     )

@@ -217,13 +217,7 @@ def netns_lab(count: int) -> Iterator[Lab]:
     )
     lab = Lab(token, bridge, subnet, namespaces)
     try:
-        _ip(f"link add {bridge} type bridge mcast_snooping 0 forward_delay 0".split())
-        # Bridged frames must not meet the host's iptables (Docker's FORWARD policy is DROP).
-        _ip(
-            f"link set {bridge} type bridge nf_call_iptables 0 nf_call_ip6tables 0".split(),
-            check=False,
-        )
-        _ip(f"link set {bridge} up".split())
+        _add_bridge(bridge)
         for i, ns in enumerate(namespaces):
             host_end = f"{_PREFIX}v{token}{i}"
             inner = ns.interface
@@ -238,6 +232,17 @@ def netns_lab(count: int) -> Iterator[Lab]:
         yield lab
     finally:
         _remove(namespaces, bridge, token)
+
+
+def _add_bridge(name: str) -> None:
+    """A bridge ``name``, up, that floods multicast to every port at once."""
+    _ip(f"link add {name} type bridge mcast_snooping 0 forward_delay 0".split())
+    # Bridged frames must not meet the host's iptables (Docker's FORWARD policy is DROP).
+    _ip(
+        f"link set {name} type bridge nf_call_iptables 0 nf_call_ip6tables 0".split(),
+        check=False,
+    )
+    _ip(f"link set {name} up".split())
 
 
 def remove_stale_labs() -> None:
@@ -272,12 +277,7 @@ def split_lab(lab: Lab, indexes: Sequence[int]) -> None:
     namespaces (their links stay up with the same addresses). ``join_lab`` undoes it."""
     other = f"{_PREFIX}c{lab.token}"
     if _ip(["link", "show", other], check=False).returncode != 0:
-        _ip(f"link add {other} type bridge mcast_snooping 0 forward_delay 0".split())
-        _ip(
-            f"link set {other} type bridge nf_call_iptables 0 nf_call_ip6tables 0".split(),
-            check=False,
-        )
-        _ip(f"link set {other} up".split())
+        _add_bridge(other)
     for i in indexes:
         _ip(f"link set {_PREFIX}v{lab.token}{i} master {other}".split())
 

@@ -5,7 +5,8 @@
 - ``populate_root`` makes a root they run in: under ``--root`` rancherd runs only what is
   inside the root (``rancherd/install/inroot.py``), so the root gets ``/bin/sh`` (a copy
   of the host's), the tools the fakes use (copies, in ``/usr/bin``), the fake
-  ``systemctl`` in ``/usr/bin`` and the fake install script at ``ROOT_INSTALL_SCRIPT``.
+  ``systemctl`` in ``/usr/bin`` and the fake install script at ``ROOT_INSTALL_SCRIPT``;
+  ``root_with_install_script`` adds a test's own script at ``/install.sh``.
 - ``make_tls`` makes a CA and a certificate it signs for 127.0.0.1 (and more addresses
   when asked), as k3s has at ``/var/lib/rancher/k3s/server/tls``.
 - ``FakeServer`` serves ``/cacerts``, ``/readyz`` and ``/healthz`` over HTTPS and HTTP on
@@ -67,6 +68,25 @@ def populate_root(root: Path, tools: Sequence[str] = ROOT_TOOLS) -> Path:
     script.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(INSTALL_SCRIPT, script)
     return root
+
+
+def root_with_install_script(root: Path, text: str) -> Path:
+    """``populate_root(root)`` with the shell script ``text`` as its ``/install.sh`` (the
+    ``RANCHERD_INSTALL_SCRIPT`` such a test names); ``root``."""
+    populate_root(root)  # under --root only the root's programs run
+    script = root / "install.sh"
+    script.write_text(text)
+    script.chmod(0o755)
+    return root
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (one that exited waits there until its parent reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 @dataclass(frozen=True, slots=True)

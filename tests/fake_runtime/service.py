@@ -12,28 +12,24 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from fake_runtime import running
 
 START_LIMIT = 120.0
 """Seconds the server may take to serve (an etcd join included)."""
 POLL = 0.05
 
 
-def running(pid_file: Path) -> bool:
+def _served(pid_file: Path) -> bool:
+    """The server whose pid ``pid_file`` holds still runs."""
     try:
-        pid = int(pid_file.read_text())
-        os.kill(pid, 0)
+        return running(int(pid_file.read_text()))
     except (OSError, ValueError):
         return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def start(root: Path, tls_dir: Path, ready_after: str, etcd: bool) -> int:
@@ -43,7 +39,7 @@ def start(root: Path, tls_dir: Path, ready_after: str, etcd: bool) -> int:
     log = fake / "server.log"
     with (fake / "service.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if running(pid_file):
+        if _served(pid_file):
             return 0
         pid_file.unlink(missing_ok=True)
         argv = [

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 import yaml
 from cli_harness import rancherd_argv
-from fake_runtime import FakeServer, populate_root
+from fake_runtime import FakeServer, populate_root, root_with_install_script, running
 from install_harness import options as fake_runtime_options
 
 from rancherd.bootstrap import Reporter, run_bootstrap
@@ -145,24 +145,15 @@ async def test_bootstrap_reports_steps_then_ready_then_stopping(
 # --- SIGTERM during the install step, without discovery ---------------------------------
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.slow
 async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
     tmp_path: Path, notify_socket: socket.socket
 ) -> None:
     fifo = tmp_path / "started"
     os.mkfifo(fifo)
-    root = populate_root(tmp_path / "root")  # under --root only the root's programs run
-    script = root / "install.sh"
     # A long install that starts a child of its own, then says who they are.
-    script.write_text(f'#!/bin/sh\nsleep 300 &\necho "$$ $!" > {fifo}\nwait\n')
-    script.chmod(0o755)
+    script = f'#!/bin/sh\nsleep 300 &\necho "$$ $!" > {fifo}\nwait\n'
+    root = root_with_install_script(tmp_path / "root", script)
     env = {
         **os.environ,
         "RANCHERD_INSTALL_SCRIPT": "/install.sh",
@@ -190,7 +181,7 @@ async def test_sigterm_stops_a_static_bootstrap_and_its_install_step(
     assert code == 143, errors
     assert "SIGTERM received: shutting down" in errors
     assert "stopped by a signal while applying the plan" in errors
-    assert all(_gone(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
     assert received(notify_socket)[-1]["STOPPING"] == "1"
 
 

@@ -35,6 +35,7 @@ from fake_runtime import (
     make_tls,
     populate_root,
     read_events,
+    running,
 )
 from netns import Lab, Namespace, netns_lab, skip_unless_netns, stop_process
 
@@ -202,15 +203,6 @@ def kill_fake_runtimes(boots: list[Boot]) -> list[int]:
             os.kill(pid, signal.SIGTERM)
             pids.append(pid)
     return pids
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (they are not our children: nobody here reaps them)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
 
 
 def events_of(events: list[Event], node: str, name: str) -> list[float]:

@@ -21,7 +21,7 @@ import pytest
 import trio
 import wsproto
 import wsproto.events
-from cli_harness import ENV, discover_argv
+from cli_harness import ENV, captured, discover_argv
 from driver_harness import TOKEN_KEYS, MemoryStore
 from test_real_loopback import TOKEN, Fleet, _peers_json
 
@@ -168,7 +168,7 @@ async def start_victim(
             )
 
     process: trio.Process = await nursery.start(run)
-    await _peers_json(fleet.data_dir(0), ENV)
+    await _peers_json(fleet.data_dir(0))
     return process, log
 
 
@@ -178,13 +178,7 @@ def tail(log: Path, size: int = 3000) -> str:
 
 async def good_peer_decides(fleet: Fleet, victim: trio.Process, log: Path) -> None:
     assert victim.returncode is None, tail(log)
-    second = await trio.run_process(
-        discover_argv(fleet.config(1), fleet.data_dir(1)),
-        check=False,
-        env=ENV,
-        capture_stdout=True,
-        capture_stderr=True,
-    )
+    second = await captured(discover_argv(fleet.config(1), fleet.data_dir(1)))
     assert second.returncode == 0, second.stderr.decode()[-2000:]
     assert await victim.wait() == 0, tail(log)
     assert "Traceback" not in tail(log, 10**7)
@@ -332,11 +326,7 @@ async def _election_seconds(fleet: Fleet, flood: int) -> tuple[float, int]:
     results: list[subprocess.CompletedProcess[bytes]] = []
 
     async def run(argv: list[str]) -> None:
-        results.append(
-            await trio.run_process(
-                argv, capture_stdout=True, capture_stderr=True, check=False, env=ENV
-            )
-        )
+        results.append(await captured(argv))
 
     async with trio.open_nursery() as nursery:
         for host in fleet.hosts:
@@ -346,8 +336,8 @@ async def _election_seconds(fleet: Fleet, flood: int) -> tuple[float, int]:
         async with trio.open_nursery() as processes:
             for argv in argvs[:2]:
                 processes.start_soon(run, argv)
-            await _peers_json(fleet.data_dir(0), ENV)
-            await _peers_json(fleet.data_dir(1), ENV)
+            await _peers_json(fleet.data_dir(0))
+            await _peers_json(fleet.data_dir(1))
             if flood:
                 await counter.reached.wait()
             start = trio.current_time()

@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 import trio
-from fake_runtime import TESTS_DIR
+from fake_runtime import TESTS_DIR, running
 from fake_runtime.etcd import etcd_unavailable_reason
 from netns import Lab, netns_lab, skip_unless_netns, stop_process
 from test_e2e_bootstrap import (
@@ -48,7 +48,6 @@ from test_e2e_bootstrap import (
     fleet,
     kill_fake_runtimes,
     make_boots,
-    running,
     start,
 )
 

@@ -21,7 +21,7 @@ import pytest
 import trio
 import wsproto
 import wsproto.events
-from cli_harness import ENV, discover_argv, rancherd_argv
+from cli_harness import ENV, captured, discover_argv, rancherd_argv
 
 from rancherd.demo import free_port
 
@@ -81,9 +81,7 @@ async def run_all(argvs: list[list[str]]) -> list[subprocess.CompletedProcess[by
     results: list[subprocess.CompletedProcess[bytes] | None] = [None] * len(argvs)
 
     async def one(index: int) -> None:
-        results[index] = await trio.run_process(
-            argvs[index], capture_stdout=True, capture_stderr=True, check=False, env=ENV
-        )
+        results[index] = await captured(argvs[index])
 
     async with trio.open_nursery() as nursery:
         for index in range(len(argvs)):
@@ -138,11 +136,10 @@ async def test_wrong_token_node_with_lowest_id_is_never_counted(tmp_path: Path) 
 
 async def test_peers_shows_what_a_waiting_node_waits_for(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path, 2)
-    env = ENV
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             first = await nursery.start(_process, discover_argv(fleet.config(0), fleet.data_dir(0)))
-            snapshot = await _peers_json(fleet.data_dir(0), env)
+            snapshot = await _peers_json(fleet.data_dir(0))
             status = snapshot["status"]
             assert isinstance(status, dict)
             assert "waiting for 1 more server" in status["text"]
@@ -151,13 +148,7 @@ async def test_peers_shows_what_a_waiting_node_waits_for(tmp_path: Path) -> None
             )
             assert await first.wait() == 0
             assert await second.wait() == 0
-    table = await trio.run_process(
-        rancherd_argv("peers", "--data-dir", str(fleet.data_dir(0))),
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-        env=env,
-    )
+    table = await captured(rancherd_argv("peers", "--data-dir", str(fleet.data_dir(0))))
     assert table.returncode == 1
     assert b"is rancherd running" in table.stderr
 
@@ -176,16 +167,10 @@ async def _process(
     )
 
 
-async def _peers_json(data_dir: Path, env: dict[str, str]) -> dict[str, object]:
+async def _peers_json(data_dir: Path) -> dict[str, object]:
     """``rancherd peers --json`` once the node answers (it needs a moment to start)."""
     while True:
-        result = await trio.run_process(
-            rancherd_argv("peers", "--json", "--data-dir", str(data_dir)),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=env,
-        )
+        result = await captured(rancherd_argv("peers", "--json", "--data-dir", str(data_dir)))
         if result.returncode == 0:
             document = json.loads(result.stdout)
             assert isinstance(document, dict)
@@ -202,7 +187,7 @@ async def test_bad_input_against_a_live_node(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             first = await nursery.start(_process, discover_argv(fleet.config(0), fleet.data_dir(0)))
-            await _peers_json(fleet.data_dir(0), ENV)
+            await _peers_json(fleet.data_dir(0))
 
             # 1 MiB in one binary message: closed with 1009 (message too big).
             assert await _close_code_after(host, port, secrets.token_bytes(1 << 20)) == 1009
@@ -293,7 +278,7 @@ async def test_bootstrap_stopped_during_the_election_exits_143_and_says_so(
             process: trio.Process = await nursery.start(
                 partial(trio.run_process, argv, check=False, env=ENV, stderr=subprocess.PIPE)
             )
-            snapshot = await _peers_json(fleet.data_dir(0), ENV)
+            snapshot = await _peers_json(fleet.data_dir(0))
             assert "waiting for 2 more servers" in str(snapshot["status"])
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 143
@@ -340,13 +325,7 @@ async def test_a_node_that_cannot_listen_says_why_without_a_traceback(tmp_path: 
         tmp_path / "c.yaml", "192.0.2.1", 8443, ["192.0.2.1"], expected=1
     )  # TEST-NET-1: never an address of this machine
     with trio.fail_after(30):
-        result = await trio.run_process(
-            discover_argv(config, tmp_path / "d"),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=ENV,
-        )
+        result = await captured(discover_argv(config, tmp_path / "d"))
     assert result.returncode == 1
     assert b"cannot listen on 192.0.2.1:8443" in result.stderr
     assert b"Traceback" not in result.stderr
@@ -354,13 +333,7 @@ async def test_a_node_that_cannot_listen_says_why_without_a_traceback(tmp_path: 
 
 async def test_demo_the_readmes_first_command_decides_and_cleans_up() -> None:
     with trio.fail_after(60):
-        result = await trio.run_process(
-            rancherd_argv("demo", "--nodes", "3", "--seed", "7"),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=ENV,
-        )
+        result = await captured(rancherd_argv("demo", "--nodes", "3", "--seed", "7"))
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
     assert "all 3 nodes decided" in out

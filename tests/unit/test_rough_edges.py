@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 from click.testing import CliRunner, Result
-from fake_runtime import populate_root
+from fake_runtime import root_with_install_script
 
 from rancherd.cli import cli
 from rancherd.demo import free_port, run_demo
@@ -85,10 +85,8 @@ def test_reset_leaves_a_missing_data_dir_missing(tmp_path: Path) -> None:
 
 
 def test_a_failed_step_shows_its_output_once(tmp_path: Path) -> None:
-    root = populate_root(tmp_path / "root")  # under --root only the root's programs run
-    script = root / "install.sh"
-    script.write_text("#!/bin/sh\necho the-one-line-of-output\nexit 3\n")
-    script.chmod(0o755)
+    script = "#!/bin/sh\necho the-one-line-of-output\nexit 3\n"
+    root = root_with_install_script(tmp_path / "root", script)
     result = run(
         "bootstrap",
         "--config",
