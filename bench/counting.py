@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rancherd.gossip.transport import (
-    CLOSE_NORMAL,
+    ForwardingConnection,
     ForwardingTransport,
     FrameConnection,
     Transport,
@@ -33,28 +33,15 @@ class TrafficCounter:
         return self.frames, self.bytes
 
 
-class CountingConnection(FrameConnection):
+class CountingConnection(ForwardingConnection):
     def __init__(self, inner: FrameConnection, counter: TrafficCounter) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._counter = counter
 
-    @property
-    def remote(self) -> str:
-        return self._inner.remote
-
     async def send(self, frame: bytes) -> None:
-        await self._inner.send(frame)
+        await self.inner.send(frame)
         self._counter.frames += 1
         self._counter.bytes += len(frame)
-
-    async def receive(self) -> bytes:
-        return await self._inner.receive()
-
-    def authenticated(self) -> None:
-        self._inner.authenticated()
-
-    async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        await self._inner.aclose(code, reason)
 
 
 class CountingTransport(ForwardingTransport):

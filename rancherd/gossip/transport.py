@@ -32,6 +32,7 @@ __all__ = [
     "CLOSE_TRY_LATER",
     "ConnectionClosed",
     "ConnectionHandler",
+    "ForwardingConnection",
     "ForwardingTransport",
     "FrameConnection",
     "Transport",
@@ -172,6 +173,31 @@ class Transport(abc.ABC):
     async def connect(self, address: Address) -> FrameConnection:
         """Dial ``host:port``; ``TransportError`` if that fails within
         ``handshake_timeout``. Counts against ``max_connections``."""
+
+
+class ForwardingConnection(FrameConnection):
+    """``inner`` itself, for a connection wrapper that changes one thing (a subclass
+    overrides ``send``, say, to count or tamper with frames): ``ForwardingTransport.wrap``
+    returns one."""
+
+    def __init__(self, inner: FrameConnection) -> None:
+        self.inner = inner
+
+    @property
+    def remote(self) -> str:
+        return self.inner.remote
+
+    async def send(self, frame: bytes) -> None:
+        await self.inner.send(frame)
+
+    async def receive(self) -> bytes:
+        return await self.inner.receive()
+
+    def authenticated(self) -> None:
+        self.inner.authenticated()
+
+    async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        await self.inner.aclose(code, reason)
 
 
 class ForwardingTransport(Transport):

@@ -33,9 +33,9 @@ from rancherd.gossip.messages import (
 )
 from rancherd.gossip.security import SecureChannel
 from rancherd.gossip.transport import (
-    CLOSE_NORMAL,
     CLOSE_POLICY,
     ConnectionClosed,
+    ForwardingConnection,
     ForwardingTransport,
     FrameConnection,
     Transport,
@@ -172,23 +172,19 @@ async def test_a_replayed_hello_is_worthless(
         assert len(f.decisions()) == 1
 
 
-class TamperingConnection(FrameConnection):
+class TamperingConnection(ForwardingConnection):
     """Duplicates, reorders or flips a bit in some frames it sends."""
 
     def __init__(self, inner: FrameConnection, tamper: Tamper) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._tamper = tamper
         self._held: bytes | None = None
-
-    @property
-    def remote(self) -> str:
-        return self._inner.remote
 
     async def send(self, frame: bytes) -> None:
         tamper = self._tamper
         kind = tamper.pick()
         if self._held is not None:
-            await self._inner.send(frame)  # the later frame first ...
+            await self.inner.send(frame)  # the later frame first ...
             frame, self._held = self._held, None  # ... then the held one
         elif kind == "reorder":
             self._held = frame
@@ -197,18 +193,9 @@ class TamperingConnection(FrameConnection):
             index = tamper.rng.randrange(len(frame))
             flipped = frame[index] ^ 1 << tamper.rng.randrange(8)
             frame = frame[:index] + bytes([flipped]) + frame[index + 1 :]
-        await self._inner.send(frame)
+        await self.inner.send(frame)
         if kind == "duplicate":
-            await self._inner.send(frame)
-
-    async def receive(self) -> bytes:
-        return await self._inner.receive()
-
-    def authenticated(self) -> None:
-        self._inner.authenticated()
-
-    async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        await self._inner.aclose(code, reason)
+            await self.inner.send(frame)
 
 
 class Tamper:
