@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 import yaml
-from fake_runtime import INSTALL_SCRIPT, FakeServer, Tls, populate_root
+from fake_runtime import INSTALL_SCRIPT, FakeServer, Tls, populate_root, running
 from install_harness import options
 
 from rancherd.config import Config, load_config
@@ -112,14 +112,6 @@ def mode(root: Path, path: str) -> int:
 def temp_files(root: Path) -> list[Path]:
     """Temp files of the atomic writes left behind (none should be)."""
     return [path for path in root.rglob("*") if path.name.endswith(".tmp")]
-
-
-def process_gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie waiting for its parent."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def lines(root: Path, name: str) -> list[str]:
@@ -523,10 +515,10 @@ async def test_command_timeout_kills_it(root: Path, state_dir: Path) -> None:
     assert caught.value.output_tail == "started"
     pid = int((root / "pid").read_text())
     for _ in range(500):  # the whole process group was stopped, grandchildren too
-        if process_gone(pid):
+        if not running(pid):
             break
         await trio.sleep(0.01)  # polling /proc: there is no event to wait for
-    assert process_gone(pid)
+    assert not running(pid)
 
 
 async def test_missing_command_is_a_clear_failure(root: Path, state_dir: Path) -> None:
