@@ -148,13 +148,13 @@ def parse_host_port(text: str) -> HostPort:
     return HostPort(host, port)
 
 
-def is_ip(text: str, *, version: int) -> bool:
-    """Whether ``text`` is an IP address of ``version`` (4 or 6)."""
+def is_ip(text: str, *, version: int | None = None) -> bool:
+    """Whether ``text`` is an IP address (of ``version``, 4 or 6, when given)."""
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
         return False
-    return address.version == version
+    return version is None or address.version == version
 
 
 def is_dns_name(text: str) -> bool:

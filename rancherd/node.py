@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from rancherd.addresses import host_of, join_host_port
+from rancherd.addresses import host_of, is_ip, join_host_port
 from rancherd.config import Config
 from rancherd.control import ControlServer
 from rancherd.discovery import make_provider
@@ -97,7 +97,7 @@ def own_addresses(config: Config) -> tuple[list[str], list[str]]:
     port = discovery.port
     if discovery.advertise_addresses:
         endpoints = [a.endpoint(port) for a in discovery.advertise_addresses]
-        ips = [a.host for a in discovery.advertise_addresses if _is_ip(a.host)]
+        ips = [a.host for a in discovery.advertise_addresses if is_ip(a.host)]
         return endpoints, ips
     listen = discovery.listen_address
     if listen not in ("0.0.0.0", "::"):
@@ -124,14 +124,6 @@ def _token_text(config: Config) -> str:
             "(an escape such as \\ud800); write the token as plain UTF-8 text"
         ) from None
     return token
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -409,7 +409,7 @@ def _srv(values: Mapping[str, str], issues: list[ParamIssue]) -> SrvParams:
         except ValueError as exc:
             issues.append(ParamIssue("nameservers", str(exc)))
             continue
-        if not is_ip(address.host, version=4) and not is_ip(address.host, version=6):
+        if not is_ip(address.host):
             issues.append(
                 ParamIssue("nameservers", f"{word!r}: a DNS server is an IP address, not a name")
             )

@@ -55,6 +55,7 @@ from rancherd.gossip.messages import (
 )
 
 __all__ = [
+    "CLUSTER_ID_PATTERN",
     "GOSSIP_ENVELOPE_BYTES",
     "MAX_ADDRESSES",
     "MAX_ADDRESS_LENGTH",
@@ -167,7 +168,7 @@ _HOST_RE = re.compile(f"{_NAME}|{_IPV6}")
 _ADDRESS_RE = re.compile(
     rf"(?:{_NAME}|\[{_IPV6}(?:%[0-9A-Za-z_.-]{{1,64}})?\]):([1-9][0-9]{{0,4}})"
 )
-_CLUSTER_ID_RE = re.compile(f"[0-9a-f]{{1,{MAX_CLUSTER_ID_LENGTH}}}")
+CLUSTER_ID_PATTERN = re.compile(f"[0-9a-f]{{1,{MAX_CLUSTER_ID_LENGTH}}}")
 
 
 # --- Sizes ---------------------------------------------------------------------------------
@@ -271,7 +272,7 @@ def _all_node_ids(values: tuple[Any, ...]) -> bool:
 
 _check_host = _check_text("host", _HOST_RE.fullmatch, MAX_HOST_LENGTH)
 _check_address = _check_text("host:port address", _is_address, MAX_ADDRESS_LENGTH)
-_check_cluster_id = _check_text("cluster id", _CLUSTER_ID_RE.fullmatch, MAX_CLUSTER_ID_LENGTH)
+_check_cluster_id = _check_text("cluster id", CLUSTER_ID_PATTERN.fullmatch, MAX_CLUSTER_ID_LENGTH)
 
 
 def _check_bytes(length: int) -> Callable[[Any], Any]:

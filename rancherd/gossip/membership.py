@@ -25,13 +25,13 @@ import bisect
 import heapq
 import itertools
 import random
-import re
 from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
 from rancherd.addresses import NODE_ID_PATTERN
 from rancherd.gossip.codec import (
+    CLUSTER_ID_PATTERN,
     GOSSIP_ENVELOPE_BYTES,
     MAX_ADDRESS_LENGTH,
     MAX_ADDRESSES,
@@ -85,8 +85,6 @@ def is_fresher(incarnation: int, heartbeat: int, than: NodeRecord) -> bool:
 # whoever feeds it (the simulator and tests hand it objects directly). Each returns a reason,
 # or None when the value is fine. Ids the table already holds skip the regex.
 
-_CLUSTER_ID = re.compile("[0-9a-f]{1,64}")
-
 
 def is_uint(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_UINT
@@ -130,7 +128,9 @@ def vote_problem(vote: object, known: Container[str] = ()) -> str | None:
 def decision_problem(decision: object, known: Container[str] = ()) -> str | None:
     if type(decision) is not Decision:
         return "not a Decision"
-    if type(decision.cluster_id) is not str or not _CLUSTER_ID.fullmatch(decision.cluster_id):
+    if type(decision.cluster_id) is not str or not CLUSTER_ID_PATTERN.fullmatch(
+        decision.cluster_id
+    ):
         return "malformed cluster id"
     if not is_uint(decision.round):
         return "decision round out of range"
